@@ -1,0 +1,335 @@
+"""Configuration: YAML presets merged over a dataclass schema (omegaconf, no Hydra).
+
+A run's config is built from, in this order:
+
+1. ``experiments/configs/base.yaml``;
+2. the default world and method presets named in the base (``world: toy``, ``method: ide``) unless
+   the command line names its own;
+3. the presets named on the command line, in argv order: a token ``group=name`` whose file
+   ``<group folder>/<name>.yaml`` exists (``ablation=`` reads ``ablations/<name>.yaml``; ``world=``,
+   ``method=`` and other groups read ``experiments/configs/<group>/<name>.yaml``);
+4. dotted overrides such as ``train.lr=3e-4``.
+
+Every source is validated against :class:`Config`; a bad key, a bad type, an unknown preset or a
+malformed token raises :class:`ConfigError`, whose message is one line naming the key, what is
+allowed and the file (or argument) it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+ABLATION_DIR = REPO_ROOT / "ablations"
+# Groups whose presets also set the top-level key of the same name (``world=toy`` sets cfg.world).
+NAMED_GROUPS = ("world", "method", "ablation")
+
+
+class ConfigError(ValueError):
+    """A bad configuration input; ``str(err)`` is one line that says what to change."""
+
+
+@dataclass
+class GeneratorConfig:
+    """The frozen pretrained StyleGAN2 (rosinality layout)."""
+
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    channels: dict[int, int] | None = None  # {resolution: channels}; None = rosinality's
+    weights: str = "stylegan2_ffhq_1024"  # registry name or a path
+
+
+@dataclass
+class ModelConfig:
+    """The encoder method; see models/build.py for how each knob maps onto modules."""
+
+    kind: str = "ide"  # restyle | ide | psp | pulse
+    n_iters: int = 5
+    encoder_layers: int = 50
+    encoder_mode: str = "ir_se"
+    stage_channels: list[int] | None = None  # None = IR-SE50's (64, 128, 256, 512)
+    stage_units: list[int] | None = None  # None = the depth's units
+    encoder_init: str = "pretrained"  # random | pretrained: main/ReStyle/pSp body from identity_weights
+    identity_encoder: bool = True
+    identity_init: str = "pretrained"  # random | pretrained (Table 2's last row)
+    identity_freeze: bool = False
+    identity_weights: str = "ir_se50"  # registry name or path of the ArcFace IR-SE weights
+    input_latent: bool = True
+    ifm_hidden: int = 128
+    n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
+    loss_resolution: int = 256
+
+
+@dataclass
+class PulseConfig:
+    """Modified PULSE (optimisation-based baseline); used when model.kind == pulse."""
+
+    steps: int = 100
+    lr: float = 0.4
+    schedule: str = "linear1cycledrop"
+    eps: float = 2e-3
+    w_l2: float = 100.0
+    w_geo: float = 0.05
+    w_id: float = 1.0
+    batch_size: int = 16
+    gaussian_fit_samples: int = 1_000_000
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "toy"  # toy | celebahq
+    root: str | None = None  # CelebA-HQ root (CelebAMask-HQ layout), unused by toy
+    cache_dir: str | None = None  # prepared label maps / sketches / manifests
+    condition: str = "lr"  # lr | sketch | mask
+    lr_size: int = 32
+    input_size: int = 256
+    pairing: str = "same_identity"  # same_identity | self | random
+    n_identity_per_contour: int = 10
+    num_workers: int = 0
+    toy_train_identities: int = 2000
+    toy_photos_per_identity: int = 15
+    toy_test_identities: int = 300
+    toy_test_photos_per_identity: int = 2
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 110_000
+    batch_size: int = 8  # global: per-process batch x processes x grad_accum
+    grad_accum: int = 1
+    lr: float = 1e-4
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    log_every: int = 10
+    val_every: int = 1000
+    val_batch: int = 4
+    ckpt_every: int = 1000
+    keep_last: int = 2
+
+
+@dataclass
+class LossConfig:
+    """Weights of eq. (6): l2 = lambda1, lpips = lambda2, id = lambda3, wnorm = lambda4."""
+
+    l2: float = 0.1
+    lpips: float = 1.0
+    id: float = 0.5
+    wnorm: float = 0.003
+    wnorm_squared: bool = False
+    perceptual: str = "alex"  # alex (real LPIPS) | toy (LPIPS code path on the toy eval trunk)
+    id_network: str = "ir_se50"
+    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
+
+
+@dataclass
+class EvalConfig:
+    at_end: bool = True
+    max_pairs: int | None = None  # None = the whole manifest
+    batch_size: int = 8
+    n_iters: int | None = None  # None = model.n_iters
+    save_images: bool = False
+    lpips_backbone: str = "alex"  # alex | toy
+    lpips_resolution: int = 256
+    fid_detector: str = "inception"  # inception | toy
+    fid_reference: str = "celebahq_all"  # which real set the FID compares against
+    idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
+    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
+    providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    n_boot: int = 1000
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled; the WANDB_MODE env var wins
+    project: str = "ideface"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+
+
+@dataclass
+class Config:
+    world: str = "toy"
+    method: str = "ide"
+    ablation: str | None = None
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None  # None = <method|ablation>-<world>-<condition>-s<seed>
+    resume: str | None = None  # None | latest | <checkpoint dir>
+    weights_root: str | None = None  # None = $IDEFACE_WEIGHTS or ~/.cache/ideface/weights
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pulse: PulseConfig = field(default_factory=PulseConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+CHOICES = {
+    "model.kind": ("restyle", "ide", "psp", "pulse"),
+    "model.identity_init": ("random", "pretrained"),
+    "model.encoder_init": ("random", "pretrained"),
+    "data.dataset": ("toy", "celebahq"),
+    "data.condition": ("lr", "sketch", "mask"),
+    "data.pairing": ("same_identity", "self", "random"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "wandb.mode": ("offline", "online", "disabled"),
+    "loss.perceptual": ("alex", "toy"),
+    "eval.lpips_backbone": ("alex", "toy"),
+    "eval.fid_detector": ("inception", "toy"),
+}
+
+
+def group_dir(group: str) -> Path:
+    return ABLATION_DIR if group == "ablation" else CONFIG_DIR / group
+
+
+def available_presets(group: str) -> list[str]:
+    d = group_dir(group)
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
+    """Turn an omegaconf error into one line: the key, what is allowed, the source."""
+    key = getattr(err, "full_key", None) or ""
+    msg = str(err).splitlines()[0].strip()
+    if type(err).__name__ == "ConfigKeyError":
+        parent, _, leaf = key.rpartition(".")
+        node = Config()
+        for part in filter(None, parent.split(".")):
+            node = getattr(node, part, None)
+        allowed = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+        guess = difflib.get_close_matches(leaf, allowed, n=1)
+        hint = f"did you mean '{(parent + '.' if parent else '') + guess[0]}'? " if guess else ""
+        return ConfigError(
+            f"unknown config key '{key}' (from {source}); {hint}allowed under "
+            f"'{parent or '<top>'}': {', '.join(allowed)}"
+        )
+    return ConfigError(f"bad value for '{key}' (from {source}): {msg}")
+
+
+def _merge(cfg: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:
+        raise _explain(err, source) from None
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        node = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report the file, not a traceback
+        raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(node).__name__}")
+    return node
+
+
+def _preset(group: str, name: str) -> tuple[DictConfig, Path]:
+    path = group_dir(group) / f"{name}.yaml"
+    if not path.is_file():
+        avail = available_presets(group)
+        guess = difflib.get_close_matches(name, avail, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        raise ConfigError(
+            f"unknown {group} preset '{name}'{hint}; available: {', '.join(avail) or 'none'} "
+            f"(in {group_dir(group)})"
+        )
+    node = _load_yaml(path)
+    if group in NAMED_GROUPS:
+        node[group] = name
+    return node, path
+
+
+def _parse_override(token: str) -> tuple[str, str]:
+    if "=" not in token or token.startswith("=") or token.startswith("-"):
+        raise ConfigError(
+            f"malformed argument '{token}': expected 'group=name' (a preset) or 'dotted.key=value' "
+            f"(an override), e.g. ablation=input_latent or train.lr=3e-4"
+        )
+    key, value = token.split("=", 1)
+    if not key.replace(".", "").replace("_", "").isalnum() or ".." in key or key.endswith("."):
+        raise ConfigError(f"malformed key '{key}' in argument '{token}'")
+    return key, value
+
+
+def _is_preset_token(key: str) -> bool:
+    return "." not in key and (key in NAMED_GROUPS or group_dir(key).is_dir())
+
+
+def load_config(argv: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Build the validated config from command-line tokens (see module docstring).
+
+    Returns a struct-mode DictConfig typed by :class:`Config`; raises :class:`ConfigError`.
+    """
+    cfg = OmegaConf.structured(Config)
+    base_path = CONFIG_DIR / "base.yaml"
+    cfg = _merge(cfg, _load_yaml(base_path), str(base_path))
+    parsed = [_parse_override(t) for t in argv]
+    named = {k for k, _ in parsed if _is_preset_token(k)}
+    for group in ("world", "method"):
+        if group not in named:
+            node, path = _preset(group, cfg[group])
+            cfg = _merge(cfg, node, str(path))
+    overrides = []
+    for key, value in parsed:
+        if _is_preset_token(key):
+            if key == "ablation" and value in ("null", "none", ""):
+                continue
+            node, path = _preset(key, value)
+            cfg = _merge(cfg, node, str(path))
+        else:
+            overrides.append((key, value))
+    for key, value in overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"the command line '{key}={value}'")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that types alone cannot express: choices and required values."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"bad value for '{key}': {value!r}; allowed: {', '.join(allowed)}")
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise ConfigError(f"missing required value(s): {', '.join(sorted(missing))}; set them as key=value")
+    if cfg.data.dataset == "celebahq" and not cfg.data.root:
+        raise ConfigError(
+            "data.root is required for data.dataset=celebahq: pass data.root=<folder with the "
+            "CelebAMask-HQ layout> (see README, 'Real data')"
+        )
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.model.n_iters < 1:
+        raise ConfigError("model.n_iters must be >= 1")
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Default run name: ``<ablation or method>-<world>-<condition>-s<seed>``."""
+    if cfg.run_name:
+        return cfg.run_name
+    what = cfg.ablation or cfg.method
+    return f"{what}-{cfg.world}-{cfg.data.condition}-s{cfg.seed}"
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain dict (for W&B and checkpoints: no OmegaConf objects in pickles)."""
+    return OmegaConf.to_container(cfg, resolve=True)

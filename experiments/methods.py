@@ -1,0 +1,88 @@
+"""Method plug-ins for the training loop: what one optimisation step does.
+
+Every encoder method (the four Table 2 rows and modified pSp) is an iterative inverter from
+``models.build``: per batch, for each refinement step, the loss of that step's output is
+back-propagated at once (gradients accumulate over the steps, one optimiser step per batch, as
+ReStyle does). pSp is the same with one step from the average latent. The trainable module is the
+encoder alone: the generator stays frozen inside the inverter and is never ``prepare``d.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import save_file
+
+from experiments.config import ConfigError, to_yaml
+from experiments.world import World
+
+
+def build_objective(cfg: DictConfig, device: torch.device):
+    """Eq. (6) with the config's weights and the world's frozen perceptual and ArcFace networks."""
+    from losses import Objective
+
+    return Objective.from_config(cfg.loss, weights_root=cfg.weights_root).to(device)
+
+
+class EncoderMethod:
+    """ReStyle baseline, IDE rows and modified pSp: an encoder trained through a frozen generator."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        from models.build import build_model
+
+        self.cfg = cfg
+        self.world = World(cfg, device)
+        self.model = build_model(cfg.model, self.world.generator, self.world.contour_channels,
+                                 latent_avg=self.world.latent_avg,
+                                 weights_root=cfg.weights_root).to(device)
+        self.objective = build_objective(cfg, device)
+        self.n_iters = cfg.model.n_iters if cfg.model.kind != "psp" else 1
+        self.trainable = self.model.encoder
+        self.trainable_module = self.trainable
+
+    def attach(self, prepared: torch.nn.Module) -> None:
+        """Route the inverter's encoder calls through the prepared (possibly DDP) module."""
+        self.model.encoder = prepared
+        self.trainable_module = prepared
+
+    def _losses(self, step, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.objective(step.image_loss_res, batch["target"], identity=batch["identity"], w=step.w,
+                              w_avg=self.model.latent_avg)
+
+    def train_step(self, batch: dict, accelerator) -> dict[str, float]:
+        """Forward and backward every refinement step of one batch; returns per-step loss terms."""
+        logs: dict[str, float] = {}
+        total = 0.0
+        for t, step in enumerate(self.model.iterate(batch["contour"], batch["identity"], self.n_iters)):
+            loss, terms = self._losses(step, batch)
+            accelerator.backward(loss)
+            total += loss.item()
+            logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
+        logs["loss"] = total / self.n_iters
+        return logs
+
+    @torch.no_grad()
+    def validation(self, batch: dict) -> tuple[list[torch.Tensor], dict[str, float]]:
+        dev = next(self.model.encoder.parameters()).device
+        batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        images, logs = [], {}
+        for t, step in enumerate(self.model.iterate(batch["contour"], batch["identity"], self.n_iters)):
+            loss, terms = self._losses(step, batch)
+            images.append(step.image_loss_res.cpu())
+            logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
+            logs[f"step{t + 1}/loss"] = loss.item()
+        return images, logs
+
+    def export(self, encoder: torch.nn.Module, out_dir) -> None:
+        """Final weights for evaluate/generate: ``encoder.safetensors`` + the config beside them."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        save_file(state, str(out_dir / "encoder.safetensors"))
+        (out_dir / "config.yaml").write_text(to_yaml(self.cfg))
+
+
+def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
+    if cfg.model.kind == "pulse":
+        raise ConfigError("method=pulse is optimisation-based and has nothing to train: run "
+                          "'python experiments/evaluate.py method=pulse' instead")
+    return EncoderMethod(cfg, device)

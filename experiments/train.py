@@ -1,0 +1,175 @@
+"""The training loop: Accelerate, W&B, periodic validation and resumable checkpoints.
+
+The loop knows nothing about what a batch does: a :class:`experiments.methods.Method` builds the
+trainable module and runs one optimisation step's forward/backward passes. Frozen networks (the
+generator, the ArcFace, the perceptual network) are moved to the device by the method, never
+``prepare``d. One command runs on one or many processes (``accelerate launch``); the global batch
+``train.batch_size`` is split as per-process batch x processes x ``train.grad_accum``.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from experiments.checkpointing import TrainerState, find_resume, read_state, save_checkpoint
+from experiments.config import ConfigError, run_name, to_container, to_yaml
+from experiments.tracking import RunRecord, image_grid, provenance, wandb_mode, wandb_run_info
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.output_dir).expanduser() / run_name(cfg)
+
+
+def make_accelerator(cfg: DictConfig, run_dir: Path) -> Accelerator:
+    mode = wandb_mode(cfg.wandb.mode)
+    return Accelerator(
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        mixed_precision=cfg.train.mixed_precision,
+        log_with=None if mode == "disabled" else "wandb",
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def per_process_batch(cfg: DictConfig, num_processes: int) -> int:
+    denom = num_processes * cfg.train.grad_accum
+    if cfg.train.batch_size % denom:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by processes x grad_accum = "
+            f"{num_processes} x {cfg.train.grad_accum}; choose a global batch that is"
+        )
+    return cfg.train.batch_size // denom
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train ``cfg``'s method; returns the run directory (same path on every rank)."""
+    from experiments.methods import build_method
+
+    run_dir = run_dir_of(cfg)
+    accelerator = make_accelerator(cfg, run_dir)
+    set_seed(cfg.seed)
+    batch = per_process_batch(cfg, accelerator.num_processes)
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = find_resume(cfg.resume, ckpt_root)
+    state = read_state(resume_from) if resume_from else TrainerState()
+
+    method = build_method(cfg, accelerator.device)
+    train_set = method.world.train_set
+    loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    if len(loader) == 0:
+        raise ConfigError(f"the training set ({len(train_set)} items) is smaller than one batch ({batch})")
+    trainable = method.trainable
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.train.lr)
+    trainable, optimizer, loader = accelerator.prepare(trainable, optimizer, loader)
+    method.attach(trainable)
+
+    record = RunRecord(run_dir, enabled=accelerator.is_main_process)
+    record.start(to_yaml(cfg), resume_step=state.step)
+    if accelerator.log_with:
+        init = {"name": run_name(cfg), "dir": str(run_dir), "group": cfg.wandb.group, "tags": list(cfg.wandb.tags),
+                "entity": cfg.wandb.entity, "mode": wandb_mode(cfg.wandb.mode)}
+        if state.wandb_id:
+            init.update(id=state.wandb_id, resume="allow")
+        accelerator.init_trackers(cfg.wandb.project, config={**to_container(cfg), "provenance": provenance()},
+                                  init_kwargs={"wandb": init})
+    info = wandb_run_info(accelerator) if accelerator.is_main_process else {}
+    state.wandb_id = info.get("wandb_id", state.wandb_id)
+    if resume_from:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
+
+    def log(values: dict, step: int) -> None:
+        accelerator.log(values, step=step)
+        record.log(values, step)
+
+    val_batch = method.world.validation_batch(cfg.train.val_batch)
+    steps_per_epoch = len(loader)
+    bar = tqdm(total=cfg.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
+               desc=run_name(cfg), dynamic_ncols=True)
+    t_last, images_since = time.perf_counter(), 0
+    trainable.train()
+    while state.step < cfg.train.max_steps:
+        loader.set_epoch(state.epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) \
+            if state.batches_in_epoch else loader
+        for batch_data in epoch_loader:
+            with accelerator.accumulate(trainable):
+                logs = method.train_step(batch_data, accelerator)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            images_since += batch * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            bar.update(1)
+            if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
+                now = time.perf_counter()
+                logs = {f"train/{k}": v for k, v in logs.items()}
+                logs.update({"train/lr": optimizer.param_groups[0]["lr"],
+                             "perf/images_per_s": images_since / max(now - t_last, 1e-9),
+                             "perf/peak_memory_mb": peak_memory_mb(accelerator.device)})
+                t_last, images_since = now, 0
+                bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
+                log(logs, state.step)
+            if state.step % cfg.train.val_every == 0 or state.step == cfg.train.max_steps:
+                validate(method, val_batch, accelerator, record, state.step)
+                trainable.train()
+            if state.step % cfg.train.ckpt_every == 0 or state.step == cfg.train.max_steps:
+                save_checkpoint(accelerator, ckpt_root, state, cfg.train.keep_last)
+            if state.step >= cfg.train.max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        method.export(accelerator.unwrap_model(trainable), run_dir / "final")
+        final = {k: v for k, v in RunRecord.read_metrics(run_dir)[-1].items() if k != "step"} \
+            if record.metrics_path.exists() else {}
+        record.update_summary({"train": final, "steps": state.step, "epochs_completed": state.epoch,
+                               "steps_per_epoch": steps_per_epoch, **info,
+                               "provenance": provenance(), "run_dir": str(run_dir)})
+        accelerator.print(f"finished {state.step} steps; run record and final weights in {run_dir}")
+    accelerator.end_training()
+    return run_dir
+
+
+@torch.no_grad()
+def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecord, step: int) -> None:
+    """Log the fixed held-out batch: contour | identity | each refinement step | target, and its losses."""
+    method.trainable_module.eval()
+    steps, losses = method.validation(val_batch)
+    if not accelerator.is_main_process:
+        return
+    rows = []
+    for i in range(val_batch["target"].shape[0]):
+        rows.append([method.world.display_contour(val_batch["contour"][i]), val_batch["identity"][i],
+                     *[s[i] for s in steps], val_batch["target"][i]])
+    grid = image_grid(rows)
+    record.save_image("val/grid", grid, step)
+    values = {f"val/{k}": v for k, v in losses.items()}
+    if accelerator.log_with:
+        import wandb
+
+        values["val/grid"] = wandb.Image(grid, caption="contour | identity | steps 1..N | target")
+    accelerator.log(values, step=step)
+    record.log({k: v for k, v in values.items() if k != "val/grid"}, step)
+

@@ -1,0 +1,98 @@
+"""A world = the data and the frozen pretrained networks a run uses, all named by config.
+
+``world=toy`` (the embedded default) and ``world=celebahq`` differ only in config values: which
+dataset class, which sizes, which registry entries. Nothing below branches on the world's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from data.conditions import colorize_mask, condition_channels
+
+
+def build_dataset(cfg: DictConfig, split: str) -> Dataset:
+    """The training or test dataset named by ``data.dataset`` (items as in data/pairs.py)."""
+    d = cfg.data
+    common = dict(split=split, condition=d.condition, lr_size=d.lr_size, input_size=d.input_size,
+                  pairing=d.pairing, seed=cfg.seed, n_per_contour=d.n_identity_per_contour)
+    if d.dataset == "toy":
+        from data.toyfaces import ToyFaces
+
+        return ToyFaces(n_train_identities=d.toy_train_identities,
+                        photos_per_identity=d.toy_photos_per_identity,
+                        n_test_identities=d.toy_test_identities,
+                        test_photos_per_identity=d.toy_test_photos_per_identity,
+                        cache_dir=d.cache_dir, **common)
+    from data.celebahq import CelebAHQ
+
+    return CelebAHQ(root=d.root, cache_dir=d.cache_dir, **common)
+
+
+def load_frozen_generator(cfg: DictConfig, device: torch.device):
+    """The pretrained generator (eval, no grad) and its average latent (style_dim,)."""
+    from models.stylegan2 import load_generator
+    from models.weights import resolve_path
+
+    g = cfg.generator
+    channels = {int(k): int(v) for k, v in g.channels.items()} if g.channels else None
+    generator, latent_avg = load_generator(resolve_path(g.weights, cfg.weights_root), g.size,
+                                           style_dim=g.style_dim, n_mlp=g.n_mlp,
+                                           channel_multiplier=g.channel_multiplier, channels=channels)
+    generator.eval().requires_grad_(False).to(device)
+    return generator, latent_avg.to(device)
+
+
+@dataclass
+class World:
+    cfg: DictConfig
+    device: torch.device
+
+    @cached_property
+    def generator_and_avg(self):
+        return load_frozen_generator(self.cfg, self.device)
+
+    @property
+    def generator(self):
+        return self.generator_and_avg[0]
+
+    @property
+    def latent_avg(self) -> torch.Tensor:
+        return self.generator_and_avg[1]
+
+    @cached_property
+    def train_set(self) -> Dataset:
+        return build_dataset(self.cfg, "train")
+
+    @cached_property
+    def test_set(self) -> Dataset:
+        return build_dataset(self.cfg, "test")
+
+    @property
+    def contour_channels(self) -> int:
+        return condition_channels(self.cfg.data.condition)
+
+    def validation_batch(self, n: int) -> dict:
+        """The first ``n`` test pairs, stacked: a fixed held-out batch for image grids."""
+        items = [self.test_set[i] for i in range(min(n, len(self.test_set)))]
+        return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
+                else [it[k] for it in items] for k in items[0]}
+
+    def display_contour(self, contour: torch.Tensor) -> torch.Tensor:
+        """A contour (C, H, W) as an RGB image (3, H, W) in [-1, 1] for grids."""
+        if contour.shape[0] == 3:
+            return contour
+        if contour.shape[0] == 1:
+            return contour.expand(3, -1, -1)
+        labels = contour.argmax(0)
+        return colorize_mask(labels[None])[0].to(contour.device)
+
+
+def weights_root(cfg: DictConfig) -> Path | None:
+    return Path(cfg.weights_root).expanduser() if cfg.weights_root else None

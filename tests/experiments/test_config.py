@@ -1,0 +1,87 @@
+"""Config loading: preset groups, merge order, validation and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from experiments.config import REPO_ROOT, ConfigError, available_presets, load_config, run_name
+
+
+def test_defaults_are_toy_world_and_full_model():
+    cfg = load_config([])
+    assert cfg.world == "toy" and cfg.method == "ide" and cfg.ablation is None
+    assert cfg.generator.size == 64 and cfg.data.dataset == "toy"
+    assert cfg.model.kind == "ide" and cfg.model.input_latent and cfg.model.identity_init == "pretrained"
+    # the paper's loss weights (section 3.1)
+    assert (cfg.loss.l2, cfg.loss.lpips, cfg.loss.id, cfg.loss.wnorm) == (0.1, 1.0, 0.5, 0.003)
+
+
+@pytest.mark.parametrize("row,kind,id_enc,latent,init", [
+    ("baseline", "restyle", False, False, "pretrained"),
+    ("ifblock", "ide", True, False, "random"),
+    ("input_latent", "ide", True, True, "random"),
+    ("pretrained_id", "ide", True, True, "pretrained"),
+])
+def test_ablation_presets_map_onto_table2(row, kind, id_enc, latent, init):
+    cfg = load_config([f"ablation={row}"])
+    assert cfg.ablation == row
+    assert (cfg.model.kind, cfg.model.identity_encoder, cfg.model.input_latent) == (kind, id_enc, latent)
+    if kind == "ide":
+        assert cfg.model.identity_init == init
+
+
+def test_merge_order_presets_then_overrides():
+    cfg = load_config(["world=celebahq", "data.root=/x", "ablation=ifblock", "train.lr=3e-4",
+                       "model.n_iters=3"])
+    assert cfg.world == "celebahq" and cfg.generator.size == 1024 and cfg.data.lr_size == 32
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.model.n_iters == 3
+    assert not cfg.model.input_latent
+    # a later override beats a preset named earlier
+    assert load_config(["ablation=ifblock", "model.input_latent=true"]).model.input_latent
+    assert run_name(cfg) == "ifblock-celebahq-lr-s0"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train.lrr=1"], "did you mean 'train.lr'"),
+    (["train.lr=abc"], "train.lr"),
+    (["ablation=inputlatent"], "did you mean 'input_latent'"),
+    (["world=mars"], "available: celebahq, toy"),
+    (["garbage"], "malformed argument"),
+    (["train..lr=1"], "malformed key"),
+    (["data.condition=xyz"], "allowed: lr, sketch, mask"),
+    (["world=celebahq"], "data.root is required"),
+    (["model.n_iters=0"], "n_iters"),
+])
+def test_bad_input_is_one_clear_error(argv, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(argv)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_key_in_a_preset_file_names_the_file(tmp_path, monkeypatch):
+    import experiments.config as config
+
+    (tmp_path / "broken.yaml").write_text("train:\n  max_stepz: 3\n")
+    monkeypatch.setattr(config, "ABLATION_DIR", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(["ablation=broken"])
+    assert "broken.yaml" in str(info.value) and "max_steps" in str(info.value)
+
+
+def test_available_presets_lists_every_row():
+    assert {"baseline", "ifblock", "input_latent", "pretrained_id"} <= set(available_presets("ablation"))
+    assert {"ide", "restyle", "psp", "pulse"} <= set(available_presets("method"))
+
+
+def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
+    script = str(REPO_ROOT / "experiments" / "run.py")
+    ok = subprocess.run([sys.executable, script, "--dry-run", "ablation=input_latent", "train.lr=3e-4"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "ablation: input_latent" in ok.stdout and "lr: 0.0003" in ok.stdout
+    bad = subprocess.run([sys.executable, script, "--dry-run", "train.lrr=1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
