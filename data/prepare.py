@@ -1,0 +1,196 @@
+"""One-time dataset preparation: ``python -m data.prepare celebahq --root <folder> [--out <folder>]``.
+
+For CelebA-HQ (layout in ``data/celebahq.py``) it
+
+1. validates the folder: every annotation file present and consistent (a missing one is named
+   with where it comes from);
+2. builds, for every image, the merged label map and the XDoG sketch at ``--size`` (256) into the
+   output folder (default ``<root>/ideface-prepared``; pass the same folder as ``data.cache_dir``).
+   Writes are atomic and finished files are skipped, so an interrupted run resumes where it
+   stopped and a second run does no work; ``--workers N`` spreads the work over processes;
+3. lists every file it could not use (missing, empty, corrupt or truncated image; image without
+   any part mask) in ``bad_files.tsv``; the dataset leaves exactly those images out, with a
+   warning, and never drops anything else;
+4. writes the val and test manifests (every pairing mode, ``--n-per-contour`` identity images per
+   contour, ``--seed``) once; an existing manifest is kept unless the data changed;
+5. prints the split sizes next to the paper's (2,842 test images, 28,420 pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data.celebahq import (
+    MASK_DIR,
+    BadFile,
+    CelebAHQIndex,
+    MissingDataError,
+    PreparedCache,
+    build_label_map,
+    build_sketch,
+    count_report,
+    default_cache_dir,
+    load_photo,
+    locate,
+)
+from data.images import BadImageError, save_image, save_label_map
+from data.pairs import PAIRING_MODES, build_test_manifest, read_manifest, write_manifest
+
+MANIFEST_SPLITS = ("val", "test")
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run did: files built and skipped, bad files, manifests and their status."""
+
+    out: Path
+    built_labels: int = 0
+    built_sketches: int = 0
+    skipped: int = 0
+    bad: list[BadFile] = field(default_factory=list)
+    # "<split>/<mode>" -> (path, sha256, status)
+    manifests: dict[str, tuple[Path, str, str]] = field(default_factory=dict)
+    counts: str = ""
+
+    def text(self) -> str:
+        lines = [self.counts, f"prepared files in {self.out}: built {self.built_labels} label maps and "
+                              f"{self.built_sketches} sketches; {self.skipped} images already done"]
+        if self.bad:
+            lines.append(f"{len(self.bad)} bad files (left out of every split; listed in bad_files.tsv):")
+            lines += [f"  [{b.kind}] {b.path}: {b.reason}" for b in self.bad]
+        else:
+            lines.append("no bad files")
+        lines += [f"manifest {name}: {path} sha256={digest[:16]} ({status})"
+                  for name, (path, digest, status) in self.manifests.items()]
+        return "\n".join(lines)
+
+
+def prepare_item(index: CelebAHQIndex, cache: PreparedCache, size: int,
+                 idx: int) -> tuple[int, int, list[BadFile]]:
+    """Build what is missing for image ``idx``: (label maps built, sketches built, bad files found)."""
+    built_labels = built_sketch = 0
+    bad: list[BadFile] = []
+    labels_path = cache.labels(size, idx)
+    if not labels_path.is_file():
+        try:
+            save_label_map(build_label_map(index, idx, size), labels_path)
+            built_labels = 1
+        except MissingDataError:
+            bad.append(BadFile(idx, "mask", str(index.mask_path(idx, "skin").parent),
+                               f"no part masks {idx:05d}_<class>.png for this image"))
+        except BadImageError as e:
+            bad.append(BadFile(idx, "mask", str(e.path), e.reason))
+    sketch_path = cache.sketch(size, idx)
+    if not sketch_path.is_file():
+        try:
+            save_image(build_sketch(load_photo(index, idx), size), sketch_path)
+            built_sketch = 1
+        except MissingDataError:
+            bad.append(BadFile(idx, "image", str(index.image_path(idx)), "missing file"))
+        except BadImageError as e:
+            bad.append(BadFile(idx, "image", str(e.path), e.reason))
+    return built_labels, built_sketch, bad
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(root: str, out: str, size: int) -> None:
+    torch.set_num_threads(1)  # N processes x all-core torch threads would oversubscribe the CPU
+    _WORKER["args"] = (CelebAHQIndex(root), PreparedCache(out), size)
+
+
+def _work(idx: int) -> tuple[int, int, list[BadFile]]:
+    return prepare_item(*_WORKER["args"], idx)
+
+
+def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = None, size: int = 256,
+                     n_per_contour: int = 10, seed: int = 0, modes: Sequence[str] = PAIRING_MODES,
+                     workers: int = 0, progress: bool = True) -> PrepareReport:
+    """Validate ``root``, build label maps and sketches at ``size`` into ``out``, write manifests."""
+    index = CelebAHQIndex(root)
+    locate(root, MASK_DIR)
+    out = Path(out) if out is not None else default_cache_dir(root)
+    cache = PreparedCache(out)
+    report = PrepareReport(out=out)
+    todo = [r.idx for r in index.records
+            if not (cache.labels(size, r.idx).is_file() and cache.sketch(size, r.idx).is_file())]
+    report.skipped = len(index.records) - len(todo)
+    bar = tqdm(total=len(todo), desc="prepare celebahq", disable=not progress or not todo, dynamic_ncols=True)
+    if workers > 0 and todo:
+        init = (str(root), str(out), size)
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init) as pool:
+            results = pool.map(_work, todo, chunksize=64)
+            for result in results:
+                _tally(report, result)
+                bar.update(1)
+    else:
+        for idx in todo:
+            _tally(report, prepare_item(index, cache, size, idx))
+            bar.update(1)
+    bar.close()
+    # Items that failed in an earlier run have no outputs, so they were retried above: this list is complete.
+    report.bad.sort(key=lambda b: (b.idx, b.kind))
+    cache.write_bad_files(report.bad)
+
+    bad_idx = {b.idx for b in report.bad}
+    test_manifest = None
+    for split in MANIFEST_SPLITS:
+        items = [(r.key, r.identity) for r in index.split(split) if r.idx not in bad_idx]
+        for mode in modes:
+            manifest = build_test_manifest(items, n_per_contour, mode, seed)
+            path = cache.manifest(split, mode, n_per_contour, seed)
+            if path.is_file() and tuple(read_manifest(path)) == manifest.rows:
+                status = "unchanged"
+            else:
+                status = "rewritten: the data changed since it was written" if path.is_file() else "written"
+                write_manifest(manifest, path)
+            report.manifests[f"{split}/{mode}"] = (path, manifest.hash, status)
+            if split == "test" and mode == "same_identity":
+                test_manifest = manifest
+    report.counts = count_report(index, test_manifest)
+    return report
+
+
+def _tally(report: PrepareReport, result: tuple[int, int, list[BadFile]]) -> None:
+    report.built_labels += result[0]
+    report.built_sketches += result[1]
+    report.bad.extend(result[2])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    p = sub.add_parser("celebahq", help="CelebAMask-HQ + CelebA identity/partition files")
+    p.add_argument("--root", required=True, help="folder with CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, ...")
+    p.add_argument("--out", default=None,
+                   help="output folder (default <root>/ideface-prepared; pass it as data.cache_dir)")
+    p.add_argument("--size", type=int, default=256, help="label-map / sketch size (= data.input_size)")
+    p.add_argument("--n-per-contour", type=int, default=10, help="identity images per test contour")
+    p.add_argument("--seed", type=int, default=0, help="manifest seed")
+    p.add_argument("--modes", nargs="+", default=list(PAIRING_MODES), choices=PAIRING_MODES,
+                   help="pairing modes to write test manifests for")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        report = prepare_celebahq(args.root, args.out, args.size, args.n_per_contour, args.seed, args.modes,
+                                  args.workers, progress=not args.no_progress)
+    except (MissingDataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
