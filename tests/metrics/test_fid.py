@@ -1,0 +1,172 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from metrics.fid import (
+    FeatureDetector,
+    GaussianStats,
+    InceptionDetector,
+    StatsAccumulator,
+    accumulate,
+    cache_path,
+    fid,
+    load_stats,
+    quantize,
+    reference_stats,
+    save_stats,
+)
+from metrics.frechet import frechet_distance
+from models.weights import MissingWeightsError
+
+
+class RandomConvDetector(FeatureDetector):
+    """Stand-in for Inception: a fixed random conv net, 16-d pooled features; counts its calls."""
+
+    name = "test-random-conv"
+    preprocessing = "uint8-div255"
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
+                                 nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        for p in self.net.parameters():
+            p.data = torch.randn(p.shape, generator=generator) * 0.5
+        self.calls = 0
+
+    def extract(self, images01):
+        self.calls += 1
+        return self.net(images01)
+
+
+def _images(n, seed, noise=0.0, size=16):
+    """(n, 3, size, size) smooth random images in [-1, 1], optionally with pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+    x = nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return (x + noise * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+def _batches(images, sizes):
+    start = 0
+    for size in sizes:
+        yield images[start:start + size]
+        start += size
+
+
+def test_quantize_maps_range_to_uint8_with_rounding_and_clipping():
+    x = torch.tensor([-2.0, -1.0, -0.999, 0.0, 0.5, 1.0, 1.5]).view(1, 1, 1, 7)
+    assert quantize(x).flatten().tolist() == [0, 0, 0, 128, 191, 255, 255]
+    assert quantize(x).dtype == torch.uint8
+
+
+def test_detector_rejects_float_input():
+    with pytest.raises(TypeError, match="uint8"):
+        RandomConvDetector()(torch.zeros(1, 3, 8, 8))
+
+
+def test_streaming_equals_batch_computation_and_merges_across_shards():
+    detector = RandomConvDetector()
+    images = _images(23, seed=1)
+    sizes = [5, 1, 9, 8]
+    # Same batches as the stream: float32 convolutions round differently for other batch sizes.
+    features = torch.cat([detector(quantize(b)) for b in _batches(images, sizes)]).numpy()
+
+    streamed = accumulate(_batches(images, sizes), detector).stats()
+    np.testing.assert_allclose(streamed.mu, features.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(streamed.sigma, np.cov(features, rowvar=False), rtol=1e-9, atol=1e-15)
+    assert streamed.n == 23
+
+    # Two "processes" with uneven shards; states summed as an all-reduce would.
+    shard_a = accumulate(_batches(images[:6], [5, 1]), detector)
+    shard_b = accumulate(_batches(images[6:], [9, 8]), detector)
+    merged = StatsAccumulator.from_states([shard_a.state(), {k: torch.from_numpy(v) for k, v in
+                                                              shard_b.state().items()}]).stats()
+    assert merged.n == 23
+    np.testing.assert_allclose(merged.mu, streamed.mu, rtol=1e-12)
+    np.testing.assert_allclose(merged.sigma, streamed.sigma, rtol=1e-9, atol=1e-15)
+
+
+def test_end_to_end_fid_with_cache(tmp_path):
+    detector = RandomConvDetector()
+    reference = _images(40, seed=2)
+    key = {"dataset": "unit-test", "resolution": 16}
+
+    stats = reference_stats(_batches(reference, [16, 16, 8]), detector, key, tmp_path)
+    calls = detector.calls
+    assert calls == 3
+    path = cache_path(key, detector, tmp_path)
+    assert path.exists() and "unit-test" in path.name and list(tmp_path.iterdir()) == [path]
+
+    def must_not_iterate():
+        raise AssertionError("the cache should have been used")
+        yield
+
+    cached = reference_stats(must_not_iterate(), detector, key, tmp_path)
+    assert detector.calls == calls
+    np.testing.assert_array_equal(cached.mu, stats.mu)
+    np.testing.assert_array_equal(cached.sigma, stats.sigma)
+    assert cached.n == 40
+
+    # Another resolution is another cache entry.
+    assert cache_path({"dataset": "unit-test", "resolution": 32}, detector, tmp_path) != path
+
+    same_distribution = accumulate([_images(40, seed=3)], detector).stats()
+    noisy = accumulate([_images(40, seed=3, noise=0.3)], detector).stats()
+    assert fid(stats, stats) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < fid(stats, same_distribution) < fid(stats, noisy)
+    # Same value as the Frechet distance of the directly computed features.
+    features = detector(quantize(_images(40, seed=3, noise=0.3))).numpy()
+    direct = frechet_distance(features.mean(0), np.cov(features, rowvar=False), stats.mu, stats.sigma)
+    assert fid(noisy, stats) == pytest.approx(direct, rel=1e-8)
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("serialisation failed")
+
+
+def test_failed_write_leaves_previous_file_and_no_partial_file(tmp_path):
+    path = tmp_path / "stats.npz"
+    good = GaussianStats(np.arange(3.0), np.eye(3), 7)
+    save_stats(path, good)
+    bad_sigma = np.empty((3, 3), dtype=object)
+    bad_sigma[...] = _Unpicklable()
+    with pytest.raises(RuntimeError, match="serialisation failed"):
+        save_stats(path, GaussianStats(np.arange(3.0), bad_sigma, 7))
+    assert list(tmp_path.iterdir()) == [path]
+    kept = load_stats(path)
+    np.testing.assert_array_equal(kept.sigma, np.eye(3))
+    assert kept.n == 7
+    # A first write that fails leaves nothing at all.
+    with pytest.raises(RuntimeError):
+        save_stats(tmp_path / "new.npz", GaussianStats(np.arange(3.0), bad_sigma, 7))
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_inception_detector_without_weights_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # the registry looks in $TORCH_HOME/hub/checkpoints
+    with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
+        InceptionDetector()
+
+
+@pytest.mark.slow
+def test_inception_detector_loads_weights_file_and_extracts_pool3(tmp_path):
+    """Random weights with the FID Inception's layout (same keys as torchvision's 1008-class
+    Inception-v3 without aux logits); pytorch-fid loads them strictly."""
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                                init_weights=False)
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(reference.state_dict(), path)
+
+    detector = InceptionDetector(weights=path)
+    loaded = detector.inception.blocks[0][0].conv.weight
+    assert torch.equal(loaded, reference.Conv2d_1a_3x3.conv.weight)
+    features = detector(quantize(_images(2, seed=4, size=32)))
+    assert features.shape == (2, 2048) and features.dtype == torch.float64
+    assert torch.isfinite(features).all() and (features >= 0).all()
+    assert not torch.equal(features[0], features[1])
