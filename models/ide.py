@@ -1,0 +1,159 @@
+"""IDE's Identity-Guided Dual Encoder (paper section 2.3).
+
+- Identity encoder E_id (``identity``): an IR-SE body on the identity image (B, 3, S, S) in [-1, 1];
+  F_id^i, i = 1..4, are the ends of its four stages (S/2 .. S/16). Random or IR-SE/ArcFace init
+  (models.encoders.init_from_irse), trainable unless ``identity_freeze``.
+- Main encoder: a convolutional head (``input_layer``: conv3x3 + BN + PReLU) on cat(contour, current
+  output), then 4 IFBlocks = the 4 IR-SE stages of ``body``, spatially aligned with F_id^i. IFBottleneck
+  (i, j) = IR-SE bottleneck ``body[k]`` followed by the IFM layer ``ifms[str(k)]``, eq. (1)-(2):
+  H^{i,j+1} = gamma * H^{i,j} + beta, gamma = 1 + FCN_gamma(F_id^i), beta = FCN_beta(F_id^i), full
+  (C, H, W) tensors. Keeping ``input_layer``/``body`` in IR-SE layout lets the main encoder start from
+  IR-SE50 like ReStyle's (and the ``styles`` heads keep ReStyle's keys).
+- Heads on the last (S/16) map: W+ (ReStyle's GradualStyleBlocks) and, optionally, the input latent
+  (B, C4, 4, 4) that replaces StyleGAN's constant input (C4 = the generator's 4x4 channels).
+
+Design choices (the paper is silent; knobs in brackets):
+- gamma is parameterised as 1 + FCN output and both FCNs' last convs are zero-initialised, so a fresh
+  IFM is the identity map and a fresh IDE main encoder equals its plain IR-SE trunk.
+- FCN = conv3x3(C_id -> hidden) -> LeakyReLU(0.2) -> conv3x3(hidden -> C) [``ifm_hidden``]; separate
+  FCNs for gamma and beta; the first conv also maps identity channels to H's channels when they differ.
+- Which bottlenecks get an IFM [``n_ifm_per_block``]: None = all; k = the first k of each stage (the
+  rest of the stage then mixes the fused features).
+- F_id is recomputed at every refinement step when E_id is trainable (per-step backward frees its
+  graph); a frozen E_id runs once under no_grad and its features are reused.
+- Input-latent head: log2(S/64) x [conv3x3 stride 2 + LeakyReLU(0.01)] down to 4x4, conv3x3 +
+  LeakyReLU(0.01), then a zero-initialised conv3x3, so refinement starts exactly at the constant input.
+- The identity image must have the main input's size, so F_id^i and H^{i,j} share spatial sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from models.encoders import BackboneEncoder
+from models.irse import IRSEBody, unit_specs
+
+
+def _zero_conv(in_c: int, out_c: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_c, out_c, 3, 1, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class IFM(nn.Module):
+    """Identity-guided feature modulation: H (B, C, h, w), F_id (B, C_id, h, w) -> gamma * H + beta."""
+
+    def __init__(self, channels: int, id_channels: int, hidden: int = 128):
+        super().__init__()
+        fcn = lambda: nn.Sequential(
+            nn.Conv2d(id_channels, hidden, 3, 1, 1), nn.LeakyReLU(0.2), _zero_conv(hidden, channels)
+        )
+        self.gamma, self.beta = fcn(), fcn()
+
+    def modulation(self, f_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F_id (B, C_id, h, w) -> (gamma, beta), each (B, C, h, w); gamma = 1 at init, beta = 0."""
+        return 1 + self.gamma(f_id), self.beta(f_id)
+
+    def forward(self, h, f_id):
+        if h.shape[-2:] != f_id.shape[-2:]:
+            raise ValueError(f"IFM needs aligned maps, got H {tuple(h.shape)} and F_id {tuple(f_id.shape)}")
+        gamma, beta = self.modulation(f_id)
+        return gamma * h + beta
+
+
+class InputLatentHead(nn.Module):
+    """(B, in_c, s, s) -> input latent residual (B, out_c, 4, 4); zero at init (last conv zeroed)."""
+
+    def __init__(self, in_c: int, out_c: int, spatial: int):
+        super().__init__()
+        n = (spatial // 4).bit_length() - 1
+        if spatial < 4 or 4 * 2**n != spatial:
+            raise ValueError(f"input-latent head needs a power-of-2 map >= 4, got {spatial}")
+        layers, c = [], in_c
+        for _ in range(n):
+            layers += [nn.Conv2d(c, out_c, 3, 2, 1), nn.LeakyReLU(0.01)]
+            c = out_c
+        layers += [nn.Conv2d(c, out_c, 3, 1, 1), nn.LeakyReLU(0.01), _zero_conv(out_c, out_c)]
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.convs(x)
+
+
+class IDEEncoder(BackboneEncoder):
+    """Dual encoder: (main_input (B, contour_channels + 3, S, S), identity (B, 3, S, S) in [-1, 1]) ->
+    (w_delta (B, n_styles, style_dim), latent_delta (B, latent_channels, 4, 4) or None).
+
+    ``latent_channels=None`` builds no input-latent head. ``identity_stage_*`` default to the main body's.
+    """
+
+    def __init__(
+        self,
+        contour_channels: int = 3,
+        n_styles: int = 18,
+        style_dim: int = 512,
+        latent_channels: int | None = 512,
+        num_layers: int = 50,
+        mode: str = "ir_se",
+        input_size: int = 256,
+        stage_channels: Sequence[int] | None = None,
+        stage_units: Sequence[int] | None = None,
+        identity_stage_channels: Sequence[int] | None = None,
+        identity_stage_units: Sequence[int] | None = None,
+        ifm_hidden: int = 128,
+        n_ifm_per_block: int | None = None,
+        identity_freeze: bool = False,
+    ):
+        super().__init__(
+            num_layers, mode, contour_channels + 3, n_styles, style_dim, input_size, stage_channels,
+            stage_units,
+        )
+        self.contour_channels = contour_channels
+        self.identity = IRSEBody(
+            num_layers, mode, 3,
+            identity_stage_channels if identity_stage_channels is not None else self.stage_channels,
+            identity_stage_units if identity_stage_units is not None else self.stage_units,
+        )
+        if n_ifm_per_block is not None and n_ifm_per_block < 1:
+            raise ValueError("n_ifm_per_block must be >= 1 (or None for every bottleneck)")
+        specs = unit_specs(self.stage_channels, self.stage_units)
+        self.unit_stage = [stage for stage, *_ in specs]
+        stage_start = [sum(self.stage_units[:i]) for i in range(4)]
+        self.ifms = nn.ModuleDict({
+            str(k): IFM(depth, self.identity.stage_channels[stage], ifm_hidden)
+            for k, (stage, _, depth, _) in enumerate(specs)
+            if n_ifm_per_block is None or k - stage_start[stage] < n_ifm_per_block
+        })
+        self.latent_head = (
+            InputLatentHead(self.stage_channels[3], latent_channels, input_size // 16)
+            if latent_channels is not None else None
+        )
+        self.identity_frozen = identity_freeze
+        self.identity.requires_grad_(not identity_freeze)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.identity_frozen:
+            self.identity.eval()  # frozen BN statistics too
+        return self
+
+    def identity_features(self, identity: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> [F_id^1..F_id^4]; no graph when E_id is frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.identity_frozen):
+            return self.identity.stage_features(identity)
+
+    def forward(self, main_input, identity=None, id_feats=None):
+        """``id_feats`` (from :meth:`identity_features`) replaces ``identity`` when given."""
+        if id_feats is None:
+            id_feats = self.identity_features(identity)
+        h = self.input_layer(main_input)
+        for k, unit in enumerate(self.body):
+            h = unit(h)
+            if str(k) in self.ifms:
+                h = self.ifms[str(k)](h, id_feats[self.unit_stage[k]])
+        latent = self.latent_head(h) if self.latent_head is not None else None
+        return self.style_codes(h), latent
