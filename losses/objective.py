@@ -1,0 +1,103 @@
+"""The full objective of eq. (6): L = l1 * L2 + l2 * L_per + l3 * L_id + l4 * L_w."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from losses.identity import PSP_CROP, IdentityLoss, load_arcface
+from losses.perceptual import PerceptualLoss
+from losses.reconstruction import ReconstructionL2, resize_to
+from losses.wnorm import WNormLoss
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss weights; the defaults are the paper's (section 3.1). A weight of 0 switches its term off."""
+
+    l2: float = 0.1
+    lpips: float = 1.0
+    id: float = 0.5
+    wnorm: float = 0.003
+
+    def __post_init__(self):
+        bad = {k: v for k, v in asdict(self).items() if v < 0}
+        if bad:
+            raise ValueError(f"loss weights must be >= 0, got {bad}")
+
+
+class Objective(nn.Module):
+    """Weighted sum of the four losses; returns ``(total, terms)``.
+
+    forward(output (B, 3, H, W), target (B, 3, R, R), identity (B, 3, S, S) | None, w (B, n_latent,
+    style_dim) | None, w_avg broadcastable to w | None), images in [-1, 1]. The output is brought to the
+    target's resolution R (the loss resolution) once, and every image term is computed there.
+    ``terms`` maps "l2", "lpips", "id", "wnorm" to the unweighted scalar of each term whose weight is
+    non-zero; a term with weight 0 is not computed and absent from ``terms`` (its network need not exist).
+    """
+
+    def __init__(
+        self,
+        weights: LossWeights | Mapping[str, float] = LossWeights(),
+        perceptual: PerceptualLoss | None = None,
+        identity: IdentityLoss | None = None,
+        wnorm_squared: bool = False,
+    ):
+        super().__init__()
+        self.weights = weights if isinstance(weights, LossWeights) else LossWeights(**weights)
+        if self.weights.lpips and perceptual is None:
+            raise ValueError("loss weight lpips > 0 needs a PerceptualLoss")
+        if self.weights.id and identity is None:
+            raise ValueError("loss weight id > 0 needs an IdentityLoss")
+        self.l2 = ReconstructionL2()
+        self.perceptual = perceptual
+        self.identity = identity
+        self.wnorm = WNormLoss(squared=wnorm_squared)
+
+    @classmethod
+    def from_config(cls, loss_cfg: Any, weights_root: str | Path | None = None) -> Objective:
+        """From the ``loss`` config section (l2, lpips, id, wnorm, wnorm_squared, perceptual,
+        id_network, id_crop), a DictConfig or a dict; only the networks of non-zero terms are loaded."""
+        weights = LossWeights(**{f.name: float(loss_cfg[f.name]) for f in fields(LossWeights)})
+        perceptual = (PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
+                                                   toy_network=loss_cfg.get("perceptual_network",
+                                                                            "toy_eval_arcface"))
+                      if weights.lpips else None)
+        identity = None
+        if weights.id:
+            crop = loss_cfg.get("id_crop") or PSP_CROP
+            identity = IdentityLoss(load_arcface(loss_cfg["id_network"], root=weights_root), crop=crop)
+        return cls(weights, perceptual, identity, wnorm_squared=bool(loss_cfg.get("wnorm_squared", False)))
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        identity: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
+        w_avg: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        wt = self.weights
+        output = resize_to(output, target.shape[-2:])
+        terms: dict[str, torch.Tensor] = {}
+        if wt.l2:
+            terms["l2"] = self.l2(output, target)
+        if wt.lpips:
+            terms["lpips"] = self.perceptual(output, target)
+        if wt.id:
+            if identity is None:
+                raise ValueError("loss weight id > 0 needs the identity images")
+            terms["id"] = self.identity(output, identity)
+        if wt.wnorm:
+            if w is None or w_avg is None:
+                raise ValueError("loss weight wnorm > 0 needs w and w_avg")
+            terms["wnorm"] = self.wnorm(w, w_avg)
+        if not terms:
+            raise ValueError("every loss weight is 0: nothing to optimise")
+        total = sum(getattr(wt, k) * v for k, v in terms.items())
+        return total, terms

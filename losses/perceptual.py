@@ -1,0 +1,59 @@
+"""LPIPS perceptual loss (eq. 3's L_per) through the ``lpips`` package, with a frozen feature network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from losses.reconstruction import resize_to
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and ``requires_grad=False`` on every parameter; returns the module."""
+    return module.eval().requires_grad_(False)
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS distance, averaged over the batch.
+
+    ``net`` is an ``lpips.LPIPS`` module (or anything with its call signature: two (B, 3, H, W) images
+    in [-1, 1] -> (B, 1, 1, 1) distances); it is frozen and stays in eval mode even when the owner
+    calls ``.train()``. Gradients flow to the inputs only.
+
+    forward(output (B, 3, H, W), target (B, 3, R, R)) in [-1, 1] -> scalar >= 0 (0 for identical
+    images); the output is first brought to the target's resolution R.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = freeze(net)
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: str = "alex", weights_root: str | Path | None = None,
+        toy_network: str | Path | nn.Module = "toy_eval_arcface",
+    ) -> PerceptualLoss:
+        """LPIPS v0.1 on AlexNet (``backbone='alex'``; trunk from the registry's ``lpips_alex``, whose
+        ``MissingWeightsError`` stops an offline run) or the lpips code path on the toy world's feature
+        trunk (``backbone='toy'``; ``toy_network`` is an IR-SE module or its registry name / path; by
+        default the toy evaluation ArcFace, whose stage features the toy LPIPS metric also uses, as the
+        real world trains and evaluates with the same AlexNet)."""
+        from metrics.lpips_metric import make_lpips
+
+        if backbone != "toy":
+            return cls(make_lpips(backbone, weights_root=weights_root))
+        if not isinstance(toy_network, nn.Module):
+            from losses.identity import load_arcface
+
+            toy_network = load_arcface(toy_network, root=weights_root)
+        return cls(make_lpips("toy", toy_network=toy_network))
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net(resize_to(output, target.shape[-2:]), target).mean()
