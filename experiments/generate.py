@@ -1,0 +1,245 @@
+"""Generate faces from a contour and an identity photo with a trained checkpoint.
+
+One pair::
+
+    python -m experiments.generate --checkpoint runs/input_latent-toy-lr-s0 \\
+        --identity id.png --contour contour.png --out out.png [--steps-out steps/] [--grid grid.png]
+
+Folders (every contour with every identity, or the pairs of a CSV with ``contour`` and ``identity``
+columns naming files of the two folders by name or stem; a progress bar shows the batches)::
+
+    python -m experiments.generate --checkpoint CKPT --identity-dir ids/ --contour-dir contours/ \\
+        [--pairs manifest.csv] --out outputs/          # writes outputs/<contour>__<identity>.png
+
+``--checkpoint toy`` uses the shipped toy encoder (or the README's toy run). Identity photos are
+aligned like the training data (insightface ``buffalo_l`` from the weights registry, else a
+no-download cascade detector; ``--detector``); ``--aligned`` skips that for face crops that are
+already aligned (e.g. toy-world images). ``--make-lr N`` turns contour photos into N x N LR
+contours (aligned first). ``--seed S`` draws the generator noise from seed S (+ the batch index);
+without it the generator's fixed noise is used. Every bad input stops with one line on stderr and
+exit code 2 (``--skip-bad`` skips unusable files instead, one line each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+GRID_MAX_ROWS = 32
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class InputError(ValueError):
+    """A bad command-line input; the message is one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (then exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m experiments.generate", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog="\n".join(__doc__.split("\n")[1:]))
+    p.add_argument("--checkpoint", required=True, help="run folder, its final/ folder, or 'toy'")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--identity", type=Path, help="identity photo")
+    who.add_argument("--identity-dir", type=Path, help="folder of identity photos")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--contour", type=Path, help="contour image (LR image, sketch or label-index PNG)")
+    what.add_argument("--contour-dir", type=Path, help="folder of contour images")
+    p.add_argument("--pairs", type=Path, help="CSV with 'contour' and 'identity' columns (folder mode)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output image (one pair) or output folder (folder mode)")
+    p.add_argument("--modality", choices=("lr", "sketch", "mask"),
+                   help="contour type (default and only choice: the checkpoint's)")
+    p.add_argument("--steps-out", type=Path, help="folder for every refinement step's image")
+    p.add_argument("--grid", type=Path, help=f"image grid: contour | identity | steps | result "
+                                             f"(first {GRID_MAX_ROWS} pairs)")
+    p.add_argument("--size", type=int, help="output side in pixels (default: the generator's)")
+    p.add_argument("--aligned", action="store_true", help="photos are aligned face crops: skip detection")
+    p.add_argument("--detector", choices=("auto", "insightface", "cascade"), default="auto")
+    p.add_argument("--make-lr", type=int, metavar="N", help="contours are photos: make N x N LR contours")
+    p.add_argument("--n-iters", type=int, help="refinement steps (default: the trained number)")
+    p.add_argument("--seed", type=int, help="noise seed (default: the generator's fixed noise)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--weights-root", type=Path, help="folder of the generator weights (else the run's)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unusable input files instead of stopping")
+    return p
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by stem (sorted); two files with one stem are an error."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in files:
+            raise InputError(f"{folder}: {files[path.stem].name} and {path.name} share the name "
+                             f"'{path.stem}'; outputs would collide")
+        files[path.stem] = path
+    if not files:
+        raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def _lookup(files: dict[str, Path], folder: Path, value: str, what: str, where: str) -> Path:
+    candidate = folder / value
+    if candidate.is_file():
+        return candidate
+    stem = Path(value).stem
+    if stem in files:
+        return files[stem]
+    raise InputError(f"{where}: no {what} file '{value}' in {folder}")
+
+
+def read_pairs(path: Path, contours: dict[str, Path], contour_dir: Path, identities: dict[str, Path],
+               identity_dir: Path) -> list[tuple[Path, Path]]:
+    """(contour file, identity file) for each row of a CSV with ``contour`` and ``identity`` columns."""
+    if not path.is_file():
+        raise InputError(f"pairs file {path} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("contour", "identity") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
+                             "(need 'contour' and 'identity')")
+        pairs = [(_lookup(contours, contour_dir, row["contour"], "contour", f"{path} line {n}"),
+                  _lookup(identities, identity_dir, row["identity"], "identity", f"{path} line {n}"))
+                 for n, row in enumerate(reader, start=2)]
+    if not pairs:
+        raise InputError(f"{path}: no pairs listed")
+    return pairs
+
+
+def collect_pairs(args) -> tuple[list[tuple[Path, Path]], bool]:
+    """The (contour, identity) files to generate and whether this is folder mode."""
+    folder_mode = args.identity_dir is not None or args.contour_dir is not None
+    if args.pairs and not (args.identity_dir and args.contour_dir):
+        raise InputError("--pairs needs --identity-dir and --contour-dir")
+    if not folder_mode:
+        return [(args.contour, args.identity)], False
+    contours = list_images(args.contour_dir) if args.contour_dir else {args.contour.stem: args.contour}
+    identities = list_images(args.identity_dir) if args.identity_dir else {args.identity.stem: args.identity}
+    if args.pairs:
+        return read_pairs(args.pairs, contours, args.contour_dir, identities, args.identity_dir), True
+    return [(c, i) for c in contours.values() for i in identities.values()], True
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def prepare_inputs(pipe, pairs, args):
+    """Prepare each distinct file once: ({contour file: (C, s, s)}, {identity file: (3, s, s)}, errors)."""
+    from data.conditions import lr_downsample
+
+    contours, identities, errors = {}, {}, []
+    for path in dict.fromkeys(i for _, i in pairs):
+        try:
+            result = pipe.align(path, aligned=args.aligned)
+            if result.n_faces > 1:
+                print(f"note: {result.message}", file=sys.stderr)
+            identities[path] = result.image
+        except (ValueError, OSError) as err:
+            errors.append(one_line(err))
+    for path in dict.fromkeys(c for c, _ in pairs):
+        try:
+            source = path
+            if args.make_lr:
+                photo = pipe.align(path, aligned=args.aligned).image
+                source = lr_downsample(photo, args.make_lr)
+            contours[path] = pipe.prepare_contour(source)[0]
+        except (ValueError, OSError) as err:
+            errors.append(one_line(err))
+    return contours, identities, errors
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from data.images import save_image
+    from data.resample import resize_to
+    from models.pipeline import load_pipeline
+
+    if args.make_lr is not None and args.make_lr < 1:
+        raise InputError(f"--make-lr must be a positive size, got {args.make_lr}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.size is not None and args.size < 1:
+        raise InputError(f"--size must be >= 1, got {args.size}")
+    pairs, folder_mode = collect_pairs(args)
+    if folder_mode and args.out.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"--out {args.out} looks like an image file; folder mode writes one image per pair "
+                         "into an output folder")
+    if not folder_mode and args.out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"--out {args.out}: use an image file name ending in "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(args.checkpoint, device=device, dtype=getattr(torch, args.dtype),
+                         weights_root=args.weights_root, detector=args.detector)
+    if args.modality and args.modality != pipe.modality:
+        raise InputError(f"the checkpoint was trained on {pipe.modality!r} contours; --modality "
+                         f"{args.modality} needs a checkpoint trained on that modality")
+    if args.make_lr and pipe.modality != "lr":
+        raise InputError(f"--make-lr makes LR contours, but the checkpoint takes {pipe.modality!r} contours")
+    if args.make_lr and args.make_lr > pipe.input_size:
+        raise InputError(f"--make-lr {args.make_lr} is larger than the encoder input ({pipe.input_size})")
+
+    contours, identities, errors = prepare_inputs(pipe, pairs, args)
+    if errors and not args.skip_bad:
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    for line in errors:
+        print(f"skipped: {line}", file=sys.stderr)
+    pairs = [(c, i) for c, i in pairs if c in contours and i in identities]
+    if not pairs:
+        raise InputError("no usable (contour, identity) pair left")
+
+    size = args.size or pipe.output_size
+    grid_rows = []
+    batches = [pairs[k:k + args.batch_size] for k in range(0, len(pairs), args.batch_size)]
+    for b, batch in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not folder_mode)):
+        result = pipe.run_tensors(torch.stack([contours[c] for c, _ in batch]),
+                                  torch.stack([identities[i] for _, i in batch]), n_iters=args.n_iters,
+                                  seed=None if args.seed is None else args.seed + b)
+        for k, (c, i) in enumerate(batch):
+            name = f"{c.stem}__{i.stem}"
+            out = args.out / f"{name}.png" if folder_mode else args.out
+            save_image(resize_to(result.image[k:k + 1].cpu(), size)[0].clamp(-1, 1), out)
+            if args.steps_out:
+                folder = args.steps_out / name if folder_mode else args.steps_out
+                for t, step in enumerate(result.steps, start=1):
+                    save_image(resize_to(step[k:k + 1].cpu(), size)[0].clamp(-1, 1), folder / f"step_{t}.png")
+        if args.grid and b * args.batch_size < GRID_MAX_ROWS:
+            grid_rows.append(pipe.grid(result))
+    if args.grid:  # rows are input_size tall
+        save_image(torch.cat(grid_rows, dim=1)[:, : GRID_MAX_ROWS * pipe.input_size], args.grid)
+    where = args.out if not folder_mode else f"{args.out}/ ({len(pairs)} images)"
+    print(f"wrote {where} with {pipe.model.kind} ({pipe.modality}, {len(result.steps)} steps)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

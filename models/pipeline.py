@@ -1,0 +1,366 @@
+"""Inference: a trained encoder + its frozen generator turned into ``pipe(contour, identity)``.
+
+::
+
+    from models import load_pipeline
+    pipe = load_pipeline("runs/input_latent-toy-lr-s0")          # a run folder, its final/, or "toy"
+    out = pipe("contour.png", "identity.jpg")                    # paths, PIL images or tensors
+    out.image       # (B, 3, S, S) in [-1, 1], S = generator size: the last refinement step
+    out.steps       # every step's image;  out.codes: every step's W+ code (B, n_latent, style_dim)
+
+A checkpoint is what training exports (``experiments/methods.py``): ``final/encoder.safetensors``
+(``encoder.*`` tensors and the inverter's ``latent_avg``) and ``final/config.yaml``. The config
+names the generator weights (registry name or path), the contour modality and the sizes; the
+encoder is rebuilt from it with random initialisation (the trained weights replace it, so no
+ArcFace/IR-SE file is needed) and loaded strictly.
+
+Inputs (see :meth:`IDEPipeline.prepare_contour` and :meth:`IDEPipeline.prepare_identity`):
+
+- identity: a face photo. Files and PIL images are aligned like the training data
+  (``data.align``, insightface or the cascade fallback) unless ``aligned=True``; tensors are taken
+  as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
+- contour, by the checkpoint's modality: ``lr`` any face image (an LR image such as 32x32, or an
+  aligned photo), brought to the model's LR size with the bicubic downsampler and upsampled to the
+  encoder input; ``sketch`` a line drawing, read as 1 channel (white paper, black lines);
+  ``mask`` a label-index PNG (values 0-18 in CelebAMask-HQ order) or an int tensor (B, H, W),
+  one-hot encoded. Tensors are taken the same way, batched (B, ...) or single.
+
+Only inference dependencies are imported (torch, safetensors, omegaconf, Pillow); nothing from
+accelerate or wandb.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.align import DEFAULT_MIN_FACE, AlignResult, align_face
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where a trained toy encoder is looked for by ``load_pipeline("toy")``, in order: one shipped with
+# the repository (the export format), then the run the README's first command trains.
+TOY_SHIPPED = REPO_ROOT / "models" / "pretrained" / "toy_ide"
+TOY_RUN_ARGS = ("ablation=input_latent",)
+TOY_TRAIN_COMMAND = "accelerate launch --cpu experiments/run.py ablation=input_latent"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; ``str(err)`` is one line saying what is missing and why."""
+
+
+@dataclass
+class GenerationResult:
+    """What one ``pipe(...)`` call produced.
+
+    image: (B, 3, S, S) in [-1, 1] at generator resolution (the last step, clamped).
+    steps: one (B, 3, S, S) image per refinement step (clamped to [-1, 1]; the last is ``image``).
+    codes: one W+ code (B, n_latent, style_dim) per step. input_latents: one (B, C4, 4, 4) per step,
+    or Nones for models without the input latent. contour: the encoder's contour input (B, C, s, s).
+    identity: the encoder's identity input (B, 3, s, s) in [-1, 1].
+    """
+
+    image: torch.Tensor
+    steps: list[torch.Tensor]
+    codes: list[torch.Tensor]
+    input_latents: list[torch.Tensor | None]
+    contour: torch.Tensor
+    identity: torch.Tensor
+
+
+def contour_to_rgb(contour: torch.Tensor) -> torch.Tensor:
+    """Display a contour: (B, C, H, W) with C = 3 (image), 1 (sketch) or 19 (one-hot) -> (B, 3, H, W)."""
+    from data.conditions import colorize_mask
+
+    if contour.shape[1] == 3:
+        return contour
+    if contour.shape[1] == 1:
+        return contour.expand(-1, 3, -1, -1)
+    return colorize_mask(contour.argmax(1)).to(contour)
+
+
+def _split_batch(x, item_dims: int) -> list:
+    """A list/tuple as is, a tensor with ``item_dims + 1`` dims as its items, anything else as [x]."""
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    if isinstance(x, torch.Tensor) and x.dim() == item_dims + 1:
+        return list(x)
+    return [x]
+
+
+def _is_file_like(x) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+class IDEPipeline:
+    """A loaded encoder method (``models.inversion.IterativeInverter``) with input preparation.
+
+    Attributes: ``modality`` (lr | sketch | mask), ``contour_channels``, ``input_size`` (encoder
+    input side), ``lr_size``, ``output_size`` (generator side), ``n_iters`` (default steps),
+    ``device``, ``dtype``, ``cfg`` (the run's config), ``model``.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, detector: str = "auto"):
+        from data.conditions import condition_channels
+
+        self.cfg = cfg
+        self.modality = cfg.data.condition
+        self.contour_channels = condition_channels(self.modality)
+        self.input_size = int(cfg.data.input_size)
+        self.lr_size = int(cfg.data.lr_size)
+        self.weights_root = cfg.weights_root
+        self.detector = detector
+        self.device, self.dtype = torch.device(device), dtype
+        # Weights stay float32; a lower ``dtype`` runs under autocast, which also covers the
+        # inverter's float32 buffers (average image, latent_avg) that a plain cast would mismatch.
+        self.model = model.to(device=self.device).eval()
+        self.output_size = int(self.model.decoder.size)
+        self.n_iters = 1 if self.model.kind == "psp" else int(self.model.n_iters)
+
+    def __repr__(self) -> str:
+        return (f"IDEPipeline(kind={self.model.kind}, modality={self.modality}, input={self.input_size}, "
+                f"output={self.output_size}, n_iters={self.n_iters}, device={self.device}, "
+                f"dtype={self.dtype})")
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def align(self, photo, aligned: bool = False) -> AlignResult:
+        """Align one photo (path, PIL image or uint8 array) at the encoder input size (``data.align``)."""
+        return align_face(photo, size=self.input_size, detector=self.detector, weights_root=self.weights_root,
+                          aligned=aligned, min_face=DEFAULT_MIN_FACE)
+
+    def prepare_identity(self, identity, aligned: bool = False) -> torch.Tensor:
+        """Identity photos -> (B, 3, s, s) in [-1, 1] at the encoder input size.
+
+        ``identity``: a path / PIL image / (3, H, W) tensor, a list of them, or a (B, 3, H, W) tensor.
+        Files and PIL images are aligned unless ``aligned``; tensors are resized only.
+        """
+        from data.resample import resize_to
+
+        out = []
+        for item in _split_batch(identity, 3):
+            if isinstance(item, torch.Tensor):
+                if item.dim() != 3 or item.shape[0] != 3:
+                    raise ValueError(f"identity tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
+                                     f"got {tuple(item.shape)}")
+                out.append(resize_to(item[None].float(), self.input_size)[0].clamp(-1, 1))
+            else:
+                result = self.align(item, aligned=aligned)
+                if result.n_faces > 1:
+                    warnings.warn(result.message, stacklevel=2)
+                out.append(result.image)
+        return torch.stack(out)
+
+    def prepare_contour(self, contour, modality: str | None = None) -> torch.Tensor:
+        """Contours -> the encoder's contour input (B, C, s, s) for ``modality`` (default: the model's).
+
+        ``contour``: a path / PIL image / tensor, a list of them, or a batched tensor. Per modality:
+        ``lr`` image (3, H, W) in [-1, 1] or an image file -> LR contour (3, s, s); ``sketch`` file or
+        (1, H, W) in [-1, 1] -> (1, s, s); ``mask`` label-index PNG, (H, W) int labels or a (19, H, W)
+        one-hot -> (19, s, s). Raises ValueError when the modality differs from the checkpoint's.
+        """
+        modality = modality or self.modality
+        if modality != self.modality:
+            raise ValueError(f"this checkpoint was trained on {self.modality!r} contours "
+                             f"({self.contour_channels} channels); got modality={modality!r}")
+        labels = isinstance(contour, torch.Tensor) and not contour.dtype.is_floating_point
+        items = _split_batch(contour, 2 if labels else 3)
+        return torch.stack([self._one_contour(item) for item in items])
+
+    def _one_contour(self, item) -> torch.Tensor:
+        """One contour (file, PIL image or tensor) -> (C, s, s) for ``self.modality``."""
+        import torch.nn.functional as F
+
+        from data.conditions import lr_contour, one_hot
+        from data.images import load_image, load_label_map
+        from data.resample import resize_to
+
+        s, n_classes = self.input_size, self.contour_channels
+        if self.modality == "mask":
+            if _is_file_like(item):
+                labels = load_label_map(item, n_classes=n_classes)
+            elif isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == n_classes:
+                labels = item.argmax(0)
+            elif isinstance(item, torch.Tensor) and item.dim() == 2 and not item.dtype.is_floating_point:
+                labels = item.long()
+            else:
+                raise ValueError("mask contours must be label-index PNG files (values 0-18), (H, W) int "
+                                 f"tensors or ({n_classes}, H, W) one-hot tensors")
+            # Nearest keeps labels categorical.
+            labels = F.interpolate(labels[None, None].float(), size=(s, s), mode="nearest")[0, 0].long()
+            return one_hot(labels, n_classes)
+        channels = 1 if self.modality == "sketch" else 3
+        if _is_file_like(item):
+            img = load_image(item, channels=channels)
+        elif isinstance(item, torch.Tensor):
+            img = item.float()
+        else:  # a PIL image, alpha composited on white like files
+            from PIL import Image
+
+            from data.align import load_rgb
+
+            rgb = Image.fromarray(load_rgb(item)).convert("L" if channels == 1 else "RGB")
+            img = torch.from_numpy(np.array(rgb)).reshape(rgb.height, rgb.width, channels).permute(2, 0, 1)
+            img = img.float() / 127.5 - 1
+        if img.dim() != 3 or img.shape[0] != channels:
+            raise ValueError(f"{self.modality} contours must be ({channels}, H, W) in [-1, 1], "
+                             f"got {tuple(img.shape)}")
+        if self.modality == "sketch":
+            return resize_to(img[None], s)[0].clamp(-1, 1)
+        return lr_contour(img[None], self.lr_size, s)[0]
+
+    # ---- generation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, contour, identity, modality: str | None = None, n_iters: int | None = None,
+                 seed: int | None = None, aligned: bool = False) -> GenerationResult:
+        """Generate faces for (contour, identity) pairs; see the module docstring for the inputs.
+
+        One identity (or contour) is broadcast over a batch of the other. ``n_iters``: refinement
+        steps (default: the trained number; psp is single-pass). ``seed``: None uses the generator's
+        fixed noise maps (ReStyle's inference: deterministic); an int draws fresh noise maps from a
+        generator seeded with it (reproducible, different per seed).
+        """
+        c = self.prepare_contour(contour, modality)
+        i = self.prepare_identity(identity, aligned=aligned)
+        if c.shape[0] != i.shape[0]:
+            if min(c.shape[0], i.shape[0]) != 1:
+                raise ValueError(f"{c.shape[0]} contours and {i.shape[0]} identities: give equal numbers, "
+                                 "or one of either to pair with all of the other")
+            b = max(c.shape[0], i.shape[0])
+            c, i = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1)
+        return self.run_tensors(c, i, n_iters=n_iters, seed=seed)
+
+    @torch.no_grad()
+    def run_tensors(self, contour: torch.Tensor, identity: torch.Tensor, n_iters: int | None = None,
+                    seed: int | None = None) -> GenerationResult:
+        """Run the refinement on prepared inputs: contour (B, C, s, s), identity (B, 3, s, s) in [-1, 1]."""
+        n = self.n_iters if n_iters is None else int(n_iters)
+        if n < 1 or (self.model.kind == "psp" and n != 1):
+            raise ValueError(f"n_iters must be >= 1 (exactly 1 for a psp checkpoint), got {n}")
+        c = contour.to(self.device, torch.float32)
+        i = identity.to(self.device, torch.float32)
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with autocast, torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            steps = self.model(c, i, n_iters=n, randomize_noise=seed is not None)
+        images = [s.image.float().clamp(-1, 1) for s in steps]
+        return GenerationResult(
+            image=images[-1], steps=images, codes=[s.w.float() for s in steps],
+            input_latents=[None if s.input_latent is None else s.input_latent.float() for s in steps],
+            contour=c, identity=i)
+
+    def grid(self, result: GenerationResult, tile: int | None = None) -> torch.Tensor:
+        """One row per sample: contour | identity | step 1 .. step n-1 | result (step n).
+
+        Returns (3, B * tile, (n + 2) * tile) in [-1, 1]; ``tile`` defaults to the encoder input size.
+        """
+        from data.resample import resize_to
+
+        tile = tile or self.input_size
+        columns = [contour_to_rgb(result.contour), result.identity, *result.steps]
+        columns = [resize_to(x.float().cpu(), tile).clamp(-1, 1) for x in columns]
+        rows = torch.cat(columns, dim=3)  # (B, 3, tile, cols * tile)
+        return torch.cat(list(rows), dim=1)
+
+
+def _find_final(checkpoint) -> Path:
+    """A run folder, its ``final/`` folder or a file inside it -> the folder holding the export."""
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        if path.suffix in (".pt", ".pth", ".ckpt"):
+            raise CheckpointError(
+                f"{path}: a .pt file is not supported: official pSp/ReStyle checkpoints have no identity "
+                "input (their encoders see the contour only), so they cannot drive identity-guided "
+                "generation; pass a run folder trained here (with final/encoder.safetensors)")
+        path = path.parent
+    for folder in (path / "final", path):
+        if (folder / "encoder.safetensors").is_file() and (folder / "config.yaml").is_file():
+            return folder
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist (pass a run folder, its final/ folder, "
+                              "or 'toy')")
+    raise CheckpointError(f"{path}: no final/encoder.safetensors + final/config.yaml (a run folder "
+                          "gets them when training finishes; checkpoints/step_<n>/ states are for resuming)")
+
+
+def toy_checkpoint() -> Path:
+    """The toy encoder: shipped (``models/pretrained/toy_ide/``) or trained by the README's command."""
+    from experiments.config import load_config, run_name
+
+    cfg = load_config(list(TOY_RUN_ARGS))
+    local = Path(cfg.output_dir) / run_name(cfg) / "final"
+    for folder in (TOY_SHIPPED, local):
+        if (folder / "encoder.safetensors").is_file():
+            return folder
+    raise CheckpointError(f"no trained toy encoder: none shipped in {TOY_SHIPPED} and no local run at "
+                          f"{local}; train one with `{TOY_TRAIN_COMMAND}` (about 10 minutes on a CPU), "
+                          "then rerun")
+
+
+def load_run_config(folder: Path):
+    """The exported ``config.yaml`` validated against the config schema (a struct DictConfig)."""
+    from omegaconf import OmegaConf
+
+    from experiments.config import Config, ConfigError, validate
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml"))
+        validate(cfg)
+    except ConfigError as err:
+        raise CheckpointError(f"{folder / 'config.yaml'}: {err}") from None
+    except Exception as err:  # omegaconf/yaml errors: one line with the file
+        raise CheckpointError(f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}") from None
+    return cfg
+
+
+def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                  weights_root=None, detector: str = "auto") -> IDEPipeline:
+    """Build an :class:`IDEPipeline` from a checkpoint.
+
+    checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or
+    ``"toy"`` (the shipped toy encoder, else the README's toy run). weights_root: overrides the run's
+    ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies when both are unset).
+    detector: face detector for identity photos (``data.align``: auto | insightface | cascade).
+    dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
+    Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
+    """
+    from safetensors.torch import load_file
+
+    from data.conditions import condition_channels
+    from experiments.world import load_frozen_generator
+    from models.build import build_model
+
+    folder = toy_checkpoint() if str(checkpoint) == "toy" else _find_final(checkpoint)
+    cfg = load_run_config(folder)
+    if weights_root is not None:
+        cfg.weights_root = str(weights_root)
+    if cfg.model.kind == "pulse":
+        raise CheckpointError(f"{folder}: model.kind=pulse is optimisation-based; it has no encoder to load")
+    # The trained weights replace every initialisation, so skip loading the IR-SE init files.
+    cfg.model.encoder_init = "random"
+    cfg.model.identity_init = "random"
+    generator, latent_avg = load_frozen_generator(cfg, torch.device("cpu"))
+    model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
+                        input_size=cfg.data.input_size)
+    weights = folder / "encoder.safetensors"
+    state = load_file(str(weights))
+    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")
+    if stray or not encoder_state:
+        raise CheckpointError(f"{weights}: expected 'encoder.*' tensors and 'latent_avg' (what training "
+                              f"exports), got {stray[:3] or 'no encoder tensors'}")
+    try:
+        model.encoder.load_state_dict(encoder_state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{weights} does not match the encoder its config describes "
+                              f"({first})") from None
+    if "latent_avg" in state:
+        model.set_latent_avg(state["latent_avg"])
+    return IDEPipeline(model, cfg, device=device, dtype=dtype, detector=detector)

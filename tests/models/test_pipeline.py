@@ -1,0 +1,214 @@
+"""The inference pipeline on a tiny toy-world run built in the test (random small networks on disk)."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.conditions import lr_contour, one_hot
+from data.images import save_image, save_label_map
+from models.pipeline import CheckpointError, load_pipeline
+
+CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8, 64: 8}
+N_ITERS = 3
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors on a shared 2-core machine: thread hand-offs cost far more than the arithmetic."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_tiny_run(root: Path, condition: str = "lr"):
+    """A run folder as training leaves it (final/encoder.safetensors + final/config.yaml), built from a
+    random 64 px generator with non-zero noise weights and an IDE encoder with perturbed weights.
+
+    Returns (run folder, the IterativeInverter whose encoder was exported).
+    """
+    from data.conditions import condition_channels
+    from experiments.config import load_config
+    from experiments.methods import EncoderMethod
+    from models.build import build_model
+    from models.stylegan2 import Generator, NoiseInjection, save_generator
+
+    torch.manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    g = Generator(64, style_dim=32, n_mlp=2, channels=CHANNELS)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.fill_(0.3)  # rosinality initialises these to 0: the seed would change nothing
+    save_generator(root / "g.safetensors", g, g.mean_latent(64)[0])
+    cfg = load_config([
+        f"data.condition={condition}", "data.input_size=64", "data.lr_size=8", "generator.size=64",
+        "generator.style_dim=32", "generator.n_mlp=2", f"generator.weights={root / 'g.safetensors'}",
+        "generator.channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}", "model.stage_channels=[8,8,16,16]",
+        "model.stage_units=[1,1,1,1]", "model.ifm_hidden=8", f"model.n_iters={N_ITERS}",
+        "model.loss_resolution=64", "model.encoder_init=random", "model.identity_init=random",
+        f"output_dir={root}",
+    ])
+    from experiments.world import load_frozen_generator
+
+    generator, latent_avg = load_frozen_generator(cfg, torch.device("cpu"))
+    model = build_model(cfg.model, generator, condition_channels(condition), latent_avg=latent_avg)
+    with torch.no_grad():  # a fresh IDE encoder predicts zero residuals: make the output input-dependent
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    run = root / f"run-{condition}"
+    EncoderMethod.export(SimpleNamespace(cfg=cfg), model, run / "final")
+    return run, model.eval()
+
+
+@pytest.fixture(scope="module")
+def lr_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("pipeline"))
+
+
+def rand_images(b: int, size: int, seed: int, channels: int = 3) -> torch.Tensor:
+    return torch.rand(b, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_shapes_steps_and_codes(lr_run):
+    run, _ = lr_run
+    pipe = load_pipeline(run)
+    assert (pipe.modality, pipe.input_size, pipe.lr_size, pipe.output_size) == ("lr", 64, 8, 64)
+    assert pipe.n_iters == N_ITERS
+    out = pipe(rand_images(2, 8, 0), rand_images(2, 64, 1))
+    assert out.image.shape == (2, 3, 64, 64) and out.image.abs().max() <= 1
+    assert len(out.steps) == len(out.codes) == len(out.input_latents) == N_ITERS
+    assert torch.equal(out.steps[-1], out.image)
+    assert out.codes[0].shape == (2, 10, 32) and out.input_latents[0].shape == (2, 16, 4, 4)
+    assert out.contour.shape == (2, 3, 64, 64) and out.identity.shape == (2, 3, 64, 64)
+    assert not torch.allclose(out.steps[0], out.steps[1])  # refinement changes the image
+    assert len(pipe(rand_images(2, 8, 0), rand_images(2, 64, 1), n_iters=1).steps) == 1
+
+
+def test_loads_the_exported_weights(lr_run):
+    """The pipeline's output is the exported model's own output on the same prepared inputs."""
+    run, model = lr_run
+    pipe = load_pipeline(run / "final")
+    photo, identity = rand_images(2, 64, 2), rand_images(2, 64, 3)
+    out = pipe(photo, identity)
+    torch.testing.assert_close(out.contour, lr_contour(photo, 8, 64))
+    with torch.no_grad():
+        direct = model(out.contour, out.identity, randomize_noise=False)
+    torch.testing.assert_close(out.image, direct[-1].image.clamp(-1, 1))
+    torch.testing.assert_close(out.codes[-1], direct[-1].w)
+
+
+def test_determinism_and_seed(lr_run):
+    pipe = load_pipeline(lr_run[0])
+    c, i = rand_images(1, 8, 4), rand_images(1, 64, 5)
+    fixed = pipe(c, i).image
+    assert torch.equal(fixed, pipe(c, i).image)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = pipe(c, i, seed=1).image
+    assert torch.equal(torch.rand(3), before)  # the seed does not disturb the global RNG
+    assert torch.equal(a, pipe(c, i, seed=1).image)
+    assert not torch.allclose(a, pipe(c, i, seed=2).image, atol=1e-3)
+    assert not torch.allclose(a, fixed, atol=1e-3)
+
+
+def test_low_precision_runs_under_autocast(lr_run):
+    c, i = rand_images(2, 8, 10), rand_images(2, 64, 11)
+    full = load_pipeline(lr_run[0])(c, i).image
+    half = load_pipeline(lr_run[0], dtype=torch.bfloat16)(c, i)
+    assert half.image.dtype == torch.float32 and not torch.equal(half.image, full)
+    assert (half.image - full).abs().mean() < 0.05
+
+
+def test_files_pil_and_broadcast(lr_run, tmp_path):
+    pipe = load_pipeline(lr_run[0])
+    identity = rand_images(1, 64, 6)[0]
+    save_image(identity, tmp_path / "id.png")
+    contour = rand_images(1, 8, 7)[0]
+    save_image(contour, tmp_path / "c.png")
+    as_pil = Image.open(tmp_path / "c.png")
+    out = pipe([tmp_path / "c.png", as_pil], tmp_path / "id.png", aligned=True)  # one identity, two contours
+    assert out.image.shape[0] == 2 and torch.equal(out.image[0], out.image[1])
+    quantised = lambda x: torch.round((x + 1) * 127.5) / 127.5 - 1
+    from_tensors = pipe(quantised(contour), quantised(identity))
+    torch.testing.assert_close(out.image[:1], from_tensors.image, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 contours and 3 identities"):
+        pipe(rand_images(2, 8, 0), rand_images(3, 64, 0))
+
+
+def test_mask_and_sketch_modalities(tmp_path):
+    run, _ = make_tiny_run(tmp_path, "mask")
+    pipe = load_pipeline(run)
+    labels = torch.zeros(32, 32, dtype=torch.int64)
+    labels[8:24, 8:24] = 1
+    labels[12:14, 10:14] = 4
+    save_label_map(labels, tmp_path / "mask.png")
+    out = pipe(tmp_path / "mask.png", rand_images(1, 64, 0))
+    expected = one_hot(labels.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert torch.equal(out.contour[0], expected) and out.image.shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="trained on 'mask' contours"):
+        pipe(rand_images(1, 8, 0), rand_images(1, 64, 0), modality="lr")
+    with pytest.raises(ValueError, match="out of range for 19 classes"):
+        save_label_map(torch.full((8, 8), 40), tmp_path / "bad.png")
+        pipe(tmp_path / "bad.png", rand_images(1, 64, 0))
+
+    run, _ = make_tiny_run(tmp_path, "sketch")
+    sketch = np.full((48, 48), 255, np.uint8)
+    sketch[20:22, :] = 0
+    Image.fromarray(sketch).save(tmp_path / "sketch.png")
+    pipe = load_pipeline(run)
+    out = pipe(tmp_path / "sketch.png", rand_images(1, 64, 0))
+    assert out.contour.shape == (1, 1, 64, 64)
+    assert out.contour[0, 0, 0, 0] == 1 and out.contour[0, 0, 28, :].max() < 0  # white paper, black line
+    rgba = Image.fromarray(np.stack([0 * sketch] * 3 + [255 - sketch], -1))  # black ink on transparency
+    torch.testing.assert_close(pipe.prepare_contour(rgba), out.contour, atol=1e-5, rtol=0)
+
+
+def test_grid_layout(lr_run):
+    pipe = load_pipeline(lr_run[0])
+    out = pipe(rand_images(2, 8, 8), rand_images(2, 64, 9))
+    grid = pipe.grid(out)
+    assert grid.shape == (3, 2 * 64, (N_ITERS + 2) * 64)
+    torch.testing.assert_close(grid[:, 64:, :64], out.contour[1])
+    torch.testing.assert_close(grid[:, :64, 64:128], out.identity[0])
+    torch.testing.assert_close(grid[:, 64:, -64:], out.image[1])
+
+
+def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pipeline(tmp_path / "nowhere")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(CheckpointError, match="no final/encoder.safetensors"):
+        load_pipeline(tmp_path / "empty_run")
+    torch.save({"state_dict": {}, "opts": {}}, tmp_path / "psp.pt")
+    with pytest.raises(CheckpointError, match="no identity input"):
+        load_pipeline(tmp_path / "psp.pt")
+
+    run, _ = lr_run
+    other = tmp_path / "mismatch" / "final"
+    other.mkdir(parents=True)
+    (other / "encoder.safetensors").write_bytes((run / "final" / "encoder.safetensors").read_bytes())
+    text = (run / "final" / "config.yaml").read_text().replace("ifm_hidden: 8", "ifm_hidden: 4")
+    (other / "config.yaml").write_text(text)
+    with pytest.raises(CheckpointError, match="does not match the encoder its config describes"):
+        load_pipeline(other.parent)
+
+    import models.pipeline as mp
+
+    monkeypatch.setattr(mp, "TOY_SHIPPED", tmp_path / "not_shipped")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="experiments/run.py ablation=input_latent"):
+        load_pipeline("toy")
+
+
+def test_lazy_package_export():
+    import models
+
+    assert models.load_pipeline is load_pipeline
+    with pytest.raises(AttributeError):
+        models.no_such_thing  # noqa: B018
