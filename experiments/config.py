@@ -68,6 +68,9 @@ class ModelConfig:
     ifm_hidden: int = 128
     n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
     loss_resolution: int = 256
+    # Fresh generator noise at every training forward, as pSp/ReStyle train; evaluation always uses the
+    # generator's fixed noise buffers. False makes training independent of the global RNG.
+    randomize_noise: bool = True
 
 
 @dataclass
@@ -81,20 +84,23 @@ class PulseConfig:
     w_l2: float = 100.0
     w_geo: float = 0.05
     w_id: float = 1.0
-    batch_size: int = 16
+    n_trainable_noise: int = 5
+    tile_latent: bool = False
     gaussian_fit_samples: int = 1_000_000
+    seed: int = 0
 
 
 @dataclass
 class DataConfig:
     dataset: str = "toy"  # toy | celebahq
     root: str | None = None  # CelebA-HQ root (CelebAMask-HQ layout), unused by toy
-    cache_dir: str | None = None  # prepared label maps / sketches / manifests
+    cache_dir: str | None = None  # prepared label maps / sketches / manifests; None = <output_dir>/cache
     condition: str = "lr"  # lr | sketch | mask
     lr_size: int = 32
     input_size: int = 256
     pairing: str = "same_identity"  # same_identity | self | random
     n_identity_per_contour: int = 10
+    manifest_seed: int = 0  # the test manifest's draw; fixed so every seed of a suite shares it
     num_workers: int = 0
     toy_train_identities: int = 2000
     toy_photos_per_identity: int = 15
@@ -126,6 +132,7 @@ class LossConfig:
     wnorm: float = 0.003
     wnorm_squared: bool = False
     perceptual: str = "alex"  # alex (real LPIPS) | toy (LPIPS code path on the toy eval trunk)
+    perceptual_network: str = "toy_eval_arcface"  # the trunk of perceptual=toy (registry name or path)
     id_network: str = "ir_se50"
     id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
 
@@ -140,7 +147,9 @@ class EvalConfig:
     lpips_backbone: str = "alex"  # alex | toy
     lpips_resolution: int = 256
     fid_detector: str = "inception"  # inception | toy
-    fid_reference: str = "celebahq_all"  # which real set the FID compares against
+    fid_reference: str = "celebahq_train"  # name of the real set in the cache key
+    fid_reference_size: int = 30000  # real images (train split targets) in the FID reference set
+    feature_network: str = "toy_eval_arcface"  # trunk of lpips_backbone=toy and fid_detector=toy
     idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
     id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -197,8 +206,11 @@ def group_dir(group: str) -> Path:
 
 
 def available_presets(group: str) -> list[str]:
+    """Preset names of ``group``; ``ablations/table*.yaml`` list suites, they are not presets."""
     d = group_dir(group)
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.yaml") if not (group == "ablation" and p.stem.startswith("table")))
 
 
 def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -239,7 +251,7 @@ def _load_yaml(path: Path) -> DictConfig:
 
 def _preset(group: str, name: str) -> tuple[DictConfig, Path]:
     path = group_dir(group) / f"{name}.yaml"
-    if not path.is_file():
+    if not path.is_file() or name not in available_presets(group):
         avail = available_presets(group)
         guess = difflib.get_close_matches(name, avail, n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""

@@ -33,27 +33,31 @@ class EncoderMethod:
         self.cfg = cfg
         self.world = World(cfg, device)
         self.model = build_model(cfg.model, self.world.generator, self.world.contour_channels,
-                                 latent_avg=self.world.latent_avg,
-                                 weights_root=cfg.weights_root).to(device)
+                                 latent_avg=self.world.latent_avg, input_size=cfg.data.input_size).to(device)
         self.objective = build_objective(cfg, device)
-        self.n_iters = cfg.model.n_iters if cfg.model.kind != "psp" else 1
-        self.trainable = self.model.encoder
-        self.trainable_module = self.trainable
+        self.n_iters = cfg.model.n_iters
+        # The whole inverter is prepared so each refinement step goes through the (DDP) forward;
+        # the generator inside it has no trainable parameter, so nothing of it is optimised or reduced.
+        self.trainable = self.model
+        self.trainable_module = self.model
 
     def attach(self, prepared: torch.nn.Module) -> None:
-        """Route the inverter's encoder calls through the prepared (possibly DDP) module."""
-        self.model.encoder = prepared
         self.trainable_module = prepared
 
     def _losses(self, step, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.objective(step.image_loss_res, batch["target"], identity=batch["identity"], w=step.w,
                               w_avg=self.model.latent_avg)
 
+    def _steps(self, module, batch: dict, randomize_noise: bool | None = None):
+        from models.inversion import iterate
+
+        return iterate(module, batch["contour"], batch["identity"], self.n_iters, randomize_noise)
+
     def train_step(self, batch: dict, accelerator) -> dict[str, float]:
         """Forward and backward every refinement step of one batch; returns per-step loss terms."""
         logs: dict[str, float] = {}
         total = 0.0
-        for t, step in enumerate(self.model.iterate(batch["contour"], batch["identity"], self.n_iters)):
+        for t, step in enumerate(self._steps(self.trainable_module, batch, self.cfg.model.randomize_noise)):
             loss, terms = self._losses(step, batch)
             accelerator.backward(loss)
             total += loss.item()
@@ -63,20 +67,22 @@ class EncoderMethod:
 
     @torch.no_grad()
     def validation(self, batch: dict) -> tuple[list[torch.Tensor], dict[str, float]]:
-        dev = next(self.model.encoder.parameters()).device
+        dev = self.model.latent_avg.device
         batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         images, logs = [], {}
-        for t, step in enumerate(self.model.iterate(batch["contour"], batch["identity"], self.n_iters)):
+        for t, step in enumerate(self._steps(self.model, batch)):
             loss, terms = self._losses(step, batch)
             images.append(step.image_loss_res.cpu())
             logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
             logs[f"step{t + 1}/loss"] = loss.item()
         return images, logs
 
-    def export(self, encoder: torch.nn.Module, out_dir) -> None:
-        """Final weights for evaluate/generate: ``encoder.safetensors`` + the config beside them."""
+    def export(self, model: torch.nn.Module, out_dir) -> None:
+        """Final weights for evaluate/generate: the encoder's ``encoder.safetensors`` (plus the inverter's
+        ``latent_avg``) and the resolved config beside them."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+        state["latent_avg"] = model.latent_avg.detach().cpu().contiguous()
         save_file(state, str(out_dir / "encoder.safetensors"))
         (out_dir / "config.yaml").write_text(to_yaml(self.cfg))
 

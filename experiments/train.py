@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> Path:
     trainable.train()
     while state.step < cfg.train.max_steps:
         loader.set_epoch(state.epoch)
+        train_set.set_epoch(state.epoch)
         epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) \
             if state.batches_in_epoch else loader
         for batch_data in epoch_loader:
@@ -140,12 +141,17 @@ def train(cfg: DictConfig) -> Path:
             state.batches_in_epoch = 0
     bar.close()
     accelerator.wait_for_everyone()
+    # One float64 checksum of the trainable weights per rank: replicas must agree exactly.
+    unwrapped = accelerator.unwrap_model(trainable)
+    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters() if p.requires_grad]).sum()
+    rank_checksums = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
     if accelerator.is_main_process:
-        method.export(accelerator.unwrap_model(trainable), run_dir / "final")
+        method.export(unwrapped, run_dir / "final")
         final = {k: v for k, v in RunRecord.read_metrics(run_dir)[-1].items() if k != "step"} \
             if record.metrics_path.exists() else {}
         record.update_summary({"train": final, "steps": state.step, "epochs_completed": state.epoch,
                                "steps_per_epoch": steps_per_epoch, **info,
+                               "processes": accelerator.num_processes, "rank_weight_checksums": rank_checksums,
                                "provenance": provenance(), "run_dir": str(run_dir)})
         accelerator.print(f"finished {state.step} steps; run record and final weights in {run_dir}")
     accelerator.end_training()

@@ -20,19 +20,29 @@ from data.conditions import colorize_mask, condition_channels
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     """The training or test dataset named by ``data.dataset`` (items as in data/pairs.py)."""
     d = cfg.data
+    cache_dir = d.cache_dir or str(Path(cfg.output_dir).expanduser() / "cache")
     common = dict(split=split, condition=d.condition, lr_size=d.lr_size, input_size=d.input_size,
-                  pairing=d.pairing, seed=cfg.seed, n_per_contour=d.n_identity_per_contour)
+                  pairing=d.pairing, seed=cfg.seed if split == "train" else d.manifest_seed,
+                  n_per_contour=d.n_identity_per_contour, cache_dir=cache_dir)
     if d.dataset == "toy":
         from data.toyfaces import ToyFaces
 
         return ToyFaces(n_train_identities=d.toy_train_identities,
                         photos_per_identity=d.toy_photos_per_identity,
                         n_test_identities=d.toy_test_identities,
-                        test_photos_per_identity=d.toy_test_photos_per_identity,
-                        cache_dir=d.cache_dir, **common)
+                        test_photos_per_identity=d.toy_test_photos_per_identity, **common)
     from data.celebahq import CelebAHQ
 
-    return CelebAHQ(root=d.root, cache_dir=d.cache_dir, **common)
+    return CelebAHQ(root=d.root, **common)
+
+
+def reference_images(cfg: DictConfig, n: int, batch_size: int):
+    """Yield up to ``n`` real faces (B, 3, S, S) in [-1, 1], the train split's targets in order: the FID
+    reference set (the paper uses all 30,000 CelebA-HQ images; ours excludes the test identities)."""
+    dataset = build_dataset(cfg, "train")
+    n = min(n, len(dataset))
+    for start in range(0, n, batch_size):
+        yield torch.stack([dataset[i]["target"] for i in range(start, min(start + batch_size, n))])
 
 
 def load_frozen_generator(cfg: DictConfig, device: torch.device):

@@ -7,6 +7,10 @@ import torch
 
 
 def pytest_configure(config):
+    # Tiny tensors: one thread is as fast and avoids oversubscribing small CI machines (child
+    # processes inherit the variable).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -1,0 +1,645 @@
+"""Train the toy world's networks from scratch and export them to ``models/pretrained/``.
+
+    python experiments/pretrain_toy.py arcface          # toy ArcFace (ID loss, pretrained-ID init)
+    python experiments/pretrain_toy.py eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
+    python experiments/pretrain_toy.py stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
+    python experiments/pretrain_toy.py all              # the three above, in order
+    python experiments/pretrain_toy.py check            # quality measurements as JSON
+
+Every subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--work-dir`` (checkpoints and
+the W&B run; training resumes from ``<work-dir>/<name>/ckpt.pt``) and ``--out-dir`` (the exported
+fp16 safetensors/ONNX files, default ``models/pretrained``). W&B runs offline unless ``WANDB_MODE``
+says otherwise. The sha256 of each exported file is printed for ``models/weights.py``.
+
+The ArcFaces see the toy *train* identities (``data.toyfaces`` identity codes, seed 0) under fresh
+nuisance draws each step, so every step is a new set of photos of the same people. They work on
+the 64x64 image itself (``Backbone(input_size=64)``); their ONNX exports take the ArcFace-standard
+(B, 3, 112, 112) input in [-1, 1] (what ``insightface.model_zoo`` recognises) and resize it to 64
+inside the graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data.resample import bicubic_downsample, upsample_bicubic  # noqa: E402
+from data.toyfaces import N_IDENTITY, N_NUISANCE, identity_codes, render_gaussian, split_identities  # noqa: E402
+from models.irse import Backbone  # noqa: E402
+
+PRETRAINED_DIR = REPO_ROOT / "models" / "pretrained"
+ONNX_INPUT = 112
+
+
+@dataclass
+class ArcFaceConfig:
+    """One toy ArcFace: architecture, ArcFace head and optimisation."""
+
+    name: str = "toy_arcface"
+    seed: int = 1
+    stage_channels: tuple[int, ...] = (32, 64, 96, 128)
+    stage_units: tuple[int, ...] = (1, 2, 2, 1)
+    embedding_dim: int = 128
+    image_size: int = 64
+    n_identities: int = 2000
+    data_seed: int = 0
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    margin: float = 0.5
+    scale: float = 32.0
+    margin_warmup: float = 0.2  # fraction of the steps over which the margin grows from 0
+    # Auxiliary regression of the identity code (the world's ground truth) from the embedding: a dense
+    # signal that makes the CPU budget enough; the margin loss alone needs many more samples.
+    code_weight: float = 1.0
+    ckpt_every: int = 100
+    eval_every: int = 100
+    eval_identities: int = 300
+
+
+ARCFACES = {
+    # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml)
+    "toy_arcface": ArcFaceConfig(),
+    # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
+    "toy_eval_arcface": ArcFaceConfig(name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128),
+                                      stage_units=(1, 1, 1, 1)),
+}
+
+
+def build_arcface(cfg: ArcFaceConfig) -> Backbone:
+    """The IR-SE backbone: (B, 3, 64, 64) in [-1, 1] -> (B, embedding_dim) unit vectors."""
+    return Backbone(cfg.image_size, mode="ir_se", drop_ratio=0.0, stage_channels=cfg.stage_channels,
+                    stage_units=cfg.stage_units, embedding_dim=cfg.embedding_dim)
+
+
+class ArcMarginHead(nn.Module):
+    """Additive angular margin logits: s * cos(theta_y + m) for the true class, s * cos(theta_j) otherwise."""
+
+    def __init__(self, embedding_dim: int, n_classes: int, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, embedding_dim) * 0.01)
+        self.scale = scale
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+        """emb (B, D) unit vectors, labels (B,) -> logits (B, n_classes)."""
+        cos = emb @ F.normalize(self.weight, dim=1).t()
+        cos_y = cos.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)
+        theta = torch.acos(cos_y)
+        # Beyond theta + m > pi cos(theta + m) stops decreasing; use the usual linear extension there.
+        target = torch.where(theta + margin < math.pi, torch.cos(theta + margin),
+                             cos_y - margin * math.sin(margin))
+        return self.scale * cos.scatter(1, labels[:, None], target)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The RNG of one training step: a pure function of (seed, step), so resumed runs replay exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def arcface_batch(ident: torch.Tensor, batch_size: int, gen: torch.Generator, size: int):
+    """Fresh photos of random train identities: ((B, 3, size, size) in [-1, 1], labels (B,))."""
+    labels = torch.randint(0, ident.shape[0], (batch_size,), generator=gen)
+    nuisance = torch.randn(batch_size, N_NUISANCE, generator=gen)
+    return render_gaussian(torch.cat([ident[labels], nuisance], 1), size).image, labels
+
+
+def cosine_lr(step: int, steps: int, base: float, warmup: int = 50) -> float:
+    """Linear warm-up over min(warmup, steps // 10) steps, then cosine decay to 0 at ``steps``."""
+    warmup = max(1, min(warmup, steps // 10))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def start_wandb(name: str, config: dict, work_dir: Path):
+    """An offline-by-default W&B run (``WANDB_MODE=disabled`` skips it)."""
+    import wandb
+
+    return wandb.init(project="ideface-toy-pretrain", name=name, config=config, dir=str(work_dir),
+                      mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+
+
+@torch.no_grad()
+def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 200) -> torch.Tensor:
+    """(N, 3, S, S) in [-1, 1] -> (N, D) unit embeddings with ``net`` in eval mode."""
+    was = net.training
+    net.eval()
+    out = torch.cat([net(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    net.train(was)
+    return out
+
+
+def lr_reconstruction(images: torch.Tensor, lr_size: int = 8) -> torch.Tensor:
+    """What an LR contour alone shows: bicubic down to lr_size and back up (B, 3, S, S) in [-1, 1]."""
+    return upsample_bicubic(bicubic_downsample(images, size=lr_size), images.shape[-1])
+
+
+def verification_accuracy(same: torch.Tensor, diff: torch.Tensor, folds: int = 10) -> float:
+    """LFW-style accuracy: threshold chosen on 9 folds, accuracy on the 10th, averaged."""
+    scores = torch.cat([same, diff])
+    truth = torch.cat([torch.ones_like(same, dtype=torch.bool), torch.zeros_like(diff, dtype=torch.bool)])
+    perm = torch.randperm(len(scores), generator=torch.Generator().manual_seed(0))
+    scores, truth = scores[perm], truth[perm]
+    accs = []
+    for k in range(folds):
+        test = torch.zeros(len(scores), dtype=torch.bool)
+        test[k::folds] = True
+        ordered = scores[~test].unique()
+        # thresholds between consecutive training scores, and below / above all of them
+        cand = torch.cat([ordered[:1] - 1, (ordered[1:] + ordered[:-1]) / 2, ordered[-1:] + 1])
+        train_acc = ((scores[~test][None] > cand[:, None]) == truth[~test][None]).float().mean(1)
+        thr = cand[train_acc.argmax()]
+        accs.append(((scores[test] > thr) == truth[test]).float().mean().item())
+    return sum(accs) / folds
+
+
+def pair_photos(n_identities: int = 300, data_seed: int = 0, size: int = 64):
+    """Two photos per test identity: ((N, 3, S, S), (N, 3, S, S)) in [-1, 1], row i = identity i."""
+    test = split_identities("test", n_test_identities=n_identities, test_photos_per_identity=2,
+                            seed=data_seed)
+    images = torch.cat([test.render(range(i, min(i + 200, len(test))), size).image
+                        for i in range(0, len(test), 200)])
+    return images[0::2], images[1::2]
+
+
+def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0, lr_size: int = 8) -> dict:
+    """Verification on test identities, full size and from LR-only reconstructions.
+
+    Same pairs: (photo A, photo B) of each identity; different pairs: (A of i, B of i+1). The LR
+    figures embed the bicubic 8x8 -> 64 reconstruction of A against the full-size B.
+    """
+    a, b = pair_photos(n_identities, data_seed)
+    ea, eb, elr = embed(net, a), embed(net, b), embed(net, lr_reconstruction(a, lr_size))
+    same, diff = (ea * eb).sum(1), (ea * eb.roll(1, 0)).sum(1)
+    lr_same, lr_diff = (elr * eb).sum(1), (elr * eb.roll(1, 0)).sum(1)
+    return {
+        "verification_acc": verification_accuracy(same, diff),
+        "sim_same": same.mean().item(), "sim_diff": diff.mean().item(),
+        "lr_verification_acc": verification_accuracy(lr_same, lr_diff),
+        "lr_sim_same": lr_same.mean().item(), "lr_sim_diff": lr_diff.mean().item(),
+    }
+
+
+def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
+                  stop_at: int | None = None) -> tuple[Backbone, dict]:
+    """Train (or resume) one toy ArcFace; returns the network (eval mode) and {"report", "losses"}.
+
+    ``stop_at``: leave after that step with a checkpoint (a budgeted session; resume later). The
+    report (``identity_report``) is computed when training is complete, else it is empty.
+    """
+    run_dir = work_dir / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    net, head = build_arcface(cfg), ArcMarginHead(cfg.embedding_dim, cfg.n_identities, cfg.scale)
+    code_head = nn.Linear(cfg.embedding_dim, N_IDENTITY)
+    params = [*net.parameters(), *head.parameters(), *code_head.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt_path = run_dir / "ckpt.pt"
+    start, losses = 0, []
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        net.load_state_dict(state["net"])
+        head.load_state_dict(state["head"])
+        code_head.load_state_dict(state["code_head"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+    ident = identity_codes(cfg.n_identities, cfg.data_seed, stream=0)
+    run = start_wandb(cfg.name, asdict(cfg), run_dir)
+    net.train()
+    end = min(cfg.steps, stop_at or cfg.steps)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
+    for step in bar:
+        images, labels = arcface_batch(ident, cfg.batch_size, step_generator(cfg.seed, step), cfg.image_size)
+        lr = cosine_lr(step, cfg.steps, cfg.lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        margin = cfg.margin * min(1.0, step / max(cfg.margin_warmup * cfg.steps, 1))
+        emb = net(images)
+        logits = head(emb, labels, margin)
+        code_loss = F.mse_loss(code_head(emb), ident[labels])
+        loss = F.cross_entropy(logits, labels) + cfg.code_weight * code_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        log = {"loss": loss.item(), "code_loss": code_loss.item(), "lr": lr, "margin": margin,
+               "train_acc": (logits.argmax(1) == labels).float().mean().item()}
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{log['train_acc']:.2f}")
+        done = step + 1
+        if done % cfg.eval_every == 0 and done < cfg.steps:
+            interim = identity_report(net, cfg.eval_identities, cfg.data_seed)
+            log.update({f"test/{k}": v for k, v in interim.items()})
+            tqdm.write(f"[{cfg.name}] step {done}: {json.dumps(interim)}")
+        if run is not None:
+            run.log(log, step=done)
+        if done % cfg.ckpt_every == 0 or done == end:
+            heads = {"head": head.state_dict(), "code_head": code_head.state_dict()}
+            save_atomic({"net": net.state_dict(), **heads, "opt": opt.state_dict(), "step": done}, ckpt_path)
+    report = {}
+    if end == cfg.steps:
+        report = identity_report(net, cfg.eval_identities, cfg.data_seed)
+        tqdm.write(f"[{cfg.name}] final: {json.dumps(report)}")
+    if run is not None:
+        run.summary.update({f"final/{k}": v for k, v in report.items()})
+        run.finish()
+    net.eval()
+    return net, {"report": report, "losses": losses}
+
+
+def fp16_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with floating tensors in fp16 (counters stay int64), contiguous for safetensors."""
+    state = module.state_dict()
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArcFaceONNXInput(nn.Module):
+    """(B, 3, 112, 112) in [-1, 1] (insightface's recognition input) -> net at its own side -> (B, D)."""
+
+    def __init__(self, net: Backbone):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        size = self.net.input_size
+        return self.net(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+
+
+def export_arcface(net: Backbone, name: str, out_dir: Path) -> dict[str, Path]:
+    """Write ``<name>.safetensors`` (fp16 state dict) and ``<name>.onnx`` (fp32, 112 input)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    st = out_dir / f"{name}.safetensors"
+    save_file(fp16_state(net), str(st), metadata={"format": "pt", "arch": "irse.Backbone"})
+    onnx_path = out_dir / f"{name}.onnx"
+    # the fp16 round trip first, so the ONNX graph computes exactly what the shipped torch weights do
+    net = build_like(net, st)
+    wrapper = ArcFaceONNXInput(net).eval()
+    dummy = torch.zeros(2, 3, ONNX_INPUT, ONNX_INPUT)
+    torch.onnx.export(wrapper, (dummy,), str(onnx_path), input_names=["input.1"], output_names=["embedding"],
+                      dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=18,
+                      dynamo=False)
+    return {"safetensors": st, "onnx": onnx_path}
+
+
+def build_like(net: Backbone, path: Path) -> Backbone:
+    """A fresh fp32 copy of ``net``'s architecture loaded strictly from a safetensors file, eval mode."""
+    from safetensors.torch import load_file
+
+    fresh = Backbone(net.input_size, mode="ir_se", drop_ratio=0.0, stage_channels=net.stage_channels,
+                     stage_units=net.stage_units, embedding_dim=net.output_layer[3].out_features)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    fresh.load_state_dict(state, strict=True)
+    return fresh.eval()
+
+
+def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
+    """Print and return {file name: sha256} for the registry (models/weights.py)."""
+    hashes = {}
+    for p in paths.values():
+        hashes[p.name] = sha256(p)
+        print(f"sha256 {hashes[p.name]}  {p}  ({p.stat().st_size} bytes)")
+    return hashes
+
+
+def cli_overrides(args) -> dict:
+    """The config fields given on the command line (--steps, --batch-size, --seed)."""
+    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cmd_arcface(args, name: str) -> dict:
+    cfg = ArcFaceConfig(**{**asdict(ARCFACES[name]), **cli_overrides(args)})
+    t0 = time.time()
+    net, out = train_arcface(cfg, Path(args.work_dir), progress=not args.no_progress)
+    paths = export_arcface(net, cfg.name, Path(args.out_dir))
+    result = {"name": cfg.name, "train_seconds": time.time() - t0, **out["report"],
+              "sha256": print_hashes(paths)}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+@dataclass
+class GeneratorConfig:
+    """The toy StyleGAN2 (world/toy.yaml's generator section) and its distillation schedule."""
+
+    name: str = "toy_stylegan2"
+    seed: int = 3
+    size: int = 64
+    style_dim: int = 128
+    n_mlp: int = 4
+    channels: tuple[tuple[int, int], ...] = ((4, 128), (8, 128), (16, 64), (32, 64), (64, 32))
+    steps: int = 1200
+    batch_size: int = 8
+    lr: float = 2e-3
+    mapping_lr: float = 0.1  # x the mapping's lr_mul 0.01 = 1e-3 effective: it must learn z -> factors fast
+    gradient_weight: float = 1.0
+    ckpt_every: int = 100
+    sample_every: int = 250
+
+
+def build_generator(cfg: GeneratorConfig):
+    from models.stylegan2 import Generator
+
+    return Generator(cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels))
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical finite differences of (B, C, H, W)."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: float = 1.0) -> torch.Tensor:
+    """Multi-scale L1 (full, 1/2, 1/4) plus L1 between image gradients, which keeps part edges sharp."""
+    loss = fake.new_zeros(())
+    f, r = fake, real
+    for _ in range(3):
+        loss = loss + (f - r).abs().mean()
+        f, r = F.avg_pool2d(f, 2), F.avg_pool2d(r, 2)
+    for gf, gr in zip(image_gradients(fake), image_gradients(real)):
+        loss = loss + gradient_weight * (gf - gr).abs().mean()
+    return loss
+
+
+def generator_batch(cfg: GeneratorConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1])."""
+    z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen)
+    return z, render_gaussian(z, cfg.size).image
+
+
+def sample_grid(generator, z: torch.Tensor, path: Path, size: int) -> None:
+    """Rows: renderer targets, generator outputs, for a fixed z."""
+    import torchvision
+
+    with torch.no_grad():
+        fake, _ = generator([z], randomize_noise=False)
+    grid = torch.cat([render_gaussian(z, size).image, fake.clamp(-1, 1)])
+    torchvision.utils.save_image((grid + 1) / 2, str(path), nrow=len(z))
+
+
+def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None):
+    """Distil the renderer into the toy StyleGAN2: G([z]) ~ render(factors_from_gaussian(z)).
+
+    Returns (generator in eval mode, latent_avg (style_dim,), losses); ``stop_at`` as in train_arcface.
+    """
+    run_dir = work_dir / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    g = build_generator(cfg)
+    mapping = [p for n, p in g.named_parameters() if n.startswith("style.")]
+    synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
+    opt = torch.optim.Adam([{"params": synthesis, "lr": cfg.lr}, {"params": mapping, "lr": cfg.mapping_lr}],
+                           betas=(0.9, 0.99))
+    base_lrs = [cfg.lr, cfg.mapping_lr]
+    ckpt_path = run_dir / "ckpt.pt"
+    start, losses = 0, []
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        g.load_state_dict(state["g"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+    fixed_z = torch.randn(8, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    run = start_wandb(cfg.name, asdict(cfg), run_dir)
+    g.train()
+    end = min(cfg.steps, stop_at or cfg.steps)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
+    for step in bar:
+        z, real = generator_batch(cfg, step_generator(cfg.seed, step))
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = cosine_lr(step, cfg.steps, base)
+        fake, _ = g([z], randomize_noise=False)
+        loss = distillation_loss(fake, real, cfg.gradient_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        log = {"loss": loss.item(), "psnr": psnr(fake.detach(), real).mean().item()}
+        if done % cfg.sample_every == 0 or done == cfg.steps:
+            sample_grid(g, fixed_z, run_dir / f"samples_{done:06d}.png", cfg.size)
+            tqdm.write(f"[{cfg.name}] step {done}: loss {loss.item():.4f} psnr {log['psnr']:.2f}")
+        if run is not None:
+            run.log(log, step=done)
+        if done % cfg.ckpt_every == 0 or done == end:
+            save_atomic({"g": g.state_dict(), "opt": opt.state_dict(), "step": done}, ckpt_path)
+    if run is not None:
+        run.finish()
+    g.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        latent_avg = g.mean_latent(10_000)[0]
+    return g, latent_avg, losses
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (B,) in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = ((x.clamp(-1, 1) - y) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
+
+
+def export_generator(g, latent_avg: torch.Tensor, name: str, out_dir: Path) -> dict[str, Path]:
+    """Write ``<name>.safetensors``: flat ``g_ema.<key>`` fp16 tensors and ``latent_avg`` (load_generator)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.safetensors"
+    flat = {f"g_ema.{k}": v for k, v in fp16_state(g).items()}
+    flat["latent_avg"] = latent_avg.detach().reshape(-1).half().contiguous()
+    save_file(flat, str(path), metadata={"format": "pt", "arch": "stylegan2.Generator"})
+    return {"safetensors": path}
+
+
+def cmd_stylegan2(args) -> dict:
+    cfg = GeneratorConfig(**{**asdict(GeneratorConfig()), **cli_overrides(args)})
+    t0 = time.time()
+    g, latent_avg, losses = train_generator(cfg, Path(args.work_dir), progress=not args.no_progress)
+    paths = export_generator(g, latent_avg, cfg.name, Path(args.out_dir))
+    result = {"name": cfg.name, "train_seconds": time.time() - t0,
+              "final_loss": losses[-1] if losses else None, "sha256": print_hashes(paths)}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def stage_features(net: Backbone, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """FD features: the 4 stage maps of ``net`` average-pooled and concatenated, (N, sum(stage_channels)).
+
+    Images (N, 3, S, S) in [-1, 1] are quantised to uint8 first, as FID does.
+    """
+    from metrics.fid import quantize
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = quantize(images[i:i + batch_size]).float() / 127.5 - 1
+            out.append(torch.cat([f.mean((2, 3)) for f in net.stage_features(x)], 1))
+    return torch.cat(out).double()
+
+
+def feature_fd(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (N, D)."""
+    from metrics.frechet import frechet_distance
+
+    stats = [(x.mean(0).numpy(), torch.cov(x.t()).numpy()) for x in (a, b)]
+    return frechet_distance(*stats[0], *stats[1])
+
+
+def generate(g, z: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """G([z]) with the stored noise: (N, 3, size, size), clamped to [-1, 1]."""
+    with torch.no_grad():
+        return torch.cat([g([z[i:i + batch_size]], randomize_noise=False)[0]
+                          for i in range(0, len(z), batch_size)]).clamp(-1, 1)
+
+
+def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200,
+           lr: float = 0.05) -> torch.Tensor:
+    """Optimisation-based W+ inversion: the W+ code (B, n_latent, style_dim) minimising MSE + L1 to target."""
+    w = latent_avg.detach().reshape(1, 1, -1).repeat(len(target), g.n_latent, 1).clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup=10)
+        fake, _ = g([w], input_is_latent=True, randomize_noise=False)
+        loss = F.mse_loss(fake, target) + (fake - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return w.detach()
+
+
+def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: int = 16,
+          inversion_steps: int = 200) -> dict:
+    """Quality measurements of the shipped toy networks (the README / issue figures), as a dict.
+
+    arcfaces: ``identity_report`` of each ArcFace loaded through the ID-loss loader, plus the agreement
+    (mean cosine) of its ONNX export through insightface with the torch network. stylegan2: Frechet
+    distances on toy eval ArcFace stage features (G samples vs real renders, and two disjoint real
+    sets), and W+ inversions of test photos: PSNR, toy ArcFace similarity to the photo and to another
+    photo of the same person, relative to the real-real similarity.
+    """
+    import insightface
+    import numpy as np
+    import torchvision
+
+    from losses.identity import load_arcface
+    from models.stylegan2 import load_generator
+
+    shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
+    result: dict = {"files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in shipped}}
+    nets = {}
+    a, b = pair_photos()
+    for name in ARCFACES:
+        nets[name] = load_arcface(out_dir / f"{name}.safetensors")
+        onnx_model = insightface.model_zoo.get_model(str(out_dir / f"{name}.onnx"),
+                                                     providers=["CPUExecutionProvider"])
+        x112 = F.interpolate(a[:64], size=(ONNX_INPUT, ONNX_INPUT), mode="bilinear", align_corners=False)
+        onnx_emb = torch.from_numpy(onnx_model.forward(((x112 + 1) * 127.5).numpy().astype(np.float32)))
+        agreement = F.cosine_similarity(onnx_emb, embed(nets[name], a[:64])).mean().item()
+        result[name] = {**identity_report(nets[name]), "onnx_type": type(onnx_model).__name__,
+                        "onnx_torch_cosine": agreement}
+
+    cfg = GeneratorConfig()
+    g, latent_avg = load_generator(out_dir / f"{cfg.name}.safetensors", cfg.size, style_dim=cfg.style_dim,
+                                   n_mlp=cfg.n_mlp, channels=dict(cfg.channels))
+    g.eval()
+    z = [torch.randn(fd_samples, cfg.style_dim, generator=torch.Generator().manual_seed(100 + k))
+         for k in range(3)]
+    real1, real2 = (torch.cat([render_gaussian(zk[i:i + 250], cfg.size).image
+                               for i in range(0, fd_samples, 250)]) for zk in z[:2])
+    fake = generate(g, z[2])
+    trunk = nets["toy_eval_arcface"]
+    f_real1, f_real2, f_fake = (stage_features(trunk, x) for x in (real1, real2, fake))
+    fd_fake, fd_real = feature_fd(f_fake, f_real1), feature_fd(f_real2, f_real1)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torchvision.utils.save_image((torch.cat([real1[:16], fake[:16]]) + 1) / 2,
+                                 str(work_dir / "check_samples.png"), nrow=16)
+    target, other = a[:n_inversions], b[:n_inversions]
+    w = invert(g, latent_avg, target, inversion_steps)
+    with torch.no_grad():
+        inverted = g([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+    torchvision.utils.save_image((torch.cat([target, inverted]) + 1) / 2,
+                                 str(work_dir / "check_inversions.png"), nrow=n_inversions)
+    idnet = nets["toy_arcface"]
+    e_t, e_o, e_i = embed(idnet, target), embed(idnet, other), embed(idnet, inverted)
+    real_real = (e_t * e_o).sum(1).mean().item()
+    inv_other = (e_i * e_o).sum(1).mean().item()
+    result["toy_stylegan2"] = {
+        "fd_samples_vs_real": fd_fake, "fd_real_vs_real": fd_real, "fd_ratio": fd_fake / max(fd_real, 1e-12),
+        "fd_features": "toy_eval_arcface stage features, avg-pooled", "fd_samples": fd_samples,
+        "inversion_psnr_mean": psnr(inverted, target).mean().item(),
+        "inversion_sim_to_photo": (e_i * e_t).sum(1).mean().item(),
+        "inversion_sim_to_other_photo": inv_other, "real_real_sim": real_real,
+        "inversion_vs_real_ratio": inv_other / real_real, "inversions": n_inversions,
+        "inversion_steps": inversion_steps,
+    }
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("arcface", "eval-arcface", "stylegan2", "all", "check"))
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
+    p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fd-samples", type=int, default=1000, help="check: images per FD set")
+    p.add_argument("--inversions", type=int, default=16, help="check: test photos inverted")
+    p.add_argument("--inversion-steps", type=int, default=200, help="check: optimisation steps per inversion")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy shared CPU)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command in ("arcface", "all"):
+        cmd_arcface(args, "toy_arcface")
+    if args.command in ("eval-arcface", "all"):
+        cmd_arcface(args, "toy_eval_arcface")
+    if args.command in ("stylegan2", "all"):
+        cmd_stylegan2(args)
+    if args.command == "check":
+        print(json.dumps(check(Path(args.out_dir), Path(args.work_dir), args.fd_samples, args.inversions,
+                               args.inversion_steps), indent=1))
+
+
+if __name__ == "__main__":
+    main()

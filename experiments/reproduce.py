@@ -1,0 +1,307 @@
+"""Reproduce the paper's tables: train what is missing, evaluate every row, write the tables.
+
+Usage::
+
+    python experiments/reproduce.py table=all                       # both tables, toy world, seed 0
+    python experiments/reproduce.py table=2 seeds=[0,1,2]          # mean and spread over 3 seeds
+    python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
+    python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
+
+``table=`` names ``ablations/table<n>.yaml`` (``1``, ``2``, ``all``) or a suite file's path. A suite
+file lists rows (name, presets, optional overrides with ``{seed}``, the paper's numbers); every
+other token is a preset or dotted override applied to every row (``world=``, ``output_dir=``, ...).
+
+Each row x seed is one run folder ``<output_dir>/<run name>``: a run whose
+``final/encoder.safetensors`` exists is not trained again, an unfinished one resumes from its
+latest checkpoint, a run with ``eval/results.json`` is not evaluated again; PULSE rows (model.kind
+pulse) have nothing to train and are only evaluated. Every row is evaluated on the same test
+manifest (``data.manifest_seed``), checked by its hash. The tables go to
+``<output_dir>/tables/table<n>.{md,csv,json}`` and, unless W&B is disabled, to a ``wandb.Table`` in
+a run of its own (job_type ``reproduce``, group = the suite).
+
+Everything runs in this one process (fine on a CPU: the toy suite). On several GPUs, train each row
+with ``accelerate launch experiments/run.py <row presets> seed=<s> output_dir=<same>`` first; this
+command then finds the finished runs and only evaluates and tabulates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config import ABLATION_DIR, ConfigError, load_config
+from experiments.tracking import atomic_write_text, wandb_mode
+
+METRICS = ("lpips", "idsim", "fid")
+LABELS = {"lpips": "LPIPS (lower)", "idsim": "IDSIM (higher)", "fid": "FID (lower)"}
+
+
+@dataclass
+class Suite:
+    """One table: its rows as read from a suite yaml."""
+
+    number: str
+    title: str
+    world: str
+    condition: str
+    seeds: list[int]
+    rows: list[dict]
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """The W&B group of every run of the suite, e.g. ``ide-toy-lr``."""
+        return f"ide-{self.world}-{self.condition}"
+
+
+@dataclass
+class RowResult:
+    """A row's per-seed results.json dicts and run folders."""
+
+    name: str
+    paper: dict[str, float]
+    results: list[dict] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)
+    wandb_ids: list[str] = field(default_factory=list)
+
+    def stat(self, metric: str) -> dict:
+        """Mean, spread (sample std over seeds, 0 for one seed) and the mean of the seeds' 95% bounds."""
+        values = [r["metrics"][metric]["value"] for r in self.results]
+        cis = [r["metrics"][metric]["ci"] for r in self.results if r["metrics"][metric]["ci"]]
+        mean = statistics.fmean(values)
+        ci = [statistics.fmean(c[0] for c in cis), statistics.fmean(c[1] for c in cis)] if cis else None
+        paper = self.paper.get(metric)
+        return {"mean": mean, "std": statistics.stdev(values) if len(values) > 1 else 0.0, "ci": ci,
+                "paper": paper, "diff": None if paper is None else mean - paper, "n_seeds": len(values)}
+
+
+def suite_paths(table: str) -> list[Path]:
+    if table == "all":
+        return sorted(ABLATION_DIR.glob("table*.yaml"))
+    path = Path(table).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"table={table}: no such suite file")
+        return [path]
+    path = ABLATION_DIR / f"table{table}.yaml"
+    if not path.is_file():
+        avail = ", ".join(p.stem.removeprefix("table") for p in sorted(ABLATION_DIR.glob("table*.yaml")))
+        raise ConfigError(f"table={table}: no {path}; use one of {avail}, all, or a suite yaml's path")
+    return [path]
+
+
+def load_suite(path: Path, seeds: list[int] | None = None) -> Suite:
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    missing = [k for k in ("rows", "world", "condition") if k not in node]
+    if missing or not node.get("rows"):
+        raise ConfigError(f"{path}: a suite needs 'world', 'condition' and a non-empty 'rows' list "
+                          f"(missing: {', '.join(missing) or 'rows'})")
+    for row in node["rows"]:
+        if "name" not in row or "presets" not in row:
+            raise ConfigError(f"{path}: every row needs 'name' and 'presets'; got {row}")
+    return Suite(number=str(node.get("table", path.stem.removeprefix("table"))), title=node.get("title", path.stem),
+                 world=node["world"], condition=node["condition"], seeds=list(seeds or node.get("seeds", [0])),
+                 rows=node["rows"], path=path)
+
+
+def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
+    """The row's config: world, its presets, the suite's condition and group, the user's tokens, the seed."""
+    row_tokens = [t.replace("{seed}", str(seed)) for t in row.get("overrides", [])]
+    tokens = [f"world={suite.world}", *row["presets"], f"data.condition={suite.condition}",
+              f"wandb.group={suite.name}", *row_tokens, *overrides, f"seed={seed}"]
+    return load_config(tokens)
+
+
+def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
+    """Train (or skip/resume) and evaluate (or skip) one run; returns its folder and results."""
+    from experiments.evaluate import evaluate, load_eval_config
+    from experiments.train import run_dir_of, train
+
+    run_dir = run_dir_of(cfg)
+    results_path = run_dir / "eval" / "results.json"
+    if cfg.model.kind == "pulse":
+        eval_cfg, ckpt = cfg, None
+    else:
+        if (run_dir / "final" / "encoder.safetensors").is_file():
+            log.append(f"skip-train {run_dir.name}")
+        else:
+            log.append(f"train {run_dir.name}")
+            train(OmegaConf.merge(cfg, {"resume": "latest"}))
+        # The finished run's saved config, with this invocation's eval settings on top.
+        eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
+        eval_cfg = OmegaConf.merge(eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb})
+    if results_path.is_file():
+        log.append(f"skip-eval {run_dir.name}")
+        return run_dir, json.loads(results_path.read_text())
+    log.append(f"eval {run_dir.name}")
+    return run_dir, evaluate(eval_cfg, ckpt, out_dir=run_dir / "eval")
+
+
+def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[RowResult]:
+    rows = []
+    manifests = {}
+    for row in suite.rows:
+        res = RowResult(name=row["name"], paper={k: float(v) for k, v in row.get("paper", {}).items()})
+        for seed in suite.seeds:
+            cfg = row_config(suite, row, seed, overrides)
+            run_dir, results = run_row_seed(cfg, log)
+            manifests[f"{row['name']} s{seed}"] = results["manifest_sha256"]
+            res.results.append(results)
+            res.run_dirs.append(str(run_dir))
+            wid = results.get("wandb_id") if cfg.model.kind == "pulse" else \
+                json.loads((run_dir / "summary.json").read_text()).get("wandb_id")
+            if wid:
+                res.wandb_ids.append(wid)
+        rows.append(res)
+    if len(set(manifests.values())) > 1:
+        raise RuntimeError(f"{suite.title}: rows were evaluated on different test manifests {manifests}; "
+                           f"delete their eval/ folders and rerun with one data.manifest_seed")
+    return rows
+
+
+def table_records(rows: list[RowResult]) -> list[dict]:
+    """One flat dict per row: the CSV/W&B columns."""
+    out = []
+    for r in rows:
+        rec = {"row": r.name, "seeds": len(r.results), "n_pairs": r.results[0]["n_pairs"]}
+        for m in METRICS:
+            s = r.stat(m)
+            rec.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"],
+                        f"{m}_ci_low": s["ci"][0] if s["ci"] else None,
+                        f"{m}_ci_high": s["ci"][1] if s["ci"] else None,
+                        f"{m}_paper": s["paper"], f"{m}_diff": s["diff"]})
+        rec["wandb_ids"] = ";".join(r.wandb_ids)
+        rec["run_dirs"] = ";".join(r.run_dirs)
+        out.append(rec)
+    return out
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def format_markdown(suite: Suite, records: list[dict]) -> str:
+    """The table as Markdown: ours (mean ± spread) [95% CI] | paper | difference, per metric."""
+    head = ["row"] + [LABELS[m] for m in METRICS] + ["W&B run"]
+    lines = [f"## {suite.title}", "",
+             f"World `{suite.world}`, contour `{suite.condition}`, seeds {suite.seeds}, "
+             f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
+             f"[mean 95% bootstrap interval] / paper / ours − paper.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        cells = [rec["row"]]
+        for m in METRICS:
+            d = 2 if m == "fid" else 4
+            ci = f" [{_num(rec[f'{m}_ci_low'], d)}, {_num(rec[f'{m}_ci_high'], d)}]" if rec[f"{m}_ci_low"] is not None \
+                else ""
+            cells.append(f"{_num(rec[f'{m}_mean'], d)} ± {_num(rec[f'{m}_std'], d)}{ci} / "
+                         f"{_num(rec[f'{m}_paper'], d)} / {_num(rec[f'{m}_diff'], d)}")
+        cells.append(rec["wandb_ids"] or "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def write_tables(suite: Suite, rows: list[RowResult], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = table_records(rows)
+    stem = out_dir / f"table{suite.number}"
+    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json")}
+    atomic_write_text(paths["md"], format_markdown(suite, records))
+    atomic_write_text(paths["csv"], format_csv(records))
+    atomic_write_text(paths["json"], json.dumps({
+        "table": suite.number, "title": suite.title, "suite": suite.name, "world": suite.world,
+        "condition": suite.condition, "seeds": suite.seeds, "suite_file": str(suite.path),
+        "manifest_sha256": rows[0].results[0]["manifest_sha256"], "records": records}, indent=2))
+    return paths
+
+
+def log_to_wandb(suites: list[Suite], tables: list[list[dict]], cfg: DictConfig, out_dir: Path) -> str | None:
+    """One W&B run (job_type reproduce) holding every table as a wandb.Table; returns its id."""
+    mode = wandb_mode(cfg.wandb.mode)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=suites[0].name, job_type="reproduce",
+                     name=f"reproduce-{'-'.join('table' + s.number for s in suites)}", dir=str(out_dir), mode=mode,
+                     config={"suites": [str(s.path) for s in suites], "seeds": suites[0].seeds})
+    for suite, records in zip(suites, tables):
+        columns = list(records[0])
+        run.log({f"table{suite.number}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])})
+    run_id = run.id
+    run.finish()
+    return run_id
+
+
+def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str]]:
+    table, seeds, rest = None, None, []
+    for token in argv:
+        key, _, value = token.partition("=")
+        if key == "table":
+            table = value
+        elif key == "seeds":
+            parsed = OmegaConf.from_dotlist([f"s={value}"]).s if value.startswith("[") else [value]
+            try:
+                seeds = [int(s) for s in parsed]
+            except (TypeError, ValueError):
+                raise ConfigError(f"seeds={value}: expected a list of integers such as [0,1,2]") from None
+        else:
+            rest.append(token)
+    if table is None:
+        raise ConfigError("say which table: table=1, table=2, table=all or table=<suite yaml>")
+    return table, seeds, rest
+
+
+def reproduce(argv: list[str]) -> dict:
+    """Run the suites of ``argv`` (see module docstring); returns {"tables": paths, "log": actions, ...}."""
+    table, seeds, overrides = parse_args(argv)
+    suites = [load_suite(p, seeds) for p in suite_paths(table)]
+    base = load_config([*overrides])
+    out_dir = Path(base.output_dir).expanduser() / "tables"
+    log: list[str] = []
+    written, records = {}, []
+    for suite in suites:
+        rows = reproduce_suite(suite, overrides, log)
+        written[suite.number] = write_tables(suite, rows, out_dir)
+        records.append(table_records(rows))
+    wandb_id = log_to_wandb(suites, records, base, out_dir)
+    return {"tables": written, "log": log, "wandb_id": wandb_id,
+            "trained": [e.split(" ", 1)[1] for e in log if e.startswith("train ")],
+            "skipped": [e.split(" ", 1)[1] for e in log if e.startswith("skip-train ")]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or "-h" in argv or "--help" in argv:
+        print(__doc__.split("Each row")[0].strip())
+        return 0 if argv else 2
+    from models.weights import MissingWeightsError
+
+    try:
+        out = reproduce(argv)
+    except (ConfigError, MissingWeightsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for paths in out["tables"].values():
+        print(paths["md"].read_text())
+    print("\n".join(out["log"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The three metrics of Tables 1 and 2 as one evaluation bundle, built from the ``eval`` config.
+
+- LPIPS between each output and the real face of its contour (``eval.lpips_backbone``: the real
+  AlexNet v0.1, or the lpips code path on the toy evaluation ArcFace trunk), at
+  ``eval.lpips_resolution``;
+- IDSIM between each identity image and its output, through insightface + onnxruntime
+  (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
+- FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
+  Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
+  processes add up.
+
+``describe()`` says which networks produced the numbers, so toy and real figures are never confused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from metrics.fid import (
+    FeatureDetector,
+    GaussianStats,
+    InceptionDetector,
+    StatsAccumulator,
+    quantize,
+    reference_stats,
+)
+from metrics.fid import fid as frechet_of_stats
+
+
+class EmbeddingDetector(FeatureDetector):
+    """FID features from an ArcFace-style embedding network (the toy world's Inception analogue).
+
+    network: (B, 3, S, S) in [-1, 1] -> (B, D) (an ``models.irse.Backbone``); uint8 images are
+    mapped to [-1, 1] and resized to ``input_size`` (bilinear, antialiased).
+    """
+
+    preprocessing = "uint8-to-pm1-bilinear-antialias"
+
+    def __init__(self, network: torch.nn.Module, name: str, input_size: int = 112):
+        super().__init__()
+        self.network = network.eval()
+        self.name = f"embedding-{name}"
+        self.input_size = input_size
+        self.preprocessing = f"{EmbeddingDetector.preprocessing}{input_size}"
+
+    def extract(self, images01: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images01 * 2 - 1, size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        return self.network(x)
+
+
+class MetricSuite:
+    """Per-pair LPIPS and IDSIM plus FID sums for batches of outputs; see the module docstring."""
+
+    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device):
+        self.cfg = cfg
+        self.lpips_model = lpips_model.to(device)
+        self.embedder = embedder
+        self.detector = detector.to(device)
+        self.device = device
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device) -> MetricSuite:
+        from losses.identity import load_arcface
+        from metrics.idsim import ArcFaceEmbedder
+        from metrics.lpips_metric import make_lpips
+
+        e = cfg.eval
+        feature_net = None
+        if "toy" in (e.lpips_backbone, e.fid_detector):
+            feature_net = load_arcface(e.feature_network, root=cfg.weights_root)
+        lpips_model = make_lpips(e.lpips_backbone, toy_network=feature_net)
+        embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
+                                                 weights_root=cfg.weights_root)
+        detector = InceptionDetector() if e.fid_detector == "inception" else \
+            EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
+        return cls(cfg, lpips_model, embedder, detector, device)
+
+    @torch.no_grad()
+    def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor) -> dict[str, np.ndarray]:
+        """outputs, targets, identities (B, 3, *, *) in [-1, 1] -> {'lpips': (B,), 'idsim': (B,), and the
+        FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}."""
+        from metrics.idsim import idsim
+        from metrics.lpips_metric import lpips_distance
+
+        output = output.float().clamp(-1, 1)
+        out_res = F.interpolate(output, size=target.shape[-2:], mode="bilinear", align_corners=False,
+                                antialias=True) if output.shape[-2:] != target.shape[-2:] else output
+        values = {
+            "lpips": lpips_distance(out_res, target, self.lpips_model, self.cfg.eval.lpips_resolution).cpu().numpy(),
+            "idsim": idsim(identity, output, self.embedder).cpu().numpy(),
+        }
+        state = StatsAccumulator().update(self.detector(quantize(output))).state()
+        values.update({f"fid_{k}": v for k, v in state.items()})
+        return values
+
+    def reference(self) -> GaussianStats:
+        """Statistics of the real reference set (cached .npz; computed once)."""
+        from experiments.world import reference_images
+
+        e = self.cfg.eval
+        parts = {"dataset": e.fid_reference, "resolution": self.cfg.data.input_size,
+                 "n": e.fid_reference_size}
+        cache_dir = Path(self.cfg.output_dir).expanduser() / "fid_cache"
+        return reference_stats(reference_images(self.cfg, e.fid_reference_size, e.batch_size), self.detector,
+                               parts, cache_dir)
+
+    def fid(self, chunks: list) -> float:
+        """FID of the outputs whose per-chunk sums are in ``chunks`` (mappings with fid_* arrays)."""
+        states = [{"n": c["fid_n"], "sum": c["fid_sum"], "sum_outer": c["fid_sum_outer"]} for c in chunks]
+        outputs = StatsAccumulator.from_states(states).stats()
+        return frechet_of_stats(outputs, self.reference())
+
+    def describe(self) -> dict[str, str]:
+        e = self.cfg.eval
+        return {"lpips": f"lpips-{e.lpips_backbone}" + (f"({e.feature_network})" if e.lpips_backbone == "toy" else ""),
+                "idsim": f"insightface-onnx({self.embedder.model_path})",
+                "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
+                "world": self.cfg.world}

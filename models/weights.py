@@ -1,0 +1,193 @@
+"""The one registry of pretrained files: name -> file, where it lives, its sha256, where to get it.
+
+Nothing is downloaded. ``resolve(name)`` returns the path or raises :class:`MissingWeightsError`
+(a FileNotFoundError) naming the file, the expected path and where to get it. Locations:
+
+- ``root`` entries: ``root`` argument, else ``$IDEFACE_WEIGHTS``, else ``~/.cache/ideface/weights``;
+- ``repo`` entries: shipped in this repository under ``models/pretrained/`` (the toy world);
+- ``torch_hub`` entries: ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), where torchvision,
+  lpips and pytorch-fid look for them.
+
+A known sha256 (or a torchvision-style prefix of one, from the file name) is checked on first
+resolve in a process, reading the file in chunks. ``python -m models.weights`` lists every entry
+and its status; ``--verify`` hashes the files present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAIN_TOY = "run `python experiments/pretrain_toy.py all` (writes models/pretrained/)"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A registered pretrained file is absent; the message says which, where, and how to get it."""
+
+
+class WeightsChecksumError(ValueError):
+    """A registered file exists but its sha256 differs from the registry's."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    filename: str
+    sha256: str | None  # full hex digest, a >= 8-char prefix of one, or None when unknown
+    source: str  # where a user gets the file
+    description: str
+    location: str = "root"  # root | repo | torch_hub
+    is_dir: bool = False
+
+
+REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
+    WeightSpec("stylegan2_ffhq_1024", "stylegan2-ffhq-config-f.pt", None,
+               "rosinality/stylegan2-pytorch README (the converted FFHQ config-f checkpoint, the file "
+               "pSp/ReStyle use), or convert NVlabs' ffhq.pkl: python experiments/convert.py ffhq.pkl "
+               "stylegan2-ffhq-config-f.pt --size 1024 --trust-pickle",
+               "StyleGAN2 FFHQ 1024 generator, rosinality format {'g_ema', 'latent_avg'}"),
+    WeightSpec("ir_se50", "model_ir_se50.pth", None,
+               "pSp/ReStyle README, 'Pretrained Models' (IR-SE50 from TreB1eN/InsightFace_Pytorch)",
+               "ArcFace IR-SE50 (TreB1eN layout): ID loss and encoder initialisation"),
+    WeightSpec("arcface_onnx", "w600k_r50.onnx", None,
+               "insightface buffalo_l pack: https://github.com/deepinsight/insightface/releases/download/v0.7/"
+               "buffalo_l.zip (w600k_r50.onnx inside)",
+               "insightface ArcFace R50 (WebFace600K) recognition model: the IDSIM metric"),
+    WeightSpec("buffalo_l", "buffalo_l", None,
+               "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip, unzipped",
+               "insightface model pack folder (SCRFD detector for face alignment)", is_dir=True),
+    WeightSpec("lpips_alex", "alexnet-owt-7be5be79.pth", "7be5be79",
+               "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+               "torchvision AlexNet backbone of LPIPS (alex)", location="torch_hub"),
+    WeightSpec("fid_inception", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
+               "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth",
+               "pytorch-fid's FID Inception-v3 (TF FID graph weights)", location="torch_hub"),
+    WeightSpec("toy_stylegan2", "toy_stylegan2.safetensors", None, PRETRAIN_TOY,
+               "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format", location="repo"),
+    WeightSpec("toy_arcface", "toy_arcface.safetensors", None, PRETRAIN_TOY,
+               "toy ArcFace IR-SE (ID loss, pretrained identity-encoder init)", location="repo"),
+    WeightSpec("toy_arcface_onnx", "toy_arcface.onnx", None, PRETRAIN_TOY,
+               "toy ArcFace as ONNX (112x112 input)", location="repo"),
+    WeightSpec("toy_eval_arcface", "toy_eval_arcface.safetensors", None, PRETRAIN_TOY,
+               "second toy ArcFace used only by the metrics", location="repo"),
+    WeightSpec("toy_eval_arcface_onnx", "toy_eval_arcface.onnx", None, PRETRAIN_TOY,
+               "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric", location="repo"),
+]}
+
+_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already hashed in this process
+
+
+def weights_root(root=None) -> Path:
+    """Folder of ``root`` entries: ``root``, else ``$IDEFACE_WEIGHTS``, else ``~/.cache/ideface/weights``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("IDEFACE_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ideface" / "weights"
+
+
+def spec(name: str) -> WeightSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown weights name {name!r}; registered: {', '.join(REGISTRY)}") from None
+
+
+def expected_path(name: str, root=None) -> Path:
+    """Where the file of entry ``name`` must be."""
+    s = spec(name)
+    if s.location == "repo":
+        return PRETRAINED_DIR / s.filename
+    if s.location == "torch_hub":
+        import torch.hub
+
+        return Path(torch.hub.get_dir()) / "checkpoints" / s.filename
+    return weights_root(root) / s.filename
+
+
+def sha256_of(path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(name: str, root=None) -> bool | None:
+    """Hash the file of ``name``: True if it matches, None if no sha256 is registered (or a folder).
+
+    Raises MissingWeightsError when absent, WeightsChecksumError on a mismatch.
+    """
+    s, path = spec(name), expected_path(name, root)
+    _check_exists(s, path)
+    if s.sha256 is None or s.is_dir:
+        return None
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        digest = sha256_of(path)
+        if not digest.startswith(s.sha256.lower()):
+            raise WeightsChecksumError(
+                f"{path} has sha256 {digest}, expected {s.sha256}{'...' if len(s.sha256) < 64 else ''} "
+                f"({s.description}). The file is corrupt or a different version; get it from: {s.source}")
+        _verified.add(key)
+    return True
+
+
+def _check_exists(s: WeightSpec, path: Path) -> None:
+    if not (path.is_dir() if s.is_dir else path.is_file()):
+        where = ("it ships with the repository" if s.location == "repo" else
+                 "set $TORCH_HOME to change this folder" if s.location == "torch_hub" else
+                 "set $IDEFACE_WEIGHTS or weights_root= to change this folder")
+        raise MissingWeightsError(
+            f"missing pretrained {'folder' if s.is_dir else 'file'} '{s.filename}' "
+            f"({s.name}: {s.description}).\n"
+            f"  expected at: {path}  ({where})\n  get it: {s.source}")
+
+
+def resolve(name: str, root=None) -> Path:
+    """Path of registry entry ``name`` after checking it exists (and its sha256 when registered)."""
+    path = expected_path(name, root)
+    verify(name, root)
+    return path
+
+
+def resolve_path(name_or_path, root=None) -> Path:
+    """An existing file/folder path as is, otherwise the registry entry of that name."""
+    key = str(name_or_path)
+    if key in REGISTRY:
+        return resolve(key, root)
+    path = Path(key).expanduser()
+    if path.exists():
+        return path
+    raise MissingWeightsError(f"'{key}' is neither an existing path nor a registered weights name "
+                              f"({', '.join(REGISTRY)})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=None, help="folder of the non-repo weights (default $IDEFACE_WEIGHTS)")
+    p.add_argument("--verify", action="store_true", help="hash the present files against the registry")
+    args = p.parse_args(argv)
+    bad = 0
+    for name, s in REGISTRY.items():
+        path = expected_path(name, args.root)
+        try:
+            status = ("ok" if verify(name, args.root) else "present (no sha256 registered)") if args.verify \
+                else ("present" if path.exists() else "MISSING")
+        except MissingWeightsError:
+            status = "MISSING"
+        except WeightsChecksumError:
+            status, bad = "SHA256 MISMATCH", bad + 1
+        print(f"{name:24s} {status:32s} {path}\n{'':24s} {s.description}\n{'':24s} get it: {s.source}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

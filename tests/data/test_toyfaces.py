@@ -1,0 +1,138 @@
+"""Toy faces: determinism, shapes and ranges, label maps and sketches agree with the image, disjoint
+splits, the shared pairing/manifest protocol and the contour modalities."""
+
+import torch
+
+from data.conditions import lr_contour
+from data.pairs import read_manifest
+from data.toyfaces import (
+    FACTOR_DIMS,
+    HAIR,
+    N_IDENTITY,
+    RENDERED_CLASSES,
+    SKIN,
+    SKIN_TONES,
+    ToyFaces,
+    factors_from_gaussian,
+    render_gaussian,
+    split_identities,
+)
+
+SMALL = dict(n_train_identities=6, photos_per_identity=3, n_test_identities=4, test_photos_per_identity=3)
+
+
+def codes(n, seed=0):
+    return torch.randn(n, FACTOR_DIMS, generator=torch.Generator().manual_seed(seed))
+
+
+def test_render_is_deterministic_with_shapes_and_ranges():
+    z = codes(6)
+    a, b = render_gaussian(z, 48), render_gaussian(z.clone(), 48)
+    assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("image", "labels", "sketch"))
+    assert a.image.shape == (6, 3, 48, 48) and a.image.dtype == torch.float32
+    assert a.labels.shape == (6, 48, 48) and a.labels.dtype == torch.int64
+    assert a.sketch.shape == (6, 1, 48, 48)
+    assert a.image.min() >= -1 and a.image.max() <= 1
+    assert set(a.sketch.unique().tolist()) <= {-1.0, 1.0}
+    assert set(a.labels.unique().tolist()) <= set(RENDERED_CLASSES)
+    # every face shows skin, hair, both eyes, nose and lips
+    for k in range(6):
+        assert {1, 2, 4, 5, 11, 12, 13} <= set(a.labels[k].unique().tolist())
+    assert not torch.equal(a.image[0], a.image[1])
+
+
+def test_factors_are_a_function_of_the_gaussian_code():
+    z = codes(8)
+    f1, f2 = factors_from_gaussian(z), factors_from_gaussian(torch.cat([z, torch.randn(8, 5)], 1))
+    assert all(torch.equal(f1[k], f2[k]) for k in f1)  # extra dims are ignored
+    assert f1["skin_tone"].dtype == torch.int64 and 0 <= f1["skin_tone"].min() <= f1["skin_tone"].max() < 5
+    z2 = z.clone()
+    z2[:, N_IDENTITY:] += 1.0  # nuisance only
+    f3 = factors_from_gaussian(z2)
+    assert torch.equal(f1["eye_colour"], f3["eye_colour"]) and not torch.equal(f1["shift_x"], f3["shift_x"])
+    try:
+        factors_from_gaussian(torch.zeros(2, FACTOR_DIMS - 1))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a short code must raise")
+
+
+def test_label_map_agrees_with_the_image():
+    z = codes(4, seed=1)
+    r = render_gaussian(z, 64)
+    f = factors_from_gaussian(z)
+    lab = r.labels
+    # pixels whose 5x5 neighbourhood has one label (anti-aliased edges spill one pixel over)
+    one_hot = torch.nn.functional.one_hot(lab, 19).permute(0, 3, 1, 2).float()
+    inner = (torch.nn.functional.avg_pool2d(one_hot, 5, 1, 2, count_include_pad=False).amax(1) > 0.999)
+    for k in range(4):
+        bg = torch.stack([f["bg_r"][k], f["bg_g"][k], f["bg_b"][k]]) * 2 - 1
+        pix = r.image[k][:, (lab[k] == 0) & inner[k]]
+        assert pix.shape[1] > 50 and torch.allclose(pix, bg[:, None].expand_as(pix), atol=1e-5)
+        # skin pixels carry the identity's skin tone up to the lighting gain (ambient x directional)
+        skin = (r.image[k][:, (lab[k] == SKIN) & inner[k]] + 1) / 2
+        tone = torch.tensor(SKIN_TONES[int(f["skin_tone"][k])])
+        ratio = (skin / tone[:, None]).clamp(max=2)
+        assert 0.5 < ratio.median() < 1.5 and ratio.std(0).median() < 0.1  # grey-scaled, same hue
+        assert (lab[k] == HAIR).sum() > 30
+
+
+def test_sketch_lines_follow_label_boundaries():
+    r = render_gaussian(codes(3, seed=2), 64)
+    boundary = torch.zeros_like(r.labels, dtype=torch.bool)
+    boundary[:, :, :-1] |= r.labels[:, :, :-1] != r.labels[:, :, 1:]
+    boundary[:, :-1] |= r.labels[:, :-1] != r.labels[:, 1:]
+    dark = r.sketch[:, 0] < 0
+    assert boundary.any() and dark[boundary].all()
+    assert dark.float().mean() < 0.25  # lines, not fills
+
+
+def test_splits_have_disjoint_identities_and_fixed_identity_codes():
+    train, test = split_identities("train", **SMALL), split_identities("test", **SMALL)
+    assert len(train) == 18 and len(test) == 12
+    assert not set(train.identity.tolist()) & set(test.identity.tolist())
+    for split in (train, test):
+        per = split.photos_per_identity
+        ident = split.codes[:, :N_IDENTITY].reshape(-1, per, N_IDENTITY)
+        assert torch.equal(ident, ident[:, :1].expand_as(ident))  # one identity code per person
+        assert not torch.equal(split.codes[0, N_IDENTITY:], split.codes[1, N_IDENTITY:])
+    codes_train = train.codes[::3, :N_IDENTITY]
+    codes_test = test.codes[::3, :N_IDENTITY]
+    assert torch.cdist(codes_train, codes_test).min() > 0.5
+    again = split_identities("train", **SMALL)
+    assert torch.equal(again.codes, train.codes)
+
+
+def test_dataset_items_and_modalities():
+    for cond, channels in (("lr", 3), ("sketch", 1), ("mask", 19)):
+        ds = ToyFaces("train", cond, lr_size=8, input_size=32, **SMALL)
+        item = ds[4]
+        assert item["contour"].shape == (channels, 32, 32)
+        assert item["target"].shape == item["identity"].shape == (3, 32, 32)
+        assert item["same_identity"] and item["identity_id"] == item["contour_identity_id"] == 1
+        assert not torch.equal(item["identity"], item["target"])  # another photo of the person
+        if cond == "lr":
+            assert torch.allclose(item["contour"], lr_contour(item["target"], 8, 32))
+        if cond == "mask":
+            assert torch.equal(item["contour"].sum(0), torch.ones(32, 32))
+
+
+def test_test_manifest_protocol(tmp_path):
+    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    rows = ds.manifest.rows
+    assert len(ds) == len(rows) == 12 * 10 and ds.manifest.n_contours == 12
+    assert all(r.same_identity and r.identity_id == r.contour_identity_id for r in rows)
+    assert all(r.identity != r.contour for r in rows)
+    files = list(tmp_path.glob("*.csv"))
+    assert len(files) == 1 and tuple(read_manifest(files[0])) == rows
+    again = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    assert again.manifest.hash == ds.manifest.hash
+    item = ds[13]
+    row = rows[13]
+    assert item["identity_id"] == row.identity_id and item["index"] == 13
+    photo = ds.photos.render([ds.keys.index(row.contour)], 64).image[0]
+    assert torch.equal(item["target"], photo)
+    batch = ds.__getitems__([5, 13, 40])  # the DataLoader's batched path gives the same items
+    assert all(torch.equal(batch[1][k], item[k]) if torch.is_tensor(item[k]) else batch[1][k] == item[k]
+               for k in item)

@@ -1,0 +1,72 @@
+"""Evaluation over the test manifest: results.json with intervals and provenance, chunk resume,
+and 2-process evaluation equal to 1-process on the same pairs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.config import REPO_ROOT, load_config
+from experiments.evaluate import select_pairs
+
+from .conftest import tiny_overrides
+
+EVAL = str(REPO_ROOT / "experiments" / "evaluate.py")
+
+
+def test_select_pairs_keeps_whole_contours():
+    contours = ["a"] * 3 + ["b"] * 3 + ["c"] * 2
+    assert select_pairs(contours, None) == 8
+    assert select_pairs(contours, 4) == 6
+    assert select_pairs(contours, 6) == 6
+    assert select_pairs(contours, 100) == 8
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_nets, tmp_path_factory):
+    from experiments.train import train
+
+    out = tmp_path_factory.mktemp("eval_run")
+    cfg = load_config(tiny_overrides(tiny_nets, out, **{"train.max_steps": 2, "wandb.mode": "disabled"}))
+    return train(cfg)
+
+
+def run_eval(run_dir, *extra, launcher=None, env=None):
+    cmd = (launcher or [sys.executable]) + [EVAL, f"checkpoint={run_dir}", "eval.max_pairs=6", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_results_json_resume_and_two_processes(trained_run, tmp_path):
+    out = run_eval(trained_run)
+    assert "| run | pairs |" in out.stdout
+    results = json.loads((trained_run / "eval" / "results.json").read_text())
+    assert results["n_pairs"] == 6 and results["n_contours"] == 3
+    m = results["metrics"]
+    for key in ("lpips", "idsim"):
+        lo, hi = m[key]["ci"]
+        assert lo <= m[key]["value"] <= hi
+    assert m["fid"]["value"] > 0
+    assert len(results["manifest_sha256"]) == 64 and len(results["checkpoint_sha256"]) == 64
+    assert "toy" in results["networks"]["world"] and results["images_per_s"] > 0
+
+    chunks = sorted((trained_run / "eval" / "chunks").glob("chunk_*.npz"))
+    stamps = [c.stat().st_mtime_ns for c in chunks]
+    run_eval(trained_run)  # resumes: every chunk is reused, none recomputed
+    assert [c.stat().st_mtime_ns for c in chunks] == stamps
+
+    import shutil
+
+    shutil.rmtree(trained_run / "eval")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", "29519"]
+    run_eval(trained_run, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
+    two = json.loads((trained_run / "eval" / "results.json").read_text())
+    assert two["processes"] == 2 and two["n_pairs"] == results["n_pairs"]
+    for key in ("lpips", "idsim", "fid"):
+        assert two["metrics"][key]["value"] == pytest.approx(m[key]["value"], rel=1e-5, abs=1e-6)

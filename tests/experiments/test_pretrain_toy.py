@@ -1,0 +1,107 @@
+"""Toy-network pretraining at tiny sizes: the margin head, verification accuracy, training that lowers
+the loss, checkpoint + resume equal to an uninterrupted run, and exports that load back strictly
+(safetensors through the ID-loss loader and load_generator, ONNX through insightface)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import experiments.pretrain_toy as P
+
+TINY_ARC = replace(P.ARCFACES["toy_eval_arcface"], stage_channels=(8, 12, 16, 24), embedding_dim=16,
+                   n_identities=4, batch_size=8, steps=12, lr=3e-3, margin=0.0, ckpt_every=4, eval_every=1000,
+                   eval_identities=10)
+TINY_G = replace(P.GeneratorConfig(), size=16, style_dim=48, n_mlp=2, channels=((4, 16), (8, 16), (16, 8)),
+                 batch_size=4, steps=8, ckpt_every=4, sample_every=1000)
+
+
+@pytest.fixture(autouse=True)
+def no_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+def test_margin_lowers_only_the_true_class_logit():
+    head = P.ArcMarginHead(8, 5, scale=10.0)
+    emb = F.normalize(torch.randn(4, 8), dim=1)
+    labels = torch.tensor([0, 1, 2, 3])
+    plain, margin = head(emb, labels, 0.0), head(emb, labels, 0.5)
+    true = F.one_hot(labels, 5).bool()
+    assert (margin[true] < plain[true]).all()
+    assert torch.allclose(margin[~true], plain[~true])
+    assert torch.allclose(plain, 10 * emb @ F.normalize(head.weight, dim=1).t(), atol=1e-5)
+
+
+def test_verification_accuracy():
+    same, diff = torch.linspace(0.6, 0.9, 50), torch.linspace(-0.2, 0.3, 50)
+    assert P.verification_accuracy(same, diff) == 1.0
+    noise = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    assert 0.3 < P.verification_accuracy(noise[:100], noise[100:]) < 0.7
+
+
+@pytest.mark.slow
+def test_arcface_trains_resumes_and_exports(tmp_path):
+    net, out = P.train_arcface(TINY_ARC, tmp_path / "a", progress=False)
+    losses = out["losses"]
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert 0.0 <= out["report"]["verification_acc"] <= 1.0 and "lr_sim_same" in out["report"]
+    # interrupted at step 6 (checkpoint), then resumed: the same weights as one run
+    _, first = P.train_arcface(TINY_ARC, tmp_path / "b", progress=False, stop_at=6)
+    assert len(first["losses"]) == 6 and first["report"] == {}
+    resumed, second = P.train_arcface(TINY_ARC, tmp_path / "b", progress=False)
+    assert len(second["losses"]) == 6
+    for (k, v), w in zip(net.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(v.float(), w.float(), atol=1e-5), k
+
+    paths = P.export_arcface(net, "tiny_arc", tmp_path / "out")
+    from losses.identity import load_arcface
+
+    loaded = load_arcface(paths["safetensors"])
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    assert torch.allclose(loaded(x), net(x), atol=2e-2)  # fp16 weights
+    import insightface
+
+    model = insightface.model_zoo.get_model(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    assert type(model).__name__ == "ArcFaceONNX" and model.input_size == (112, 112)
+    x112 = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
+    onnx_emb = torch.from_numpy(model.forward(((x112 + 1) * 127.5).numpy().astype(np.float32)))
+    assert torch.allclose(onnx_emb, P.ArcFaceONNXInput(loaded)(x112), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_generator_distillation_trains_resumes_and_exports(tmp_path):
+    torch.manual_seed(TINY_G.seed)
+    initial = P.build_generator(TINY_G)
+    z, real = P.generator_batch(replace(TINY_G, batch_size=16), torch.Generator().manual_seed(123))
+    g, latent_avg, losses = P.train_generator(TINY_G, tmp_path / "a", progress=False)
+    assert len(losses) == 8
+    with torch.no_grad():  # a held-out batch: the distillation loss went down
+        before = P.distillation_loss(initial([z], randomize_noise=False)[0], real)
+        assert P.distillation_loss(g([z], randomize_noise=False)[0], real) < before
+    assert latent_avg.shape == (48,)
+    P.train_generator(TINY_G, tmp_path / "b", progress=False, stop_at=4)
+    resumed, _, more = P.train_generator(TINY_G, tmp_path / "b", progress=False)
+    assert len(more) == 4
+    for (k, v), w in zip(g.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-5), k
+
+    from models.stylegan2 import load_generator
+
+    path = P.export_generator(g, latent_avg, "tiny_g", tmp_path / "out")["safetensors"]
+    loaded, avg = load_generator(path, 16, style_dim=48, n_mlp=2, channels=dict(TINY_G.channels))
+    assert torch.allclose(avg, latent_avg, atol=1e-2)
+    z = torch.randn(2, 48)
+    with torch.no_grad():
+        out, ref = loaded([z], randomize_noise=False)[0], g([z], randomize_noise=False)[0]
+    assert torch.allclose(out, ref, atol=5e-2)
+
+
+def test_distillation_loss_and_psnr():
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert P.distillation_loss(x, x).item() == 0.0
+    shifted = x.roll(1, -1)
+    assert P.distillation_loss(shifted, x) > P.distillation_loss(x * 0.99, x)
+    assert torch.isclose(P.psnr(x - 0.02, x), torch.tensor(10 * np.log10(4 / 0.02**2), dtype=torch.float32),
+                         atol=0.2).all()

@@ -1,0 +1,61 @@
+"""report.py on a tiny reproduced suite: the offline HTML/Markdown hold the table numbers, the loss
+curves and the embedded validation grids; the W&B Report is built (not saved) with the expected blocks."""
+
+import base64
+import json
+
+import pytest
+
+from experiments.report import build_wandb_report, loss_curves, main, svg_line_chart
+
+from .test_reproduce import shared_tiny_suite
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return shared_tiny_suite(tmp_path_factory)
+
+
+def test_svg_line_chart_scales_points_into_the_plot():
+    svg = svg_line_chart({"a": ([0, 10], [1.0, 3.0])}, "t", width=200, height=100)
+    pts = svg.split('points="')[1].split('"')[0].split()
+    (x0, y0), (x1, y1) = (tuple(float(v) for v in p.split(",")) for p in pts)
+    assert x0 < x1 and y0 > y1  # higher loss is drawn higher up
+    assert 0 <= min(x0, x1) and max(x0, x1) <= 200 and 0 <= min(y0, y1) and max(y0, y1) <= 100
+
+
+@pytest.mark.slow
+def test_offline_report_has_tables_curves_and_images(suite, capsys):
+    assert main([str(suite)]) == 0
+    page = (suite / "report.html").read_text()
+    md = (suite / "report.md").read_text()
+    table = json.loads((suite / "tables" / "table9.json").read_text())
+    ours = table["records"][0]
+    for text in (page, md):
+        assert f"{ours['lpips_mean']:.4f}" in text and f"{ours['idsim_mean']:.4f}" in text
+        assert "0.2740" in text and "57.66" in text and ours["wandb_ids"] in text
+    run = suite / "pretrained_id-toy-lr-s0"
+    grid = sorted((run / "media").glob("val_grid_*.png"))[-1]
+    assert base64.b64encode(grid.read_bytes()).decode() in page
+    assert page.count("<svg") == 3 + 1  # a bar chart per metric, the trained row's loss curves
+    assert "train/loss" in page and "train/loss" in loss_curves(run)
+    assert "src='http" not in page  # self-contained
+
+
+def test_missing_tables_is_one_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "reproduce.py" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wandb_report_is_built_without_saving(suite):
+    import wandb_workspaces.reports.v2 as wr
+
+    report = build_wandb_report(suite, project="ideface-test", entity="someone")
+    kinds = [type(b).__name__ for b in report.blocks]
+    assert kinds == ["H1", "P", "H2", "MarkdownBlock", "H3", "PanelGrid"]  # PULSE trains nothing: no grid
+    grid = report.blocks[-1]
+    assert isinstance(grid, wr.PanelGrid) and grid.runsets[0].query == "pretrained_id-toy-lr"
+    assert grid.runsets[0].project == "ideface-test"
+    assert [type(p).__name__ for p in grid.panels] == ["LinePlot", "MediaBrowser"]
+    assert "0.2740" in report.blocks[3].text
