@@ -17,9 +17,7 @@ so a subset still bootstraps over whole contours.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -32,14 +30,6 @@ from tqdm.auto import tqdm
 
 from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
 from experiments.tracking import atomic_write_text, provenance, wandb_mode
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
@@ -112,7 +102,9 @@ class Runner:
                 raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method "
                                   "(or method=pulse)")
             self.pipe = load_pipeline(run_dir, device=device)
-            self.checkpoint_hash = file_sha256(run_dir / "final" / "encoder.safetensors")
+            from models.weights import sha256_of
+
+            self.checkpoint_hash = sha256_of(run_dir / "final" / "encoder.safetensors")
         self.n_iters = cfg.eval.n_iters or cfg.model.n_iters
 
     @torch.no_grad()

@@ -271,7 +271,13 @@ def reproduce(argv: list[str]) -> dict:
     """Run the suites of ``argv`` (see module docstring); returns {"tables": paths, "log": actions, ...}."""
     table, seeds, overrides = parse_args(argv)
     suites = [load_suite(p, seeds) for p in suite_paths(table)]
-    base = load_config([*overrides])
+    # A world= token replaces the suites' world (layering one world preset over another would
+    # keep the first one's sizes).
+    worlds = [t.split("=", 1)[1] for t in overrides if t.startswith("world=")]
+    overrides = [t for t in overrides if not t.startswith("world=")]
+    for suite in suites:
+        suite.world = worlds[-1] if worlds else suite.world
+    base = load_config([f"world={suites[0].world}", *overrides])
     out_dir = Path(base.output_dir).expanduser() / "tables"
     log: list[str] = []
     written, records = {}, []

@@ -9,7 +9,7 @@ import pytest
 
 from experiments.config import REPO_ROOT
 from tests.experiments.conftest import tiny_overrides
-from tests.experiments.test_reproduce import shared_tiny_suite
+from tests.experiments.test_reproduce import shared_tiny_suite, tiny_nets_in
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -21,9 +21,7 @@ def suite(tmp_path_factory):
 
 def parameters_for(name: str, suite: Path) -> dict:
     run = str(suite / "pretrained_id-toy-lr-s0")
-    nets = {k: suite.parent / "nets" / f for k, f in
-            {"g": "g.safetensors", "arc": "arc.safetensors", "arc_eval": "arc_eval.safetensors",
-             "arc_eval_onnx": "arc_eval.onnx"}.items()}
+    nets = tiny_nets_in(suite.parent / "nets")
     pulse = ["method=pulse", *tiny_overrides(nets, suite, **{"pulse.steps": 2, "pulse.gaussian_fit_samples": 512})]
     return {
         "reproduce_tables": {"suite_dir": str(suite), "tables": [9]},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.config import ConfigError, available_presets
-from experiments.reproduce import load_suite, parse_args, reproduce, suite_paths
+from experiments.reproduce import load_suite, parse_args, reproduce, row_config, suite_paths
 
 from .conftest import tiny_overrides, write_tiny_networks
 
@@ -30,18 +30,26 @@ rows:
 """
 
 
-def tiny_suite_args(nets, tmp_path, suite_yaml=SUITE):
-    suite = tmp_path / "tiny_table.yaml"
-    suite.write_text(suite_yaml)
-    return [f"table={suite}", *tiny_overrides(nets, tmp_path / "suite", **{
+def tiny_nets_in(root: Path) -> dict[str, Path]:
+    """The paths write_tiny_networks(root) wrote."""
+    return {k: root / f for k, f in {"g": "g.safetensors", "arc": "arc.safetensors", "arc_eval": "arc_eval.safetensors",
+                                     "arc_eval_onnx": "arc_eval.onnx"}.items()}
+
+
+def tiny_suite_args(nets: dict[str, Path], root: Path) -> list[str]:
+    """reproduce.py tokens for the 2-row SUITE on the tiny networks, output under ``root/suite``."""
+    suite = root / "tiny_table.yaml"
+    suite.write_text(SUITE)
+    return [f"table={suite}", *tiny_overrides(nets, root / "suite", **{
         "train.max_steps": 2, "eval.max_pairs": 4, "pulse.steps": 2, "pulse.gaussian_fit_samples": 512})]
 
 
 def shared_tiny_suite(tmp_path_factory) -> Path:
     """The tiny suite reproduced once per pytest session (report and notebook tests read it)."""
     root = tmp_path_factory.getbasetemp() / "shared_tiny_suite"
-    if not (root / "suite" / "tables" / "table9.json").is_file():
-        reproduce(tiny_suite_args(write_tiny_networks(root / "nets"), root))
+    if not (root / "first.json").is_file():
+        first = reproduce(tiny_suite_args(write_tiny_networks(root / "nets"), root))
+        (root / "first.json").write_text(json.dumps({k: first[k] for k in ("trained", "skipped", "wandb_id")}))
     return root / "suite"
 
 
@@ -66,30 +74,43 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         load_suite(bad)
 
 
+def test_row_config_layers_world_row_overrides_and_seed():
+    suite = load_suite(suite_paths("1")[0])
+    pulse = next(r for r in suite.rows if r["name"] == "PULSE")
+    cfg = row_config(suite, pulse, 2, ["train.lr=0.5"])
+    assert (cfg.world, cfg.model.kind, cfg.pulse.seed, cfg.seed, cfg.train.lr) == ("toy", "pulse", 2, 2, 0.5)
+    assert cfg.wandb.group == "ide-toy-lr" and cfg.generator.size == 64
+    suite.world = "celebahq"
+    real = row_config(suite, suite.rows[-1], 0, ["data.root=/data/celebahq"])
+    assert real.generator.size == 1024 and real.generator.channels is None and real.model.identity_init == "pretrained"
+
+
 @pytest.mark.slow
-def test_tiny_suite_trains_once_and_tabulates(tiny_nets, tmp_path):
-    args = tiny_suite_args(tiny_nets, tmp_path)
-    first = reproduce(args)
+def test_tiny_suite_trains_once_and_tabulates(tmp_path_factory):
+    suite = shared_tiny_suite(tmp_path_factory)
+    first = json.loads((suite.parent / "first.json").read_text())
     assert first["trained"] == ["pretrained_id-toy-lr-s0"] and first["skipped"] == []
-    paths = first["tables"]["9"]
-    md = paths["md"].read_text()
+    assert first["wandb_id"]  # the reproduce run holding the W&B table
+    md = (suite / "tables" / "table9.md").read_text()
     assert "0.2740" in md and "57.66" in md and "0.0215" in md
-    records = list(csv.DictReader(paths["csv"].open()))
+    records = list(csv.DictReader((suite / "tables" / "table9.csv").open()))
     assert [r["row"] for r in records] == ["Ours", "PULSE"]
-    results = json.loads((tmp_path / "suite" / "pretrained_id-toy-lr-s0" / "eval" / "results.json").read_text())
+    run = suite / "pretrained_id-toy-lr-s0"
+    results = json.loads((run / "eval" / "results.json").read_text())
+    pulse = json.loads((suite / "pulse-toy-lr-s0" / "eval" / "results.json").read_text())
+    assert results["manifest_sha256"] == pulse["manifest_sha256"]
     ours = records[0]
     assert float(ours["lpips_mean"]) == pytest.approx(results["metrics"]["lpips"]["value"])
     assert float(ours["lpips_diff"]) == pytest.approx(results["metrics"]["lpips"]["value"] - 0.2740)
     assert f"{results['metrics']['lpips']['value']:.4f}" in md
     assert float(ours["lpips_ci_low"]) <= float(ours["lpips_mean"]) <= float(ours["lpips_ci_high"])
-    summary = json.loads((tmp_path / "suite" / "pretrained_id-toy-lr-s0" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert ours["wandb_ids"] == summary["wandb_id"] and summary["wandb_id"] in md
-    assert first["wandb_id"]
 
-    weights = tmp_path / "suite" / "pretrained_id-toy-lr-s0" / "final" / "encoder.safetensors"
+    weights = run / "final" / "encoder.safetensors"
     stamp = weights.stat().st_mtime_ns
-    second = reproduce(args)
+    second = reproduce(tiny_suite_args(tiny_nets_in(suite.parent / "nets"), suite.parent))
     assert second["trained"] == [] and second["skipped"] == ["pretrained_id-toy-lr-s0"]
     assert not [e for e in second["log"] if e.startswith("eval ")]
     assert weights.stat().st_mtime_ns == stamp
-    assert list(csv.DictReader(paths["csv"].open())) == records
+    assert list(csv.DictReader((suite / "tables" / "table9.csv").open())) == records
