@@ -36,17 +36,17 @@ class EmbeddingDetector(FeatureDetector):
     """FID features from an ArcFace-style embedding network (the toy world's Inception analogue).
 
     network: (B, 3, S, S) in [-1, 1] -> (B, D) (an ``models.irse.Backbone``); uint8 images are
-    mapped to [-1, 1] and resized to ``input_size`` (bilinear, antialiased).
+    mapped to [-1, 1] and resized to the network's ``input_size`` (bilinear, antialiased).
     """
 
     preprocessing = "uint8-to-pm1-bilinear-antialias"
 
-    def __init__(self, network: torch.nn.Module, name: str, input_size: int = 112):
+    def __init__(self, network: torch.nn.Module, name: str):
         super().__init__()
         self.network = network.eval()
         self.name = f"embedding-{name}"
-        self.input_size = input_size
-        self.preprocessing = f"{EmbeddingDetector.preprocessing}{input_size}"
+        self.input_size = int(getattr(network, "input_size", 112))
+        self.preprocessing = f"{EmbeddingDetector.preprocessing}{self.input_size}"
 
     def extract(self, images01: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(images01 * 2 - 1, size=(self.input_size, self.input_size), mode="bilinear",
