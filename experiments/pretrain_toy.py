@@ -4,18 +4,27 @@
     python experiments/pretrain_toy.py eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
     python experiments/pretrain_toy.py stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
     python experiments/pretrain_toy.py all              # the three above, in order
-    python experiments/pretrain_toy.py check            # quality measurements as JSON
+    python experiments/pretrain_toy.py check            # quality measurements of the shipped files, as JSON
 
-Every subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--work-dir`` (checkpoints and
-the W&B run; training resumes from ``<work-dir>/<name>/ckpt.pt``) and ``--out-dir`` (the exported
-fp16 safetensors/ONNX files, default ``models/pretrained``). W&B runs offline unless ``WANDB_MODE``
-says otherwise. The sha256 of each exported file is printed for ``models/weights.py``.
+Every training subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--threads``,
+``--work-dir`` (checkpoints, sample grids and the W&B run; training resumes from
+``<work-dir>/<name>/ckpt.pt``) and ``--out-dir`` (the exported fp16 safetensors / ONNX files, default
+``models/pretrained``). W&B runs offline unless ``WANDB_MODE`` says otherwise. The sha256 of each
+exported file is printed for ``models/weights.py``.
 
-The ArcFaces see the toy *train* identities (``data.toyfaces`` identity codes, seed 0) under fresh
-nuisance draws each step, so every step is a new set of photos of the same people. They work on
-the 64x64 image itself (``Backbone(input_size=64)``); their ONNX exports take the ArcFace-standard
-(B, 3, 112, 112) input in [-1, 1] (what ``insightface.model_zoo`` recognises) and resize it to 64
-inside the graph.
+ArcFaces: IR-SE backbones working on the 64x64 image itself (``Backbone(input_size=64)``), trained on
+the toy *train* identities (``data.toyfaces`` identity codes, world seed 0) under fresh nuisance draws
+each step, with an additive angular margin loss plus an auxiliary regression of the identity code.
+Their ONNX exports take the ArcFace-standard (B, 3, 112, 112) input in [-1, 1] (what
+``insightface.model_zoo.get_model`` recognises as ``ArcFaceONNX``) and resize it to 64 in the graph.
+
+StyleGAN2: distilled from the renderer rather than trained adversarially (a GAN needs far more
+images than a CPU budget allows, and the renderer gives the exact target of every z). Fitting
+G([z]) ~ render(z) end to end learns very slowly (the mapping network must discover the factors), so
+the two halves are fitted apart through fixed target styles w*(z), a random embedding of the
+factors the renderer reads: the mapping network regresses w*(z) (cheap, no rendering), and the
+synthesis network learns render(z) from w*(z) (multi-scale L1 + image-gradient L1 + L1 on each
+intermediate skip image).
 """
 
 from __future__ import annotations
@@ -40,7 +49,18 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data.resample import bicubic_downsample, upsample_bicubic  # noqa: E402
-from data.toyfaces import N_IDENTITY, N_NUISANCE, identity_codes, render_gaussian, split_identities  # noqa: E402
+from data.toyfaces import (  # noqa: E402
+    FACTOR_DIMS,
+    HAIR_COLOURS,
+    HAIR_STYLES,
+    N_IDENTITY,
+    N_NUISANCE,
+    SKIN_TONES,
+    factors_from_gaussian,
+    identity_codes,
+    render_gaussian,
+    split_identities,
+)
 from models.irse import Backbone  # noqa: E402
 
 PRETRAINED_DIR = REPO_ROOT / "models" / "pretrained"
@@ -57,9 +77,11 @@ class ArcFaceConfig:
     stage_units: tuple[int, ...] = (1, 2, 2, 1)
     embedding_dim: int = 128
     image_size: int = 64
-    n_identities: int = 2000
+    # The first n train identities are the classes: ~2.5 per (skin tone, hair colour, hair style) look, so
+    # only the fine factors separate them, and each class is seen ~100 times within the budget.
+    n_identities: int = 300
     data_seed: int = 0
-    steps: int = 500
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -75,8 +97,9 @@ class ArcFaceConfig:
 
 
 ARCFACES = {
-    # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml)
-    "toy_arcface": ArcFaceConfig(),
+    # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml); the
+    # shipped file was trained with all 2000 train identities as classes for 500 steps
+    "toy_arcface": ArcFaceConfig(n_identities=2000, steps=500),
     # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
     "toy_eval_arcface": ArcFaceConfig(name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128),
                                       stage_units=(1, 1, 1, 1)),
@@ -181,30 +204,54 @@ def verification_accuracy(same: torch.Tensor, diff: torch.Tensor, folds: int = 1
 
 
 def pair_photos(n_identities: int = 300, data_seed: int = 0, size: int = 64):
-    """Two photos per test identity: ((N, 3, S, S), (N, 3, S, S)) in [-1, 1], row i = identity i."""
+    """Two photos per test identity and their coarse look.
+
+    Returns (A (N, 3, S, S), B (N, 3, S, S)) in [-1, 1] (row i = identity i) and ``look`` (N,) int64:
+    identities with equal ``look`` share skin tone, hair colour and hair style (the palette factors an
+    8x8 LR image still shows).
+    """
     test = split_identities("test", n_test_identities=n_identities, test_photos_per_identity=2,
                             seed=data_seed)
-    images = torch.cat([test.render(range(i, min(i + 200, len(test))), size).image
-                        for i in range(0, len(test), 200)])
-    return images[0::2], images[1::2]
+    images = test.render(range(len(test)), size).image
+    f = factors_from_gaussian(test.codes[0::2])
+    look = (f["skin_tone"] * len(HAIR_COLOURS) + f["hair_colour"]) * len(HAIR_STYLES) + f["hair_style"]
+    return images[0::2], images[1::2], look
+
+
+def hard_impostors(look: torch.Tensor) -> torch.Tensor:
+    """For each identity, another identity with the same look (the next one in a cycle), or -1 if none."""
+    partner = torch.full_like(look, -1)
+    for value in look.unique():
+        members = (look == value).nonzero().flatten()
+        if len(members) > 1:
+            partner[members] = members.roll(-1)
+    return partner
 
 
 def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0, lr_size: int = 8) -> dict:
     """Verification on test identities, full size and from LR-only reconstructions.
 
-    Same pairs: (photo A, photo B) of each identity; different pairs: (A of i, B of i+1). The LR
-    figures embed the bicubic 8x8 -> 64 reconstruction of A against the full-size B.
+    Same pairs: (photo A, photo B) of each identity; different pairs: (A of i, B of i+1), and for the
+    ``_hard`` figures (A of i, B of j) where j has the same skin tone, hair colour and hair style, so
+    only sub-LR-pixel factors tell them apart. The LR figures embed the bicubic 8x8 -> 64
+    reconstruction of A against the full-size B.
     """
-    a, b = pair_photos(n_identities, data_seed)
-    ea, eb, elr = embed(net, a), embed(net, b), embed(net, lr_reconstruction(a, lr_size))
-    same, diff = (ea * eb).sum(1), (ea * eb.roll(1, 0)).sum(1)
-    lr_same, lr_diff = (elr * eb).sum(1), (elr * eb.roll(1, 0)).sum(1)
-    return {
-        "verification_acc": verification_accuracy(same, diff),
-        "sim_same": same.mean().item(), "sim_diff": diff.mean().item(),
-        "lr_verification_acc": verification_accuracy(lr_same, lr_diff),
-        "lr_sim_same": lr_same.mean().item(), "lr_sim_diff": lr_diff.mean().item(),
-    }
+    a, b, look = pair_photos(n_identities, data_seed)
+    eb = embed(net, b)
+    partner = hard_impostors(look)
+    hard = partner >= 0
+    report = {"hard_pairs": int(hard.sum())}
+    for prefix, probe in (("", a), ("lr_", lr_reconstruction(a, lr_size))):
+        ep = embed(net, probe)
+        same, diff = (ep * eb).sum(1), (ep * eb.roll(1, 0)).sum(1)
+        hard_diff = (ep[hard] * eb[partner[hard]]).sum(1)
+        report.update({
+            f"{prefix}verification_acc": verification_accuracy(same, diff),
+            f"{prefix}verification_acc_hard": verification_accuracy(same[hard], hard_diff),
+            f"{prefix}sim_same": same.mean().item(), f"{prefix}sim_diff": diff.mean().item(),
+            f"{prefix}sim_diff_hard": hard_diff.mean().item(),
+        })
+    return report
 
 
 def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
@@ -305,15 +352,19 @@ def export_arcface(net: Backbone, name: str, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     st = out_dir / f"{name}.safetensors"
-    save_file(fp16_state(net), str(st), metadata={"format": "pt", "arch": "irse.Backbone"})
+    tmp = out_dir / f".{name}.safetensors.tmp"
+    save_file(fp16_state(net), str(tmp), metadata={"format": "pt", "arch": "irse.Backbone"})
+    os.replace(tmp, st)
     onnx_path = out_dir / f"{name}.onnx"
     # the fp16 round trip first, so the ONNX graph computes exactly what the shipped torch weights do
     net = build_like(net, st)
     wrapper = ArcFaceONNXInput(net).eval()
     dummy = torch.zeros(2, 3, ONNX_INPUT, ONNX_INPUT)
-    torch.onnx.export(wrapper, (dummy,), str(onnx_path), input_names=["input.1"], output_names=["embedding"],
+    tmp = out_dir / f".{name}.onnx.tmp"
+    torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input.1"], output_names=["embedding"],
                       dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=18,
                       dynamo=False)
+    os.replace(tmp, onnx_path)
     return {"safetensors": st, "onnx": onnx_path}
 
 
@@ -356,7 +407,7 @@ def cmd_arcface(args, name: str) -> dict:
 
 @dataclass
 class GeneratorConfig:
-    """The toy StyleGAN2 (world/toy.yaml's generator section) and its distillation schedule."""
+    """The toy StyleGAN2 (world/toy.yaml's generator section) and its two-part distillation schedule."""
 
     name: str = "toy_stylegan2"
     seed: int = 3
@@ -364,19 +415,67 @@ class GeneratorConfig:
     style_dim: int = 128
     n_mlp: int = 4
     channels: tuple[tuple[int, int], ...] = ((4, 128), (8, 128), (16, 64), (32, 64), (64, 32))
-    steps: int = 1200
-    batch_size: int = 8
-    lr: float = 2e-3
-    mapping_lr: float = 0.1  # x the mapping's lr_mul 0.01 = 1e-3 effective: it must learn z -> factors fast
+    steps: int = 1400  # synthesis steps
+    batch_size: int = 16
+    lr: float = 1e-2
     gradient_weight: float = 1.0
+    embedding_scale: float = 2.0  # std-ish of the target styles w*(z)
+    mapping_steps: int = 4000
+    mapping_batch_size: int = 512
+    mapping_lr: float = 15.0  # x the lr_mul 0.01 of the mapping layers (their stored weights are 100x)
     ckpt_every: int = 100
-    sample_every: int = 250
+    sample_every: int = 200
 
 
 def build_generator(cfg: GeneratorConfig):
     from models.stylegan2 import Generator
 
     return Generator(cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels))
+
+
+def factor_features(z: torch.Tensor) -> torch.Tensor:
+    """What the renderer reads from z: (B, FACTOR_DIMS + palette sizes) = the factor codes mapped to
+    [-1, 1] (normal CDF) and one-hot palette choices (skin tone, hair colour, hair style)."""
+    f = factors_from_gaussian(z)
+    uniform = torch.erf(z[:, :FACTOR_DIMS] / math.sqrt(2.0))
+    palettes = [F.one_hot(f["skin_tone"], len(SKIN_TONES)), F.one_hot(f["hair_colour"], len(HAIR_COLOURS)),
+                F.one_hot(f["hair_style"], len(HAIR_STYLES))]
+    return torch.cat([uniform, *palettes], 1).float()
+
+
+def target_styles(z: torch.Tensor, cfg: GeneratorConfig) -> torch.Tensor:
+    """w*(z) (B, style_dim): a fixed random embedding of ``factor_features`` (seeded by cfg.seed).
+
+    The synthesis network learns to draw from w*, the mapping network learns z -> w*; apart, each is
+    a well-posed regression that a CPU budget can fit, while fitting G([z]) end to end is far slower.
+    """
+    feats = factor_features(z)
+    proj = torch.randn(feats.shape[1], cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    pre = feats @ (proj * cfg.embedding_scale / math.sqrt(feats.shape[1]))
+    # the mapping's last layer ends in a scaled leaky ReLU: give w* the same form so it can be matched
+    return F.leaky_relu(pre, 0.2) * math.sqrt(2.0)
+
+
+def skip_images(g, w: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The skip-branch RGB image at every resolution {4: (B, 3, 4, 4), ..., size: G's output}.
+
+    The same computation as ``Generator.forward`` with one style w (B, style_dim) for all layers and the
+    stored noise (rosinality's layer layout); the last entry equals G([w], input_is_latent=True,
+    randomize_noise=False)[0].
+    """
+    latent = w[:, None].expand(-1, g.n_latent, -1)
+    noise = [getattr(g.noises, f"noise_{i}") for i in range(g.num_layers)]
+    out = g.conv1(g.input(latent), latent[:, 0], noise=noise[0])
+    skip = g.to_rgb1(out, latent[:, 1])
+    skips, i, res = {4: skip}, 1, 4
+    for conv1, conv2, noise1, noise2, to_rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2],
+                                                    g.to_rgbs):
+        out = conv2(conv1(out, latent[:, i], noise=noise1), latent[:, i + 1], noise=noise2)
+        skip = to_rgb(out, latent[:, i + 2], skip)
+        res *= 2
+        skips[res] = skip
+        i += 2
+    return skips
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,6 +495,17 @@ def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: f
     return loss
 
 
+def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_weight: float = 1.0):
+    """``distillation_loss`` at full size plus L1 of each intermediate skip image (8 .. size/2) to the
+    area-downsampled target, which teaches the coarse layers directly."""
+    size = real.shape[-1]
+    loss = distillation_loss(skips[size], real, gradient_weight)
+    for res, img in skips.items():
+        if 8 <= res < size:
+            loss = loss + (img - F.adaptive_avg_pool2d(real, res)).abs().mean()
+    return loss
+
+
 def generator_batch(cfg: GeneratorConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1])."""
     z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen)
@@ -403,7 +513,7 @@ def generator_batch(cfg: GeneratorConfig, gen: torch.Generator) -> tuple[torch.T
 
 
 def sample_grid(generator, z: torch.Tensor, path: Path, size: int) -> None:
-    """Rows: renderer targets, generator outputs, for a fixed z."""
+    """Rows: renderer targets, G([z]) through the mapping network, for a fixed z."""
     import torchvision
 
     with torch.no_grad():
@@ -412,52 +522,77 @@ def sample_grid(generator, z: torch.Tensor, path: Path, size: int) -> None:
     torchvision.utils.save_image((grid + 1) / 2, str(path), nrow=len(z))
 
 
-def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None):
-    """Distil the renderer into the toy StyleGAN2: G([z]) ~ render(factors_from_gaussian(z)).
+def fit_mapping(g, cfg: GeneratorConfig, progress: bool = True) -> float:
+    """Regress the mapping network onto w*(z) (MSE, no rendering: cheap). Returns the final relative error."""
+    opt = torch.optim.Adam(g.style.parameters(), lr=cfg.mapping_lr, betas=(0.9, 0.99))
+    rel = float("nan")
+    bar = tqdm(range(cfg.mapping_steps), desc=f"{cfg.name} mapping", disable=not progress)
+    for step in bar:
+        z = torch.randn(cfg.mapping_batch_size, cfg.style_dim, generator=step_generator(cfg.seed + 1, step))
+        target = target_styles(z, cfg)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.mapping_steps, cfg.mapping_lr)
+        loss = F.mse_loss(g.style(z), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        rel = loss.item() / target.var().item()
+        bar.set_postfix(rel_mse=f"{rel:.4f}")
+    return rel
 
-    Returns (generator in eval mode, latent_avg (style_dim,), losses); ``stop_at`` as in train_arcface.
+
+def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None):
+    """Distil the renderer into the toy StyleGAN2 so that G([z]) ~ render(factors_from_gaussian(z)).
+
+    Two regressions through the fixed target styles w*(z) (``target_styles``): the mapping network onto
+    w* (``fit_mapping``, first, cheap), and the synthesis network from w* to the rendered image
+    (``synthesis_loss``, ``steps`` steps). Returns (generator in eval mode, latent_avg (style_dim,),
+    synthesis losses); ``stop_at`` as in train_arcface (counts synthesis steps).
     """
     run_dir = work_dir / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     g = build_generator(cfg)
-    mapping = [p for n, p in g.named_parameters() if n.startswith("style.")]
     synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
-    opt = torch.optim.Adam([{"params": synthesis, "lr": cfg.lr}, {"params": mapping, "lr": cfg.mapping_lr}],
-                           betas=(0.9, 0.99))
-    base_lrs = [cfg.lr, cfg.mapping_lr]
+    opt = torch.optim.Adam(synthesis, lr=cfg.lr, betas=(0.9, 0.99))
     ckpt_path = run_dir / "ckpt.pt"
-    start, losses = 0, []
+    start, losses, mapping_error = 0, [], None
     state = load_checkpoint(ckpt_path)
     if state is not None:
         g.load_state_dict(state["g"])
         opt.load_state_dict(state["opt"])
-        start = int(state["step"])
-    fixed_z = torch.randn(8, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        start, mapping_error = int(state["step"]), float(state["mapping_rel_mse"])
     run = start_wandb(cfg.name, asdict(cfg), run_dir)
+    if mapping_error is None:
+        mapping_error = fit_mapping(g, cfg, progress)
+        tqdm.write(f"[{cfg.name}] mapping fitted: relative MSE {mapping_error:.4f}")
+    if run is not None:
+        run.summary["mapping_rel_mse"] = mapping_error
+    fixed_z = torch.randn(8, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
     g.train()
     end = min(cfg.steps, stop_at or cfg.steps)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
     for step in bar:
         z, real = generator_batch(cfg, step_generator(cfg.seed, step))
-        for group, base in zip(opt.param_groups, base_lrs):
-            group["lr"] = cosine_lr(step, cfg.steps, base)
-        fake, _ = g([z], randomize_noise=False)
-        loss = distillation_loss(fake, real, cfg.gradient_weight)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+        skips = skip_images(g, target_styles(z, cfg))
+        loss = synthesis_loss(skips, real, cfg.gradient_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
-        log = {"loss": loss.item(), "psnr": psnr(fake.detach(), real).mean().item()}
+        log = {"loss": loss.item(), "psnr": psnr(skips[cfg.size].detach(), real).mean().item()}
         if done % cfg.sample_every == 0 or done == cfg.steps:
             sample_grid(g, fixed_z, run_dir / f"samples_{done:06d}.png", cfg.size)
             tqdm.write(f"[{cfg.name}] step {done}: loss {loss.item():.4f} psnr {log['psnr']:.2f}")
         if run is not None:
             run.log(log, step=done)
         if done % cfg.ckpt_every == 0 or done == end:
-            save_atomic({"g": g.state_dict(), "opt": opt.state_dict(), "step": done}, ckpt_path)
+            save_atomic({"g": g.state_dict(), "opt": opt.state_dict(), "step": done,
+                         "mapping_rel_mse": mapping_error}, ckpt_path)
     if run is not None:
         run.finish()
     g.eval()
@@ -481,7 +616,9 @@ def export_generator(g, latent_avg: torch.Tensor, name: str, out_dir: Path) -> d
     path = out_dir / f"{name}.safetensors"
     flat = {f"g_ema.{k}": v for k, v in fp16_state(g).items()}
     flat["latent_avg"] = latent_avg.detach().reshape(-1).half().contiguous()
-    save_file(flat, str(path), metadata={"format": "pt", "arch": "stylegan2.Generator"})
+    tmp = out_dir / f".{name}.safetensors.tmp"
+    save_file(flat, str(tmp), metadata={"format": "pt", "arch": "stylegan2.Generator"})
+    os.replace(tmp, path)
     return {"safetensors": path}
 
 
@@ -562,7 +699,7 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
     result: dict = {"files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in shipped}}
     nets = {}
-    a, b = pair_photos()
+    a, b, _ = pair_photos()
     for name in ARCFACES:
         nets[name] = load_arcface(out_dir / f"{name}.safetensors")
         onnx_model = insightface.model_zoo.get_model(str(out_dir / f"{name}.onnx"),

@@ -15,7 +15,7 @@ TINY_ARC = replace(P.ARCFACES["toy_eval_arcface"], stage_channels=(8, 12, 16, 24
                    n_identities=4, batch_size=8, steps=12, lr=3e-3, margin=0.0, ckpt_every=4, eval_every=1000,
                    eval_identities=10)
 TINY_G = replace(P.GeneratorConfig(), size=16, style_dim=48, n_mlp=2, channels=((4, 16), (8, 16), (16, 8)),
-                 batch_size=4, steps=8, ckpt_every=4, sample_every=1000)
+                 batch_size=4, steps=8, ckpt_every=4, sample_every=1000, mapping_steps=40, mapping_batch_size=64)
 
 
 @pytest.fixture(autouse=True)
@@ -70,22 +70,37 @@ def test_arcface_trains_resumes_and_exports(tmp_path):
     assert torch.allclose(onnx_emb, P.ArcFaceONNXInput(loaded)(x112), atol=1e-4)
 
 
+def test_skip_images_match_the_generator_and_target_styles_are_fixed():
+    torch.manual_seed(0)
+    g = P.build_generator(TINY_G)
+    z = torch.randn(3, 48)
+    w = P.target_styles(z, TINY_G)
+    assert w.shape == (3, 48) and torch.equal(w, P.target_styles(z.clone(), TINY_G))
+    z2 = z.clone()
+    z2[:, P.FACTOR_DIMS:] += 1.0  # dims the renderer ignores do not move w*
+    assert torch.equal(P.target_styles(z2, TINY_G), w)
+    skips = P.skip_images(g, w)
+    assert sorted(skips) == [4, 8, 16] and skips[8].shape == (3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(skips[16], g([w], input_is_latent=True, randomize_noise=False)[0], atol=1e-6)
+
+
 @pytest.mark.slow
 def test_generator_distillation_trains_resumes_and_exports(tmp_path):
     torch.manual_seed(TINY_G.seed)
     initial = P.build_generator(TINY_G)
     z, real = P.generator_batch(replace(TINY_G, batch_size=16), torch.Generator().manual_seed(123))
+    w = P.target_styles(z, TINY_G)
     g, latent_avg, losses = P.train_generator(TINY_G, tmp_path / "a", progress=False)
-    assert len(losses) == 8
-    with torch.no_grad():  # a held-out batch: the distillation loss went down
-        before = P.distillation_loss(initial([z], randomize_noise=False)[0], real)
-        assert P.distillation_loss(g([z], randomize_noise=False)[0], real) < before
-    assert latent_avg.shape == (48,)
+    assert len(losses) == 8 and latent_avg.shape == (48,)
+    with torch.no_grad():  # a held-out batch: both regressions went down
+        assert P.synthesis_loss(P.skip_images(g, w), real) < P.synthesis_loss(P.skip_images(initial, w), real)
+        assert F.mse_loss(g.style(z), w) < F.mse_loss(initial.style(z), w)
     P.train_generator(TINY_G, tmp_path / "b", progress=False, stop_at=4)
     resumed, _, more = P.train_generator(TINY_G, tmp_path / "b", progress=False)
     assert len(more) == 4
-    for (k, v), w in zip(g.state_dict().items(), resumed.state_dict().values()):
-        assert torch.allclose(v, w, atol=1e-5), k
+    for (k, v), u in zip(g.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(v, u, atol=1e-5), k
 
     from models.stylegan2 import load_generator
 
