@@ -28,6 +28,19 @@ def run_cli(tokens, env=None, launcher=None, timeout=600):
     return out
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct child process ids of ``pid`` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 def encoder_weights(run_dir: Path):
     return load_file(str(run_dir / "final" / "encoder.safetensors"))
 
@@ -75,7 +88,10 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    # A crash takes the W&B service down with the trainer; a lone SIGKILL of the trainer would leave
+    # its wandb-core (own session) holding the run id, and the resume would be refused as "in use".
+    for pid in [*children_of(proc.pid), proc.pid]:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     run_dir = tmp_path / uninterrupted.name
     assert not (run_dir / "final").exists(), "the run finished before it was killed"
