@@ -21,9 +21,16 @@ RUN = str(REPO_ROOT / "experiments" / "run.py")
 pytestmark = pytest.mark.slow
 
 
+def fresh_env(extra=None) -> dict:
+    """The environment of a new shell: an in-process W&B run earlier in this pytest session exports
+    WANDB_SERVICE, which would make child runs share (and outlive the kill inside) pytest's service."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, **(extra or {})}
+
+
 def run_cli(tokens, env=None, launcher=None, timeout=600):
     cmd = (launcher or [sys.executable]) + [RUN, *tokens]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=fresh_env(env))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
@@ -81,7 +88,8 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
 
 def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_path):
     tokens = tiny_overrides(tiny_nets, tmp_path, **{"train.max_steps": 6})
-    proc = subprocess.Popen([sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=fresh_env())
     ckpt = tmp_path / uninterrupted.name / "checkpoints" / "step_2"
     deadline = time.time() + 600
     while not (ckpt / "trainer.json").exists():
