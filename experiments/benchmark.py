@@ -1,6 +1,13 @@
 """Benchmarks, one subcommand each; every subcommand prints one JSON document on stdout.
 
     python experiments/benchmark.py generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
+    python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16]
+    python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
+
+Worlds: ``toy`` is the toy world with its shipped weights; ``256`` / ``1024`` are the paper's world
+(config ``world=celebahq``) at that generator size with random weights of the same architectures
+(StyleGAN2 config-f, LPIPS AlexNet, IR-SE50), which cost the same to run as the pretrained ones
+that cannot exist offline.
 
 Adding a subcommand is one decorated function returning a JSON-serialisable dict::
 
@@ -135,6 +142,215 @@ def _speedups(results: list[dict]) -> dict:
         if impl == "ref" and cuda is not None:
             out[f"{size}/b{batch}/{precision}/{mode}"] = round(r["seconds_per_iter"] / cuda["seconds_per_iter"], 3)
     return out
+
+
+ROWS = {"baseline": "ablation=baseline", "ifblock": "ablation=ifblock", "input_latent": "ablation=input_latent",
+        "pretrained_id": "ablation=pretrained_id", "psp": "method=psp"}
+
+
+def world_config(world: str, tokens: list[str]):
+    """The run config of benchmark world ``world`` (toy | a generator size) with ``tokens`` on top."""
+    from experiments.config import load_config
+
+    if world == "toy":
+        return load_config(["world=toy", *tokens])
+    # No file is read: initialisations that would load one are switched to random, and the batches are
+    # random tensors (data.root must name something; nothing is opened there).
+    return load_config(["world=celebahq", f"generator.size={int(world)}", "data.root=benchmark-feeds-random-inputs",
+                        *tokens, "model.encoder_init=random", "model.identity_init=random"])
+
+
+def frozen_networks(cfg, device: torch.device):
+    """(generator, latent_avg (style_dim,), ArcFace embedder, LPIPS module) of ``cfg``'s world: the shipped
+    toy networks for world=toy, random weights of the real architectures otherwise."""
+    from experiments.world import load_frozen_generator
+    from losses.identity import load_arcface
+
+    if cfg.world == "toy":
+        generator, latent_avg = load_frozen_generator(cfg, device)
+        return generator, latent_avg, load_arcface(cfg.loss.id_network, root=cfg.weights_root).to(device), None
+    from metrics.lpips_metric import lpips_random_trunk
+    from models.inversion import sample_latent_avg
+    from models.irse import Backbone
+    from models.stylegan2 import Generator
+
+    g = cfg.generator
+    generator = Generator(g.size, g.style_dim, g.n_mlp, channel_multiplier=g.channel_multiplier)
+    generator = generator.to(device).eval().requires_grad_(False)
+    arcface = Backbone(112, 50, "ir_se").to(device).eval().requires_grad_(False)
+    perceptual = lpips_random_trunk(learned=True).to(device).eval()
+    return generator, sample_latent_avg(generator), arcface, perceptual
+
+
+def synthetic_batch(cfg, batch: int, device: torch.device) -> dict:
+    """Random inputs of a training batch's shapes (the step's cost does not depend on the pixels)."""
+    from data.conditions import condition_channels
+
+    s, r = cfg.data.input_size, cfg.model.loss_resolution
+    rand = lambda *shape: torch.rand(*shape, device=device) * 2 - 1  # noqa: E731
+    return {"contour": rand(batch, condition_channels(cfg.data.condition), s, s),
+            "identity": rand(batch, 3, s, s), "target": rand(batch, 3, r, r)}
+
+
+def _fresh_accelerator(device: torch.device, precision: str):
+    """An Accelerator with this mixed precision (its state is a process singleton: reset it first)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device.type == "cpu", mixed_precision={"fp32": "no", "bf16": "bf16"}[precision])
+
+
+def _memory_row(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+    import resource
+
+    # the CPU has no per-phase peak: the process's high-water mark so far (rows run in order)
+    return {"process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def _setup(args) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _run_row(row: dict, device: torch.device, fn) -> dict:
+    """Fill ``row`` with ``fn()``'s figures, or the error (OOM, ...) that stopped it; print it as it lands."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        row.update(fn())
+        row.update(_memory_row(device))
+    except (RuntimeError, torch.OutOfMemoryError) as e:
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+@subcommand(
+    "train", "training images/s and peak memory of every encoder method (Table 2 rows and pSp)",
+    arg("--worlds", nargs="+", default=["toy", "1024"], help="toy and/or generator sizes (random weights)"),
+    arg("--rows", nargs="+", default=list(ROWS), choices=list(ROWS)),
+    arg("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]),
+    arg("--batch", type=int, default=None, help="global batch (default: the config's, 8)"),
+    arg("--n-iters", type=int, default=None, help="refinement steps (default: the config's; pSp is 1)"),
+    arg("--iters", type=int, default=None, help="timed steps (default 10 on a GPU, 2 on the CPU)"),
+    arg("--warmup", type=int, default=1),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def train(args) -> dict:
+    """One optimiser step of the training loop (every refinement step's forward and backward, Adam), the
+    method's own ``train_step`` under an Accelerator with the given mixed precision, on random inputs."""
+    device = _setup(args)
+    iters = args.iters or (10 if device.type == "cuda" else 2)
+    results = []
+    for world in args.worlds:
+        networks = frozen_networks(world_config(world, []), device)
+        for name, precision in [(r, p) for r in args.rows for p in args.precisions]:
+            tokens = [ROWS[name]] + ([f"model.n_iters={args.n_iters}"] if args.n_iters and name != "psp" else [])
+            cfg = world_config(world, tokens)
+            batch = args.batch or cfg.train.batch_size
+            row = {"world": world, "row": name, "precision": precision, "batch": batch,
+                   "n_iters": cfg.model.n_iters}
+            results.append(_run_row(row, device, partial(_train_figures, cfg, networks, device, precision, batch,
+                                                         iters, args.warmup)))
+    return {"benchmark": "train", "iters": iters, **environment(device), "results": results}
+
+
+def _train_figures(cfg, networks, device, precision: str, batch: int, iters: int, warmup: int) -> dict:
+    from data.conditions import condition_channels
+    from experiments.methods import EncoderMethod
+    from losses import Objective
+    from models.build import build_model
+
+    generator, latent_avg, arcface, perceptual = networks
+    accelerator = _fresh_accelerator(device, precision)
+    model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
+                        input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
+    objective = Objective.from_config(cfg.loss, cfg.weights_root, perceptual_net=perceptual, id_net=arcface)
+    method = EncoderMethod(cfg, model, objective.to(device))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    method.attach(prepared)
+    prepared.train()
+    data = synthetic_batch(cfg, batch, device)
+
+    def step():
+        method.train_step(data, accelerator)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = timed(step, device, iters, warmup)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"images_per_s": round(batch / seconds, 3), "seconds_per_step": round(seconds, 4),
+            "trainable_params_m": round(trainable / 1e6, 3)}
+
+
+@subcommand(
+    "pulse-vs-encoder", "seconds per image: modified PULSE vs the IDE encoder (5 refinement steps)",
+    arg("--worlds", nargs="+", default=["toy", "256", "1024"], help="toy and/or generator sizes (random weights)"),
+    arg("--batches", type=int, nargs="+", default=[1, 16]),
+    arg("--n-iters", type=int, default=5, help="IDE refinement steps"),
+    arg("--pulse-steps", type=int, default=None,
+        help="PULSE steps actually run (default: the config's, 100); the per-image time is reported for "
+             "the config's steps, scaled linearly (every PULSE step costs the same)"),
+    arg("--gaussian-fit-samples", type=int, default=100_000, help="PULSE's Gaussian fit (random worlds)"),
+    arg("--iters", type=int, default=1, help="timed calls of each"),
+    arg("--warmup", type=int, default=1),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def pulse_vs_encoder(args) -> dict:
+    """Both on the same device and generator, from the same contour (LR) and identity batch; the
+    encoder in inference mode (no grad), PULSE with its identity loss (the modified PULSE of Table 1)."""
+    from dataclasses import fields
+
+    from data.conditions import condition_channels
+    from losses.identity import PSP_CROP, IdentityLoss
+    from models.build import build_model
+    from models.pulse import Pulse, PulseConfig, fit_gaussian
+
+    device = _setup(args)
+    results = []
+    for world in args.worlds:
+        cfg = world_config(world, ["ablation=input_latent", f"model.n_iters={args.n_iters}"])
+        generator, latent_avg, arcface, _ = frozen_networks(cfg, device)
+        model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
+                            input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device).eval()
+        known = {f.name for f in fields(PulseConfig)}
+        pulse_cfg = PulseConfig(**{k: v for k, v in cfg.pulse.items() if k in known})
+        configured_steps = pulse_cfg.steps
+        pulse_cfg.steps = args.pulse_steps or configured_steps
+        mean, std = fit_gaussian(generator, args.gaussian_fit_samples)
+        pulse = Pulse(generator, mean, std, IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP),
+                      pulse_cfg, lr_size=cfg.data.lr_size).to(device)
+        for batch in args.batches:
+            row = {"world": world, "batch": batch, "n_iters": args.n_iters, "pulse_steps_run": pulse_cfg.steps,
+                   "pulse_steps": configured_steps}
+            data = synthetic_batch(cfg, batch, device)
+            results.append(_run_row(row, device, partial(_pulse_vs_encoder_figures, model, pulse, data, args.n_iters,
+                                                         configured_steps / pulse_cfg.steps, device, args)))
+    return {"benchmark": "pulse-vs-encoder", **environment(device), "results": results}
+
+
+def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scale: float, device, args) -> dict:
+    from models.inversion import iterate
+
+    def encoder_call():
+        with torch.no_grad():
+            for _ in iterate(model, data["contour"], data["identity"], n_iters):
+                pass
+
+    batch = data["contour"].shape[0]
+    encoder = timed(encoder_call, device, args.iters, args.warmup) / batch
+    pulse_s = timed(partial(pulse, data["contour"], data["identity"]), device, args.iters, args.warmup)
+    pulse_s = pulse_s / batch * pulse_scale
+    return {"encoder_s_per_image": round(encoder, 5), "pulse_s_per_image": round(pulse_s, 4),
+            "pulse_over_encoder": round(pulse_s / encoder, 1)}
 
 
 def main(argv=None) -> dict:

@@ -153,7 +153,8 @@ class EvalConfig:
     idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
     id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    n_boot: int = 1000
+    n_boot: int = 1000  # bootstrap replicates of the LPIPS / IDSIM intervals
+    fid_blocks: int = 20  # contour blocks of the FID jackknife interval (fewer when there are fewer chunks)
 
 
 @dataclass

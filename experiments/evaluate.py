@@ -12,7 +12,10 @@ running sums) are saved atomically under ``<eval dir>/chunks/``, so an interrupt
 resumes where it stopped and every pair is counted exactly once whatever the number of processes
 (this file-based merge stands in for ``gather_for_metrics``: it is what makes resuming possible).
 ``eval.max_pairs`` keeps the first ``ceil(max_pairs / n_per_contour)`` contours with all their pairs,
-so a subset still bootstraps over whole contours.
+so a subset still bootstraps over whole contours. Chunks end at contour boundaries.
+
+Intervals (95%): LPIPS and IDSIM, percentile bootstrap over contours; FID, delete-one-block jackknife
+over ``eval.fid_blocks`` blocks of consecutive chunks (see ``metrics.fid.fid_with_interval``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,18 @@ def select_pairs(contours: list[str], max_pairs: int | None) -> int:
     return end
 
 
+def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) ranges of about ``size`` pairs that end at contour boundaries
+    (``contours``: the manifest's contour key per pair, grouped), so chunks hold whole contours and
+    the FID jackknife's blocks of chunks are independent."""
+    chunks, start = [], 0
+    while start < len(contours):
+        stop = start + select_pairs(contours[start:], size)
+        chunks.append((start, stop))
+        start = stop
+    return chunks
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown table of results.json dicts: method | LPIPS | IDSIM | FID with 95% intervals."""
     lines = ["| run | pairs | LPIPS (lower) | IDSIM (higher) | FID (lower) |", "|---|---|---|---|---|"]
@@ -75,8 +90,8 @@ def format_table(rows: list[dict]) -> str:
 
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {r['name']} | {r['n_pairs']} | {cell(m['lpips'])} | {cell(m['idsim'])} | "
-                     f"{m['fid']['value']:.3f} |")
+        fid = cell(m["fid"]) if m["fid"]["ci"] else f"{m['fid']['value']:.4f}"
+        lines.append(f"| {r['name']} | {r['n_pairs']} | {cell(m['lpips'])} | {cell(m['idsim'])} | {fid} |")
     return "\n".join(lines)
 
 
@@ -140,8 +155,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     contour_keys = [row.contour for row in manifest.rows]
     group_of = {key: g for g, key in enumerate(dict.fromkeys(contour_keys))}
     n_total = select_pairs(contour_keys, cfg.eval.max_pairs)
-    bs = cfg.eval.batch_size
-    chunks = [(s, min(s + bs, n_total)) for s in range(0, n_total, bs)]
+    chunks = contour_chunks(contour_keys[:n_total], cfg.eval.batch_size)
     mine = chunks[accelerator.process_index::accelerator.num_processes]
     runner = Runner(cfg, run_dir, device)
     suite = MetricSuite.from_config(cfg, device)
@@ -175,7 +189,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
 
     parts = [np.load(chunk_dir / f"chunk_{s:07d}_{e:07d}.npz") for s, e in chunks]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in ("lpips", "idsim", "contour_index")}
-    fid = suite.fid([p for p in parts])
+    fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
     lp = bootstrap_ci(merged["lpips"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
     ids = bootstrap_ci(merged["idsim"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
     rates = rates.view(-1, 2)
@@ -189,7 +203,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         "checkpoint_sha256": runner.checkpoint_hash,
         "metrics": {"lpips": {"value": lp[0], "ci": [lp[1], lp[2]]},
                     "idsim": {"value": ids[0], "ci": [ids[1], ids[2]]},
-                    "fid": {"value": fid, "ci": None}},
+                    "fid": fid},
         "networks": suite.describe(),
         "wall_time_s": time.perf_counter() - t0,
         "images_per_s": work / max(rates[:, 1].max().item(), 1e-9) if work else None,
@@ -204,7 +218,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         accelerator.init_trackers(cfg.wandb.project, config=to_container(cfg), init_kwargs={"wandb": {
             "name": name, "group": cfg.wandb.group, "job_type": "eval", "dir": str(out_dir),
             "tags": list(cfg.wandb.tags), "entity": cfg.wandb.entity, "mode": mode}})
-        flat = {"eval/lpips": lp[0], "eval/idsim": ids[0], "eval/fid": fid, "eval/n_pairs": n_total}
+        flat = {"eval/lpips": lp[0], "eval/idsim": ids[0], "eval/fid": fid["value"], "eval/n_pairs": n_total}
         accelerator.log(flat)
         from experiments.tracking import wandb_run_info
 

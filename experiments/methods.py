@@ -25,16 +25,18 @@ def build_objective(cfg: DictConfig, device: torch.device):
 
 
 class EncoderMethod:
-    """ReStyle baseline, IDE rows and modified pSp: an encoder trained through a frozen generator."""
+    """ReStyle baseline, IDE rows and modified pSp: an encoder trained through a frozen generator.
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
-        from models.build import build_model
+    model: the IterativeInverter (encoder + frozen generator); objective: eq. (6); world: where the data
+    comes from (None when the caller feeds batches itself, as the training benchmark does).
+    """
 
+    def __init__(self, cfg: DictConfig, model: torch.nn.Module, objective: torch.nn.Module,
+                 world: World | None = None):
         self.cfg = cfg
-        self.world = World(cfg, device)
-        self.model = build_model(cfg.model, self.world.generator, self.world.contour_channels,
-                                 latent_avg=self.world.latent_avg, input_size=cfg.data.input_size).to(device)
-        self.objective = build_objective(cfg, device)
+        self.world = world
+        self.model = model
+        self.objective = objective
         self.n_iters = cfg.model.n_iters
         # The whole inverter is prepared so each refinement step goes through the (DDP) forward;
         # the generator inside it has no trainable parameter, so nothing of it is optimised or reduced.
@@ -88,7 +90,13 @@ class EncoderMethod:
 
 
 def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
+    """The method of ``cfg`` with its world's frozen networks and data."""
+    from models.build import build_model
+
     if cfg.model.kind == "pulse":
         raise ConfigError("method=pulse is optimisation-based and has nothing to train: run "
                           "'python experiments/evaluate.py method=pulse' instead")
-    return EncoderMethod(cfg, device)
+    world = World(cfg, device)
+    model = build_model(cfg.model, world.generator, world.contour_channels, latent_avg=world.latent_avg,
+                        input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
+    return EncoderMethod(cfg, model, build_objective(cfg, device), world)

@@ -193,7 +193,8 @@ def format_markdown(suite: Suite, records: list[dict]) -> str:
     lines = [f"## {suite.title}", "",
              f"World `{suite.world}`, contour `{suite.condition}`, seeds {suite.seeds}, "
              f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
-             f"[mean 95% bootstrap interval] / paper / ours − paper.", "",
+             f"[mean 95% interval: bootstrap over contours; FID: jackknife over contour blocks] / paper / "
+             f"ours − paper.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in records:
         cells = [rec["row"]]

@@ -60,18 +60,23 @@ class Objective(nn.Module):
         self.wnorm = WNormLoss(squared=wnorm_squared)
 
     @classmethod
-    def from_config(cls, loss_cfg: Any, weights_root: str | Path | None = None) -> Objective:
+    def from_config(cls, loss_cfg: Any, weights_root: str | Path | None = None,
+                    perceptual_net: nn.Module | None = None, id_net: nn.Module | None = None) -> Objective:
         """From the ``loss`` config section (l2, lpips, id, wnorm, wnorm_squared, perceptual,
-        id_network, id_crop), a DictConfig or a dict; only the networks of non-zero terms are loaded."""
+        id_network, id_crop), a DictConfig or a dict; only the networks of non-zero terms are loaded.
+        ``perceptual_net`` (an ``lpips.LPIPS``-like module) / ``id_net`` (an ArcFace embedder) replace
+        the configured networks, e.g. random weights of the same architecture in a benchmark."""
         weights = LossWeights(**{f.name: float(loss_cfg[f.name]) for f in fields(LossWeights)})
-        perceptual = (PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
-                                                   toy_network=loss_cfg.get("perceptual_network",
-                                                                            "toy_eval_arcface"))
-                      if weights.lpips else None)
+        perceptual = None
+        if weights.lpips:
+            perceptual = PerceptualLoss(perceptual_net) if perceptual_net is not None else \
+                PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
+                                             toy_network=loss_cfg.get("perceptual_network", "toy_eval_arcface"))
         identity = None
         if weights.id:
             crop = loss_cfg.get("id_crop") or PSP_CROP
-            identity = IdentityLoss(load_arcface(loss_cfg["id_network"], root=weights_root), crop=crop)
+            embedder = id_net if id_net is not None else load_arcface(loss_cfg["id_network"], root=weights_root)
+            identity = IdentityLoss(embedder, crop=crop)
         return cls(weights, perceptual, identity, wnorm_squared=bool(loss_cfg.get("wnorm_squared", False)))
 
     def forward(

@@ -65,7 +65,7 @@ def make_lpips(backbone: str = "alex", toy_network: nn.Module | None = None, wei
     """
     if backbone == "alex":
         path = weights if weights is not None else resolve("lpips_alex", root=weights_root)
-        model = _lpips_without_download(learned=True)
+        model = lpips_random_trunk(learned=True)
         _load_alexnet_trunk(model.net, torch.load(path, map_location="cpu", weights_only=True))
     elif backbone == "toy":
         if toy_network is None:
@@ -73,7 +73,7 @@ def make_lpips(backbone: str = "alex", toy_network: nn.Module | None = None, wei
         # The AlexNet trunk and input scaling it builds are replaced: build them on the meta device
         # (no memory, no initialisation cost).
         with torch.device("meta"):
-            model = _lpips_without_download(learned=False)
+            model = lpips_random_trunk(learned=False)
         model.net = _FeatureLevels(toy_network)
         model.scaling_layer = nn.Identity()
         model.L = _count_levels(model.net)
@@ -82,7 +82,7 @@ def make_lpips(backbone: str = "alex", toy_network: nn.Module | None = None, wei
     return model.eval()
 
 
-def _lpips_without_download(learned: bool) -> lpips.LPIPS:
+def lpips_random_trunk(learned: bool) -> lpips.LPIPS:
     """AlexNet-v0.1 LPIPS with a random trunk (``pnet_rand=True`` skips torchvision's download)."""
     with warnings.catch_warnings():
         # lpips 0.1.4 calls torchvision's alexnet(pretrained=False), deprecated since torchvision 0.13.

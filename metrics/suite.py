@@ -26,10 +26,10 @@ from metrics.fid import (
     GaussianStats,
     InceptionDetector,
     StatsAccumulator,
+    fid_with_interval,
     quantize,
     reference_stats,
 )
-from metrics.fid import fid as frechet_of_stats
 
 
 class EmbeddingDetector(FeatureDetector):
@@ -110,11 +110,14 @@ class MetricSuite:
         return reference_stats(reference_images(self.cfg, e.fid_reference_size, e.batch_size), self.detector,
                                parts, cache_dir)
 
-    def fid(self, chunks: list) -> float:
-        """FID of the outputs whose per-chunk sums are in ``chunks`` (mappings with fid_* arrays)."""
+    def fid(self, chunks: list, n_blocks: int = 20) -> dict:
+        """FID of the outputs whose per-chunk sums are in ``chunks`` (mappings with fid_* arrays, in manifest
+        order, each of whole contours), with its jackknife interval over ``n_blocks`` blocks of
+        consecutive chunks (see :func:`metrics.fid.fid_with_interval`)."""
         states = [{"n": c["fid_n"], "sum": c["fid_sum"], "sum_outer": c["fid_sum_outer"]} for c in chunks]
-        outputs = StatsAccumulator.from_states(states).stats()
-        return frechet_of_stats(outputs, self.reference())
+        blocks = [StatsAccumulator.from_states(part).state()
+                  for part in np.array_split(np.array(states, dtype=object), min(n_blocks, len(states)))]
+        return fid_with_interval(blocks, self.reference())
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from experiments.config import REPO_ROOT, load_config
-from experiments.evaluate import select_pairs
+from experiments.evaluate import contour_chunks, select_pairs
 
 from .conftest import tiny_overrides
 
@@ -22,6 +22,14 @@ def test_select_pairs_keeps_whole_contours():
     assert select_pairs(contours, 4) == 6
     assert select_pairs(contours, 6) == 6
     assert select_pairs(contours, 100) == 8
+
+
+def test_contour_chunks_cover_every_pair_once_and_end_at_contour_boundaries():
+    contours = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["d"]
+    assert contour_chunks(contours, 4) == [(0, 6), (6, 9)]
+    assert contour_chunks(contours, 1) == [(0, 3), (3, 6), (6, 8), (8, 9)]
+    assert contour_chunks(contours, 100) == [(0, 9)]
+    assert contour_chunks([], 4) == []
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,8 @@ def test_results_json_resume_and_two_processes(trained_run, tmp_path):
     for key in ("lpips", "idsim"):
         lo, hi = m[key]["ci"]
         assert lo <= m[key]["value"] <= hi
-    assert m["fid"]["value"] > 0
+    assert m["fid"]["value"] > 0 and m["fid"]["n_blocks"] == 2  # chunks (0, 4), (4, 6) at eval.batch_size=4
+    assert m["fid"]["ci"][0] <= m["fid"]["value"] <= m["fid"]["ci"][1] and m["fid"]["se"] > 0
     assert len(results["manifest_sha256"]) == 64 and len(results["checkpoint_sha256"]) == 64
     assert "toy" in results["networks"]["world"] and results["images_per_s"] > 0
 

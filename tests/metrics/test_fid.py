@@ -11,6 +11,7 @@ from metrics.fid import (
     accumulate,
     cache_path,
     fid,
+    fid_with_interval,
     load_stats,
     quantize,
     reference_stats,
@@ -170,3 +171,37 @@ def test_inception_detector_loads_weights_file_and_extracts_pool3(tmp_path):
     assert features.shape == (2, 2048) and features.dtype == torch.float64
     assert torch.isfinite(features).all() and (features >= 0).all()
     assert not torch.equal(features[0], features[1])
+
+
+def _gaussian_blocks(rng, n_blocks, per_block, dim=6, shift=0.5):
+    """States of ``n_blocks`` blocks of features from N(shift, I) (a fixed offset from the reference)."""
+    return [StatsAccumulator().update(rng.normal(shift, 1.0, (per_block, dim))).state() for _ in range(n_blocks)]
+
+
+def test_fid_interval_value_and_degenerate_single_block():
+    rng = np.random.default_rng(0)
+    reference = GaussianStats(np.zeros(6), np.eye(6), 10**6)
+    blocks = _gaussian_blocks(rng, 8, 50)
+    out = fid_with_interval(blocks, reference)
+    assert out["value"] == pytest.approx(fid(StatsAccumulator.from_states(blocks).stats(), reference), rel=1e-12)
+    assert out["n_blocks"] == 8 and out["se"] > 0
+    assert out["ci"][0] < out["value"] < out["ci"][1]
+    single = fid_with_interval(blocks[:1], reference)
+    assert single["ci"] is None and single["se"] is None and single["n_blocks"] == 1
+
+
+def test_fid_jackknife_se_matches_spread_of_independent_samples_and_shrinks():
+    """The jackknife standard error agrees with the standard deviation of FID over independent output
+    sets of the same size, and halves (about) when the number of samples is four times larger."""
+    rng = np.random.default_rng(1)
+    reference = GaussianStats(np.zeros(6), np.eye(6), 10**6)
+    small = [fid_with_interval(_gaussian_blocks(rng, 10, 40), reference) for _ in range(200)]
+    spread = np.std([r["value"] for r in small])
+    se = np.mean([r["se"] for r in small])
+    assert 0.7 < se / spread < 1.4, (se, spread)
+    large = [fid_with_interval(_gaussian_blocks(rng, 10, 160), reference)["se"] for _ in range(50)]
+    assert 0.35 < np.mean(large) / se < 0.65
+    # coverage of the true FID (0.5^2 * 6 = 1.5 plus the finite-sample bias, small at this size)
+    truth = 0.25 * 6
+    coverage = np.mean([r["ci"][0] <= truth <= r["ci"][1] for r in small])
+    assert coverage > 0.8, coverage

@@ -1,0 +1,67 @@
+"""Benchmark subcommands run end to end on tiny settings and report complete rows (no timing asserted)."""
+
+import json
+
+import pytest
+
+from experiments import benchmark
+
+
+def run(argv, capsys):
+    result = benchmark.main(argv)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(result))  # the JSON document on stdout is the result
+    for row in result["results"]:
+        assert "error" not in row, row
+    return result
+
+
+def test_generator_rows(capsys):
+    result = run(["generator", "--sizes", "64", "--batches", "1", "2", "--precisions", "fp32", "--modes", "fwd",
+                  "fwd+bwd", "--iters", "1", "--warmup", "0"], capsys)
+    assert [(r["batch"], r["mode"]) for r in result["results"]] == [(1, "fwd"), (1, "fwd+bwd"), (2, "fwd"),
+                                                                    (2, "fwd+bwd")]
+    assert all(r["images_per_s"] > 0 for r in result["results"])
+
+
+@pytest.mark.slow
+def test_train_rows_every_method_toy(capsys):
+    result = run(["train", "--worlds", "toy", "--precisions", "fp32", "--batch", "2", "--n-iters", "2",
+                  "--iters", "1", "--warmup", "0"], capsys)
+    rows = {r["row"]: r for r in result["results"]}
+    assert set(rows) == set(benchmark.ROWS)
+    assert rows["psp"]["n_iters"] == 1 and rows["input_latent"]["n_iters"] == 2
+    assert all(r["images_per_s"] > 0 and r["batch"] == 2 for r in rows.values())
+    # the IFBlock rows add the identity encoder and IFM layers to the ReStyle baseline
+    assert rows["ifblock"]["trainable_params_m"] > rows["baseline"]["trainable_params_m"]
+
+
+def test_train_bf16_row(capsys):
+    result = run(["train", "--worlds", "toy", "--rows", "psp", "--precisions", "bf16", "--batch", "1",
+                  "--iters", "1", "--warmup", "0"], capsys)
+    (row,) = result["results"]
+    assert row["precision"] == "bf16" and row["images_per_s"] > 0
+
+
+def test_pulse_vs_encoder_toy(capsys):
+    result = run(["pulse-vs-encoder", "--worlds", "toy", "--batches", "2", "--n-iters", "2", "--pulse-steps", "2",
+                  "--gaussian-fit-samples", "1000", "--warmup", "0"], capsys)
+    (row,) = result["results"]
+    assert row["pulse_steps_run"] == 2 and row["pulse_steps"] > 2  # the config's steps, scaled linearly
+    assert row["pulse_over_encoder"] == pytest.approx(row["pulse_s_per_image"] / row["encoder_s_per_image"],
+                                                      rel=0.05)
+
+
+def test_random_weight_world_networks():
+    """The paper's world without its files: config-f generator, IR-SE50 and AlexNet LPIPS, random weights."""
+    import torch
+
+    cfg = benchmark.world_config("256", ["ablation=pretrained_id"])
+    assert cfg.model.identity_init == "random" and cfg.generator.size == 256
+    generator, latent_avg, arcface, perceptual = benchmark.frozen_networks(cfg, torch.device("cpu"))
+    assert generator.n_latent == 14 and latent_avg.shape == (512,)
+    assert sum(p.numel() for p in arcface.parameters()) > 40e6  # IR-SE50's size, not a toy one
+    assert not any(p.requires_grad for p in generator.parameters())
+    batch = benchmark.synthetic_batch(cfg, 2, torch.device("cpu"))
+    assert batch["contour"].shape == (2, 3, 256, 256) and batch["target"].shape == (2, 3, 256, 256)
+    assert perceptual(batch["identity"], batch["identity"]).abs().max() < 1e-6
