@@ -1,0 +1,46 @@
+"""The toy world's LPIPS and FID analogues with the shipped network (the toy evaluation ArcFace, the
+``eval.feature_network`` of world=toy): on real toy faces both distances grow with the strength of
+blur, noise and occlusion."""
+
+import pytest
+import torch
+
+from data.toyfaces import FACTOR_DIMS, render_gaussian
+from experiments.config import load_config
+from losses.identity import load_arcface
+from metrics.fid import accumulate, fid, quantize
+from metrics.lpips_metric import lpips_distance, make_lpips
+from metrics.suite import EmbeddingDetector
+
+from .test_lpips_metric import _degradations
+
+
+@pytest.fixture(scope="module")
+def toy_world():
+    cfg = load_config(["world=toy"])
+    assert cfg.eval.lpips_backbone == "toy" and cfg.eval.fid_detector == "toy"
+    network = load_arcface(cfg.eval.feature_network)
+    codes = torch.randn(100, FACTOR_DIMS, generator=torch.Generator().manual_seed(0))
+    return network, render_gaussian(codes, size=cfg.data.input_size).image
+
+
+def test_shipped_toy_lpips_grows_with_degradation(toy_world):
+    network, faces = toy_world
+    model = make_lpips("toy", toy_network=network)
+    faces = faces[:8]
+    for name, degraded in _degradations(faces).items():
+        distances = lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model,
+                                   size=None).view(len(degraded), len(faces)).mean(1)
+        assert (distances[1:] > distances[:-1]).all() and distances[0] > 0, f"{name}: {distances}"
+
+
+def test_shipped_toy_fid_grows_with_degradation(toy_world):
+    """Against the statistics of the same faces undegraded (FID 0), so the trend is not hidden by the
+    sampling noise between two real sets."""
+    network, faces = toy_world
+    detector = EmbeddingDetector(network, "toy_eval_arcface")
+    reference = accumulate([quantize(faces)], detector).stats()
+    assert fid(accumulate([quantize(faces)], detector).stats(), reference) == pytest.approx(0.0, abs=1e-8)
+    for name, degraded in _degradations(faces).items():
+        distances = [fid(accumulate([quantize(x)], detector).stats(), reference) for x in degraded]
+        assert all(b > a for a, b in zip(distances, distances[1:])) and distances[0] > 0, f"{name}: {distances}"
