@@ -118,6 +118,7 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 1000
     val_batch: int = 4
+    val_metric_pairs: int = 100  # first test pairs of the validation LPIPS / IDSIM / FID (0 = none)
     ckpt_every: int = 1000
     keep_last: int = 2
 

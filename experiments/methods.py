@@ -79,6 +79,12 @@ class EncoderMethod:
             logs[f"step{t + 1}/loss"] = loss.item()
         return images, logs
 
+    @torch.no_grad()
+    def outputs(self, contour: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """The last refinement step's image (B, 3, G, G) of the (unwrapped) model, in eval mode."""
+        *_, last = self._steps(self.model, {"contour": contour, "identity": identity}, randomize_noise=False)
+        return last.image
+
     def export(self, model: torch.nn.Module, out_dir) -> None:
         """Final weights for evaluate/generate: the encoder's ``encoder.safetensors`` (plus the inverter's
         ``latent_avg``) and the resolved config beside them."""

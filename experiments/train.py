@@ -13,6 +13,7 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -99,6 +100,11 @@ def train(cfg: DictConfig) -> Path:
         record.log(values, step)
 
     val_batch = method.world.validation_batch(cfg.train.val_batch)
+    suite = None
+    if cfg.train.val_metric_pairs and accelerator.is_main_process:
+        from metrics.suite import MetricSuite
+
+        suite = MetricSuite.from_config(cfg, accelerator.device)
     steps_per_epoch = len(loader)
     bar = tqdm(total=cfg.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
                desc=run_name(cfg), dynamic_ncols=True)
@@ -130,7 +136,7 @@ def train(cfg: DictConfig) -> Path:
                 bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
                 log(logs, state.step)
             if state.step % cfg.train.val_every == 0 or state.step == cfg.train.max_steps:
-                validate(method, val_batch, accelerator, record, state.step)
+                validate(method, val_batch, accelerator, record, state.step, suite)
                 trainable.train()
             if state.step % cfg.train.ckpt_every == 0 or state.step == cfg.train.max_steps:
                 save_checkpoint(accelerator, ckpt_root, state, cfg.train.keep_last)
@@ -159,8 +165,10 @@ def train(cfg: DictConfig) -> Path:
 
 
 @torch.no_grad()
-def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecord, step: int) -> None:
-    """Log the fixed held-out batch: contour | identity | each refinement step | target, and its losses."""
+def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecord, step: int,
+             suite=None) -> None:
+    """Log the fixed held-out batch: contour | identity | each refinement step | target, and its losses;
+    with a MetricSuite (main process), also the metrics of :func:`validation_metrics`."""
     method.trainable_module.eval()
     steps, losses = method.validation(val_batch)
     if not accelerator.is_main_process:
@@ -172,6 +180,9 @@ def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecor
     grid = image_grid(rows)
     record.save_image("val/grid", grid, step)
     values = {f"val/{k}": v for k, v in losses.items()}
+    if suite is not None:
+        values.update(validation_metrics(method, suite, method.cfg.train.val_metric_pairs,
+                                         method.cfg.eval.batch_size))
     if accelerator.log_with:
         import wandb
 
@@ -179,3 +190,20 @@ def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecor
     accelerator.log(values, step=step)
     record.log({k: v for k, v in values.items() if k != "val/grid"}, step)
 
+
+def validation_metrics(method, suite, n_pairs: int, batch_size: int) -> dict[str, float]:
+    """Mean LPIPS and IDSIM and the FID of the final outputs on the first ``n_pairs`` test pairs: a cheap
+    proxy of evaluate.py's figures (the FID of a few samples is biased upwards; compare runs at equal
+    ``n_pairs`` only)."""
+    test_set = method.world.test_set
+    n = min(n_pairs, len(test_set))
+    device = method.model.latent_avg.device
+    parts = []
+    for start in range(0, n, batch_size):
+        items = [test_set[i] for i in range(start, min(start + batch_size, n))]
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
+        output = method.outputs(batch["contour"], batch["identity"])
+        parts.append(suite.per_pair(output, batch["target"], batch["identity"]))
+    return {"val/lpips": float(np.concatenate([p["lpips"] for p in parts]).mean()),
+            "val/idsim": float(np.concatenate([p["idsim"] for p in parts]).mean()),
+            "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}

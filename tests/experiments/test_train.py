@@ -76,6 +76,10 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
     for key in ["train/step1/l2", "train/step2/lpips", "train/step2/id", "train/step1/wnorm",
                 "perf/images_per_s", "perf/peak_memory_mb", "val/step2/loss"]:
         assert key in logged, key
+    # the validation metrics on the first test pairs (train.val_metric_pairs=4 in the tiny world)
+    val = [m for m in metrics if "val/idsim" in m]
+    assert [m["step"] for m in val] == [2, 4, 6] and all(m["val/metric_pairs"] == 4 for m in val)
+    assert all(m["val/lpips"] > 0 and -1 <= m["val/idsim"] <= 1 and m["val/fid"] > 0 for m in val)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["provenance"]["git_commit"]
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
