@@ -229,3 +229,12 @@ def make_condition(name: str, out_size: int = 256, lr_size: int = 32, **xdog) ->
     if name == "mask":
         return MaskCondition(out_size)
     return SketchCondition(out_size, **xdog)
+
+
+def contour_to_rgb(contour: torch.Tensor) -> torch.Tensor:
+    """Display a contour: (B, C, H, W) with C = 3 (image), 1 (sketch) or 19 (one-hot) -> (B, 3, H, W)."""
+    if contour.shape[1] == 3:
+        return contour
+    if contour.shape[1] == 1:
+        return contour.expand(-1, 3, -1, -1)
+    return colorize_mask(contour.argmax(1)).to(contour)

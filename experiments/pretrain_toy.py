@@ -34,7 +34,6 @@ schedule), all with ``--threads 1`` on a shared 2-core CPU; ``check`` measures t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -66,8 +65,8 @@ from data.toyfaces import (  # noqa: E402
     split_identities,
 )
 from models.irse import Backbone  # noqa: E402
+from models.weights import PRETRAINED_DIR, sha256_of  # noqa: E402
 
-PRETRAINED_DIR = REPO_ROOT / "models" / "pretrained"
 ONNX_INPUT = 112
 
 
@@ -329,14 +328,6 @@ def fp16_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ArcFaceONNXInput(nn.Module):
     """(B, 3, 112, 112) in [-1, 1] (insightface's recognition input) -> net at its own side -> (B, D)."""
 
@@ -386,7 +377,7 @@ def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
     """Print and return {file name: sha256} for the registry (models/weights.py)."""
     hashes = {}
     for p in paths.values():
-        hashes[p.name] = sha256(p)
+        hashes[p.name] = sha256_of(p)
         print(f"sha256 {hashes[p.name]}  {p}  ({p.stat().st_size} bytes)")
     return hashes
 
@@ -700,7 +691,7 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
-    result: dict = {"files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in shipped}}
+    result: dict = {"files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in shipped}}
     nets = {}
     a, b, _ = pair_photos()
     for name in ARCFACES:

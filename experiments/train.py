@@ -173,9 +173,12 @@ def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecor
     steps, losses = method.validation(val_batch)
     if not accelerator.is_main_process:
         return
+    from data.conditions import contour_to_rgb
+
+    contours = contour_to_rgb(val_batch["contour"])
     rows = []
     for i in range(val_batch["target"].shape[0]):
-        rows.append([method.world.display_contour(val_batch["contour"][i]), val_batch["identity"][i],
+        rows.append([contours[i], val_batch["identity"][i],
                      *[s[i] for s in steps], val_batch["target"][i]])
     grid = image_grid(rows)
     record.save_image("val/grid", grid, step)

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from data.conditions import colorize_mask, condition_channels
+from data.conditions import condition_channels
 
 
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
@@ -93,15 +93,6 @@ class World:
         items = [self.test_set[i] for i in range(min(n, len(self.test_set)))]
         return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
                 else [it[k] for it in items] for k in items[0]}
-
-    def display_contour(self, contour: torch.Tensor) -> torch.Tensor:
-        """A contour (C, H, W) as an RGB image (3, H, W) in [-1, 1] for grids."""
-        if contour.shape[0] == 3:
-            return contour
-        if contour.shape[0] == 1:
-            return contour.expand(3, -1, -1)
-        labels = contour.argmax(0)
-        return colorize_mask(labels[None])[0].to(contour.device)
 
 
 def weights_root(cfg: DictConfig) -> Path | None:

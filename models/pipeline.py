@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from data.align import DEFAULT_MIN_FACE, AlignResult, align_face
+from data.conditions import contour_to_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where a trained toy encoder is looked for by ``load_pipeline("toy")``, in order: one shipped with
@@ -70,17 +71,6 @@ class GenerationResult:
     input_latents: list[torch.Tensor | None]
     contour: torch.Tensor
     identity: torch.Tensor
-
-
-def contour_to_rgb(contour: torch.Tensor) -> torch.Tensor:
-    """Display a contour: (B, C, H, W) with C = 3 (image), 1 (sketch) or 19 (one-hot) -> (B, 3, H, W)."""
-    from data.conditions import colorize_mask
-
-    if contour.shape[1] == 3:
-        return contour
-    if contour.shape[1] == 1:
-        return contour.expand(-1, 3, -1, -1)
-    return colorize_mask(contour.argmax(1)).to(contour)
 
 
 def _split_batch(x, item_dims: int) -> list:

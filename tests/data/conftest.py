@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 IDENTITIES = {  # identity -> (partition, photos, background colour)
@@ -172,11 +171,3 @@ def damaged_celebahq(mini_celebahq, tmp_path_factory) -> DamagedTree:
     small.save(img(converted["small"]), quality=95)
     return DamagedTree(tree, bad, converted)
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors on a shared 2-core machine: thread hand-offs cost 100x the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

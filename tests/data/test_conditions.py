@@ -176,3 +176,15 @@ def test_sketch_condition_prefers_a_given_sketch():
     assert torch.equal(computed, xdog_sketch(lr_downsample(_face(), 32)))
     with pytest.raises(ValueError, match="sketch"):
         cond()
+
+
+def test_contour_to_rgb_for_each_modality():
+    from data.conditions import colorize_mask, contour_to_rgb
+
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert contour_to_rgb(lr) is lr
+    sketch = torch.rand(2, 1, 8, 8)
+    assert torch.equal(contour_to_rgb(sketch), sketch.expand(-1, 3, -1, -1))
+    labels = torch.randint(0, 19, (2, 8, 8))
+    one_hot = torch.nn.functional.one_hot(labels, 19).permute(0, 3, 1, 2).float()
+    assert torch.equal(contour_to_rgb(one_hot), colorize_mask(labels).float())

@@ -17,14 +17,6 @@ insightface = pytest.importorskip("insightface")
 TOM = os.path.join(os.path.dirname(insightface.__file__), "data", "images", "Tom_Hanks_54745.png")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return make_tiny_run(tmp_path_factory.mktemp("generate"))[0]

@@ -16,15 +16,6 @@ CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8, 64: 8}
 N_ITERS = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors on a shared 2-core machine: thread hand-offs cost far more than the arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_tiny_run(root: Path, condition: str = "lr"):
     """A run folder as training leaves it (final/encoder.safetensors + final/config.yaml), built from a
     random 64 px generator with non-zero noise weights and an IDE encoder with perturbed weights.
