@@ -339,7 +339,7 @@ class ToyIdentities:
 
 
 def split_identities(split: str, n_train_identities: int = 2000, photos_per_identity: int = 15,
-                     n_test_identities: int = 300, test_photos_per_identity: int = 2,
+                     n_test_identities: int = 300, test_photos_per_identity: int = 11,
                      seed: int = 0) -> ToyIdentities:
     """The photos of the train or test split (disjoint identities: test ids follow the train ids)."""
     if split == "train":
@@ -364,7 +364,7 @@ class ToyFaces(Dataset):
     def __init__(self, split: str = "train", condition: str = "lr", lr_size: int = 8, input_size: int = 64,
                  pairing: str = "same_identity", seed: int = 0, n_per_contour: int = 10,
                  n_train_identities: int = 2000, photos_per_identity: int = 15, n_test_identities: int = 300,
-                 test_photos_per_identity: int = 2, cache_dir: str | Path | None = None, world_seed: int = 0):
+                 test_photos_per_identity: int = 11, cache_dir: str | Path | None = None, world_seed: int = 0):
         from data.conditions import make_condition
         from data.pairs import TrainPairSampler, load_or_build_manifest
 
@@ -381,9 +381,12 @@ class ToyFaces(Dataset):
         if split == "train":
             self.sampler = TrainPairSampler(items, pairing)
         else:
+            # Photo-major contour order (every identity's first photo, then every second photo, ...),
+            # so a leading subset of the manifest (eval.max_pairs) spans many identities.
+            items.sort(key=lambda item: (self._position[item[0]] % per, self._position[item[0]]))
             path = None
             if cache_dir:
-                name = (f"toy_w{world_seed}_{n_test_identities}x{test_photos_per_identity}"
+                name = (f"toy_w{world_seed}_{n_test_identities}x{test_photos_per_identity}_pm"
                         f"_after{n_train_identities}_{pairing}_n{n_per_contour}_s{seed}.csv")
                 path = Path(cache_dir).expanduser() / name
             self.manifest = load_or_build_manifest(path, items, n_per_contour, pairing, seed)

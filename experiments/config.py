@@ -105,7 +105,7 @@ class DataConfig:
     toy_train_identities: int = 2000
     toy_photos_per_identity: int = 15
     toy_test_identities: int = 300
-    toy_test_photos_per_identity: int = 2
+    toy_test_photos_per_identity: int = 11  # each contour's 10 identity images are the person's other photos
 
 
 @dataclass

@@ -4,6 +4,7 @@
     python experiments/pretrain_toy.py eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
     python experiments/pretrain_toy.py stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
     python experiments/pretrain_toy.py all              # the three above, in order
+    python experiments/pretrain_toy.py encoder [--run DIR]  # ship the toy IDE encoder (load_pipeline("toy"))
     python experiments/pretrain_toy.py check            # quality measurements of the shipped files, as JSON
 
 Every training subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--threads``,
@@ -17,6 +18,10 @@ the toy *train* identities (``data.toyfaces`` identity codes, world seed 0) unde
 each step, with an additive angular margin loss plus an auxiliary regression of the identity code.
 Their ONNX exports take the ArcFace-standard (B, 3, 112, 112) input in [-1, 1] (what
 ``insightface.model_zoo.get_model`` recognises as ``ArcFaceONNX``) and resize it to 64 in the graph.
+
+Encoder: the main job's run (``ablation=input_latent`` on the toy world, trained by
+``experiments/run.py`` unless ``--run`` names a finished run), its ``final/`` exported in fp16 to
+``<out-dir>/toy_ide/`` (``encoder.safetensors`` + ``config.yaml``); it needs the other three first.
 
 StyleGAN2: distilled from the renderer rather than trained adversarially (a GAN needs far more
 images than a CPU budget allows, and the renderer gives the exact target of every z). Fitting
@@ -743,9 +748,36 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     return result
 
 
+def cmd_encoder(args) -> dict:
+    """Ship the toy IDE encoder: train the main job's run (or take ``--run``) and export its ``final/``."""
+    from safetensors.torch import load_file, save_file
+
+    from models.pipeline import TOY_RUN_ARGS
+
+    if args.run:
+        final = Path(args.run) / "final"
+    else:
+        from experiments.config import load_config
+        from experiments.train import train
+
+        final = train(load_config([*TOY_RUN_ARGS, f"seed={args.seed or 0}"])) / "final"
+    if not (final / "encoder.safetensors").is_file():
+        raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
+    out = Path(args.out_dir) / "toy_ide"
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+             for k, v in load_file(str(final / "encoder.safetensors")).items()}
+    tmp = out / "encoder.safetensors.partial"
+    save_file(state, str(tmp), metadata={"format": "pt", "source_run": str(final.parent.name)})
+    os.replace(tmp, out / "encoder.safetensors")
+    (out / "config.yaml").write_text((final / "config.yaml").read_text())
+    return {"name": "toy_ide", "run": str(final.parent), "sha256": print_hashes([out / "encoder.safetensors"])}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("arcface", "eval-arcface", "stylegan2", "all", "check"))
+    p.add_argument("command", choices=("arcface", "eval-arcface", "stylegan2", "all", "check", "encoder"))
+    p.add_argument("--run", default=None, help="encoder: a finished toy run folder to ship instead of training")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -770,6 +802,8 @@ def main(argv=None):
         cmd_arcface(args, "toy_eval_arcface")
     if args.command in ("stylegan2", "all"):
         cmd_stylegan2(args)
+    if args.command == "encoder":
+        print(json.dumps(cmd_encoder(args), indent=1))
     if args.command == "check":
         print(json.dumps(check(Path(args.out_dir), Path(args.work_dir), args.fd_samples, args.inversions,
                                args.inversion_steps, not args.no_generator), indent=1))

@@ -136,3 +136,16 @@ def test_test_manifest_protocol(tmp_path):
     batch = ds.__getitems__([5, 13, 40])  # the DataLoader's batched path gives the same items
     assert all(torch.equal(batch[1][k], item[k]) if torch.is_tensor(item[k]) else batch[1][k] == item[k]
                for k in item)
+
+
+def test_test_contours_are_photo_major_and_identity_images_distinct():
+    """Every identity's first photo comes before any second photo, so a leading subset of the
+    manifest spans identities; with 11 photos per identity a contour's 10 identity images are the
+    person's 10 other photos, each once."""
+    ds = ToyFaces("test", "lr", n_per_contour=10, **{**SMALL, "test_photos_per_identity": 11})
+    contours = list(dict.fromkeys(r.contour for r in ds.manifest.rows))
+    assert [r.contour_identity_id for r in ds.manifest.rows[::10]][:4] == sorted(set(ds.photos.identity.tolist()))
+    assert [c[-2:] for c in contours] == [f"{k:02d}" for k in range(11) for _ in range(4)]
+    for contour in contours:
+        images = [r.identity for r in ds.manifest.rows if r.contour == contour]
+        assert len(set(images)) == 10 and contour not in images
