@@ -32,8 +32,10 @@ synthesis network learns render(z) from w*(z) (multi-scale L1 + image-gradient L
 intermediate skip image).
 
 The shipped files came from ``arcface``, ``eval-arcface``, ``stylegan2`` (1400 steps), then
-``stylegan2 --steps 2400`` (resumed from the 1400-step checkpoint: a warm restart of the cosine
-schedule), all with ``--threads 1`` on a shared 2-core CPU; ``check`` measures them.
+``stylegan2 --steps 2400`` and ``stylegan2 --steps 4000`` (each resumed from the previous checkpoint:
+warm restarts of the cosine schedule), all with ``--threads 1`` on a shared 2-core CPU, then
+``encoder``; ``check`` measures them. The generator is still far from converged: its outputs keep
+the coarse look (face shape, skin, hair, background) but blur the fine parts (eyes, brows, mouth).
 """
 
 from __future__ import annotations

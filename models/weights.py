@@ -69,7 +69,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "pt_inception-2015-12-05-6726825d.pth",
                "pytorch-fid's FID Inception-v3 (TF FID graph weights)", location="torch_hub"),
     WeightSpec("toy_stylegan2", "toy_stylegan2.safetensors",
-               "17fe23bdfe1d1689c2c8b29053749a79b0fdfced7e96652ec7633f1bad34f78d", PRETRAIN_TOY,
+               "08fc15b96c7f171182a716ebba74d78762216fef07498d4d140ffc844f5550a9", PRETRAIN_TOY,
                "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format", location="repo"),
     WeightSpec("toy_arcface", "toy_arcface.safetensors",
                "1b55c02e52b3192dbc9952492307b5f44891831565f6a9dc0c1657b6152974b4", PRETRAIN_TOY,
