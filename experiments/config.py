@@ -115,6 +115,9 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     mixed_precision: str = "no"  # no | fp16 | bf16
+    # torch threads per process on a CPU device: None = as launched (`accelerate launch` pins 1 unless
+    # given --num_cpu_threads_per_process), 0 = this machine's cores / local processes, N = N
+    cpu_threads: int | None = None
     log_every: int = 10
     val_every: int = 1000
     val_batch: int = 4

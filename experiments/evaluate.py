@@ -136,12 +136,14 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     """Evaluate on every process of the current launch; returns results (main process) or {}."""
     from accelerate import Accelerator
 
+    from experiments.train import apply_cpu_threads
     from experiments.world import build_dataset
     from metrics.bootstrap import bootstrap_ci
     from metrics.suite import MetricSuite
 
     mode = wandb_mode(cfg.wandb.mode)
     accelerator = Accelerator(log_with=None if mode == "disabled" else "wandb")
+    apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     device = accelerator.device
     name = (run_dir.name if run_dir else run_name(cfg)) + "-eval"
     out_dir = Path(out_dir or (run_dir / "eval" if run_dir else Path(cfg.output_dir) / name))

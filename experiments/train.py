@@ -41,6 +41,16 @@ def make_accelerator(cfg: DictConfig, run_dir: Path) -> Accelerator:
     )
 
 
+def apply_cpu_threads(setting: int | None, accelerator: Accelerator) -> None:
+    """Set torch's CPU threads per ``train.cpu_threads`` (see the config) when running on the CPU."""
+    if setting is None or accelerator.device.type != "cpu":
+        return
+    import os
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    torch.set_num_threads(setting or max(1, len(os.sched_getaffinity(0)) // local))
+
+
 def per_process_batch(cfg: DictConfig, num_processes: int) -> int:
     denom = num_processes * cfg.train.grad_accum
     if cfg.train.batch_size % denom:
@@ -63,6 +73,7 @@ def train(cfg: DictConfig) -> Path:
 
     run_dir = run_dir_of(cfg)
     accelerator = make_accelerator(cfg, run_dir)
+    apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     set_seed(cfg.seed)
     batch = per_process_batch(cfg, accelerator.num_processes)
     ckpt_root = run_dir / "checkpoints"

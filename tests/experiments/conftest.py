@@ -44,8 +44,8 @@ def tiny_overrides(nets: dict[str, Path], out: Path, **extra) -> list[str]:
         "data.toy_photos_per_identity": 3, "data.toy_test_identities": 3, "data.toy_test_photos_per_identity": 2,
         "data.n_identity_per_contour": 2, "loss.id_network": nets["arc"], "loss.perceptual_network": nets["arc_eval"],
         "train.max_steps": 4, "train.batch_size": 4, "train.log_every": 1, "train.val_every": 2,
-        "train.val_batch": 2, "train.val_metric_pairs": 4, "train.ckpt_every": 2, "eval.at_end": "false",
-        "eval.batch_size": 4,
+        "train.val_batch": 2, "train.val_metric_pairs": 4, "train.ckpt_every": 2, "train.cpu_threads": 1,
+        "eval.at_end": "false", "eval.batch_size": 4,
         "eval.feature_network": nets["arc_eval"], "eval.idsim_model": nets["arc_eval_onnx"],
         "eval.fid_reference_size": 12, "eval.lpips_resolution": 64, "eval.n_boot": 50,
     }

@@ -151,3 +151,28 @@ def test_two_processes_match_one_process_with_same_global_batch(tiny_nets, tmp_p
     # one lr-sized step for the few elements whose gradient is ~0, and into nothing for the rest.
     assert (diffs <= 1e-6).float().mean() >= 0.999, (diffs > 1e-6).sum()
     assert diffs.max() <= 1e-4 * common["train.max_steps"]
+
+
+def test_cpu_threads_setting(monkeypatch):
+    """train.cpu_threads: None keeps the launch's setting, 0 takes the cores per local process, N sets N."""
+    import os
+    from types import SimpleNamespace
+
+    import torch
+
+    from experiments.train import apply_cpu_threads
+
+    before = torch.get_num_threads()
+    cpu = SimpleNamespace(device=torch.device("cpu"), num_processes=1)
+    try:
+        apply_cpu_threads(None, cpu)
+        assert torch.get_num_threads() == before
+        apply_cpu_threads(3, cpu)
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        apply_cpu_threads(0, cpu)
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        apply_cpu_threads(5, SimpleNamespace(device=torch.device("cuda"), num_processes=1))
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))  # GPU runs are left alone
+    finally:
+        torch.set_num_threads(before)
