@@ -773,7 +773,8 @@ def cmd_encoder(args) -> dict:
     save_file(state, str(tmp), metadata={"format": "pt", "source_run": str(final.parent.name)})
     os.replace(tmp, out / "encoder.safetensors")
     (out / "config.yaml").write_text((final / "config.yaml").read_text())
-    return {"name": "toy_ide", "run": str(final.parent), "sha256": print_hashes([out / "encoder.safetensors"])}
+    hashes = print_hashes({"encoder": out / "encoder.safetensors"})
+    return {"name": "toy_ide", "run": str(final.parent), "sha256": hashes}
 
 
 def parse_args(argv=None):

@@ -287,6 +287,10 @@ def toy_checkpoint() -> Path:
     local = Path(cfg.output_dir) / run_name(cfg) / "final"
     for folder in (TOY_SHIPPED, local):
         if (folder / "encoder.safetensors").is_file():
+            if folder == TOY_SHIPPED:
+                from models.weights import verify
+
+                verify("toy_ide")  # the shipped file's sha256
             return folder
     raise CheckpointError(f"no trained toy encoder: none shipped in {TOY_SHIPPED} and no local run at "
                           f"{local}; train one with `{TOY_TRAIN_COMMAND}` (about 10 minutes on a CPU), "

@@ -80,6 +80,12 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
     WeightSpec("toy_eval_arcface", "toy_eval_arcface.safetensors",
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
+    WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
+               "59e0567500eb6badd0111d373fd917087ab475fc9e08750e289dc355ead52bd8",
+               "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
+               "models/pretrained/toy_ide/)",
+               "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
+               location="repo"),
     WeightSpec("toy_eval_arcface_onnx", "toy_eval_arcface.onnx",
                "97ef2939e39d8bbf68f4c9b070f7cc5e0c0d1110fda997549e45df4c03230315", PRETRAIN_TOY,
                "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric", location="repo"),
