@@ -245,19 +245,26 @@ def _run_row(row: dict, device: torch.device, fn) -> dict:
 def train(args) -> dict:
     """One optimiser step of the training loop (every refinement step's forward and backward, Adam), the
     method's own ``train_step`` under an Accelerator with the given mixed precision, on random inputs."""
+    from accelerate.state import AcceleratorState
+
     device = _setup(args)
     iters = args.iters or (10 if device.type == "cuda" else 2)
     results = []
-    for world in args.worlds:
-        networks = frozen_networks(world_config(world, []), device)
-        for name, precision in [(r, p) for r in args.rows for p in args.precisions]:
-            tokens = [ROWS[name]] + ([f"model.n_iters={args.n_iters}"] if args.n_iters and name != "psp" else [])
-            cfg = world_config(world, tokens)
-            batch = args.batch or cfg.train.batch_size
-            row = {"world": world, "row": name, "precision": precision, "batch": batch,
-                   "n_iters": cfg.model.n_iters}
-            results.append(_run_row(row, device, partial(_train_figures, cfg, networks, device, precision, batch,
-                                                         iters, args.warmup)))
+    try:
+        for world in args.worlds:
+            networks = frozen_networks(world_config(world, []), device)
+            for name, precision in [(r, p) for r in args.rows for p in args.precisions]:
+                tokens = [ROWS[name]] + ([f"model.n_iters={args.n_iters}"] if args.n_iters and name != "psp" else [])
+                cfg = world_config(world, tokens)
+                batch = args.batch or cfg.train.batch_size
+                row = {"world": world, "row": name, "precision": precision, "batch": batch,
+                       "n_iters": cfg.model.n_iters}
+                results.append(_run_row(row, device, partial(_train_figures, cfg, networks, device, precision,
+                                                             batch, iters, args.warmup)))
+    finally:
+        # the Accelerator state is a process singleton: leave none behind (its mixed precision would pin
+        # every later Accelerator of this process, e.g. when the benchmark runs inside a test session)
+        AcceleratorState._reset_state(reset_partial_state=True)
     return {"benchmark": "train", "iters": iters, **environment(device), "results": results}
 
 

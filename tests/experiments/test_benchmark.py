@@ -65,3 +65,12 @@ def test_random_weight_world_networks():
     batch = benchmark.synthetic_batch(cfg, 2, torch.device("cpu"))
     assert batch["contour"].shape == (2, 3, 256, 256) and batch["target"].shape == (2, 3, 256, 256)
     assert perceptual(batch["identity"], batch["identity"]).abs().max() < 1e-6
+
+
+def test_train_benchmark_leaves_no_accelerator_state(capsys):
+    """A bf16 benchmark row must not pin the mixed precision of later Accelerators in the process."""
+    from accelerate import Accelerator
+
+    run(["train", "--worlds", "toy", "--rows", "psp", "--precisions", "bf16", "--batch", "1", "--iters", "1",
+         "--warmup", "0"], capsys)
+    assert Accelerator(cpu=True).mixed_precision == "no"
