@@ -314,8 +314,6 @@ def _train_figures(cfg, networks, device, precision: str, batch: int, iters: int
 def pulse_vs_encoder(args) -> dict:
     """Both on the same device and generator, from the same contour (LR) and identity batch; the
     encoder in inference mode (no grad), PULSE with its identity loss (the modified PULSE of Table 1)."""
-    from dataclasses import fields
-
     from data.conditions import condition_channels
     from losses.identity import PSP_CROP, IdentityLoss
     from models.build import build_model
@@ -328,10 +326,8 @@ def pulse_vs_encoder(args) -> dict:
         generator, latent_avg, arcface, _ = frozen_networks(cfg, device)
         model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
                             input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device).eval()
-        known = {f.name for f in fields(PulseConfig)}
-        pulse_cfg = PulseConfig(**{k: v for k, v in cfg.pulse.items() if k in known})
-        configured_steps = pulse_cfg.steps
-        pulse_cfg.steps = args.pulse_steps or configured_steps
+        configured_steps = cfg.pulse.steps
+        pulse_cfg = PulseConfig.from_section(cfg.pulse, steps=args.pulse_steps or configured_steps)
         mean, std = fit_gaussian(generator, args.gaussian_fit_samples)
         pulse = Pulse(generator, mean, std, IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP),
                       pulse_cfg, lr_size=cfg.data.lr_size).to(device)

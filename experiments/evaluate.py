@@ -58,16 +58,18 @@ def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
     return cfg, run_dir
 
 
+def _contour_end(contours: list[str], start: int, size: int) -> int:
+    """End of the range from ``start`` holding at least ``size`` pairs (or the rest), whole contours only."""
+    end = min(start + max(size, 1), len(contours))
+    while end < len(contours) and contours[end] == contours[end - 1]:
+        end += 1
+    return end
+
+
 def select_pairs(contours: list[str], max_pairs: int | None) -> int:
     """How many leading manifest pairs to evaluate: at least ``max_pairs``, whole contours only
     (``contours`` is the manifest's contour key per pair, grouped)."""
-    n = len(contours)
-    if max_pairs is None or max_pairs >= n:
-        return n
-    end = max(max_pairs, 1)
-    while end < n and contours[end] == contours[end - 1]:
-        end += 1
-    return end
+    return len(contours) if max_pairs is None else _contour_end(contours, 0, max_pairs)
 
 
 def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
@@ -76,9 +78,8 @@ def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
     the FID jackknife's blocks of chunks are independent."""
     chunks, start = [], 0
     while start < len(contours):
-        stop = start + select_pairs(contours[start:], size)
-        chunks.append((start, stop))
-        start = stop
+        chunks.append((start, _contour_end(contours, start, size)))
+        start = chunks[-1][1]
     return chunks
 
 

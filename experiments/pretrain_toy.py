@@ -329,9 +329,10 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
     return net, {"report": report, "losses": losses}
 
 
-def fp16_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with floating tensors in fp16 (counters stay int64), contiguous for safetensors."""
-    state = module.state_dict()
+def fp16_state(module_or_state: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict (of a module, or given) with floating tensors in fp16 (counters stay int64),
+    contiguous for safetensors."""
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
@@ -767,8 +768,7 @@ def cmd_encoder(args) -> dict:
         raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
     out = Path(args.out_dir) / "toy_ide"
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous()
-             for k, v in load_file(str(final / "encoder.safetensors")).items()}
+    state = fp16_state(load_file(str(final / "encoder.safetensors")))
     tmp = out / "encoder.safetensors.partial"
     save_file(state, str(tmp), metadata={"format": "pt", "source_run": str(final.parent.name)})
     os.replace(tmp, out / "encoder.safetensors")

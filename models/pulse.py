@@ -81,6 +81,12 @@ class PulseConfig:
     gaussian_fit_samples: int = 1_000_000
     seed: int | None = 0  # initial z and noise; None = torch's global RNG
 
+    @classmethod
+    def from_section(cls, section, **overrides) -> PulseConfig:
+        """From the run config's ``pulse`` section (a mapping; keys that are not fields are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in section.items() if k in known}, **overrides})
+
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown PULSE schedule {self.schedule!r}; use one of {sorted(SCHEDULES)}")
@@ -312,8 +318,7 @@ def build_pulse(cfg, device: torch.device) -> Pulse:
     if cfg.data.condition != "lr":
         raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not "
                          f"'{cfg.data.condition}'")
-    known = {f.name for f in fields(PulseConfig)}
-    config = PulseConfig(**{"seed": cfg.seed, **{k: v for k, v in cfg.pulse.items() if k in known}})
+    config = PulseConfig.from_section(cfg.pulse)
     generator, _ = load_frozen_generator(cfg, device)
     weights_dir = resolve_path(cfg.generator.weights, cfg.weights_root).parent
     mean, std = gaussian_fit(generator, config.gaussian_fit_samples, seed=0, cache_dir=weights_dir)

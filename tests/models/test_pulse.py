@@ -252,3 +252,10 @@ def test_toy_world_pulse_matches_lr_and_identity_weight_raises_idsim(tmp_path):
         target = evaluator.embed(identity)
         sim_plain, sim_id = ((evaluator.embed(r.image) * target).sum(1).mean() for r in (plain, with_id))
     assert sim_id > sim_plain + 0.05
+
+
+def test_pulse_config_from_section_ignores_other_keys_and_takes_overrides():
+    config = PulseConfig.from_section({"steps": 7, "lr": 0.1, "not_a_field": 1}, steps=3)
+    assert (config.steps, config.lr, config.schedule) == (3, 0.1, PulseConfig().schedule)
+    with pytest.raises(ValueError, match="schedule"):
+        PulseConfig.from_section({"schedule": "nope"})
