@@ -167,12 +167,13 @@ def test_cpu_threads_setting(monkeypatch):
     try:
         apply_cpu_threads(None, cpu)
         assert torch.get_num_threads() == before
-        apply_cpu_threads(3, cpu)
-        assert torch.get_num_threads() == 3
+        cores = len(os.sched_getaffinity(0))
+        apply_cpu_threads(cores + 1, cpu)  # a count that differs from both the start and the auto value
+        assert torch.get_num_threads() == cores + 1
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
         apply_cpu_threads(0, cpu)
-        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
-        apply_cpu_threads(5, SimpleNamespace(device=torch.device("cuda"), num_processes=1))
-        assert torch.get_num_threads() == len(os.sched_getaffinity(0))  # GPU runs are left alone
+        assert torch.get_num_threads() == cores
+        apply_cpu_threads(cores + 1, SimpleNamespace(device=torch.device("cuda"), num_processes=1))
+        assert torch.get_num_threads() == cores  # GPU runs are left alone
     finally:
         torch.set_num_threads(before)
