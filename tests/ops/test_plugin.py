@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -96,9 +95,9 @@ def test_build_lock_times_out_and_is_released_by_a_dead_holder(tmp_path, monkeyp
     finally:
         holder.kill()
         holder.wait()
-    start = time.monotonic()
+    monkeypatch.setenv("IDEFACE_OPS_LOCK_TIMEOUT", "0")  # a lock still held would raise at the first poll
     with plugin._exclusive(lock):  # the kernel dropped the dead process's lock
-        assert time.monotonic() - start < 1.0
+        pass
 
 
 def _can_compile():
@@ -123,7 +122,8 @@ def test_plugin_compiles_and_is_cached(tmp_path):
     name = Path(path).stem
     assert has_ops == "True" and name.startswith("ideface_ops_")
     assert not list((tmp_path / "c").glob(".tmp-*"))  # the build folder was renamed into place
+    built = tmp_path / "c" / name / f"{name}.so"
+    stamp = built.stat().st_mtime_ns
     second = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
-    cached, _, seconds = second.stdout.split()
-    assert Path(cached) == tmp_path / "c" / name / f"{name}.so" and float(seconds) < 60  # loaded, not rebuilt
+    assert Path(second.stdout.split()[0]) == built and built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
