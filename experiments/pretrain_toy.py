@@ -8,10 +8,13 @@
     python experiments/pretrain_toy.py check            # quality measurements of the shipped files, as JSON
 
 Every training subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--threads``,
-``--work-dir`` (checkpoints, sample grids and the W&B run; training resumes from
-``<work-dir>/<name>/ckpt.pt``) and ``--out-dir`` (the exported fp16 safetensors / ONNX files, default
-``models/pretrained``). W&B runs offline unless ``WANDB_MODE`` says otherwise. The sha256 of each
-exported file is printed for ``models/weights.py``.
+``--device`` (``auto``: CUDA when available; the renderer runs on the device too, and the random codes
+are drawn on the CPU, so a device changes the speed, not the data), ``--work-dir`` (checkpoints, sample
+grids and the W&B run; training resumes from ``<work-dir>/<name>/ckpt.pt``, also on another device)
+and ``--out-dir`` (the exported fp16 safetensors / ONNX files, default ``models/pretrained``). W&B runs
+offline unless ``WANDB_MODE`` says otherwise. The sha256 of each exported file is printed for
+``models/weights.py``. ``stylegan2`` also takes ``--perceptual-weight`` and ``--adversarial-weight``
+(both 0 by default; see GeneratorConfig).
 
 ArcFaces: IR-SE backbones working on the 64x64 image itself (``Backbone(input_size=64)``), trained on
 the toy *train* identities (``data.toyfaces`` identity codes, world seed 0) under fresh nuisance draws
@@ -46,7 +49,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -145,11 +148,16 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def arcface_batch(ident: torch.Tensor, batch_size: int, gen: torch.Generator, size: int):
-    """Fresh photos of random train identities: ((B, 3, size, size) in [-1, 1], labels (B,))."""
+def arcface_batch(ident: torch.Tensor, batch_size: int, gen: torch.Generator, size: int,
+                  device: str | torch.device = "cpu"):
+    """Fresh photos of random train identities: ((B, 3, size, size) in [-1, 1], labels (B,)) on ``device``.
+
+    The codes are drawn on the CPU (``gen``), so every device trains on the same photos; the renderer
+    runs where the codes are."""
     labels = torch.randint(0, ident.shape[0], (batch_size,), generator=gen)
     nuisance = torch.randn(batch_size, N_NUISANCE, generator=gen)
-    return render_gaussian(torch.cat([ident[labels], nuisance], 1), size).image, labels
+    codes = torch.cat([ident[labels], nuisance], 1).to(device)
+    return render_gaussian(codes, size).image, labels.to(device)
 
 
 def cosine_lr(step: int, steps: int, base: float, warmup: int = 50) -> float:
@@ -183,7 +191,8 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 200) -> torch.
     """(N, 3, S, S) in [-1, 1] -> (N, D) unit embeddings with ``net`` in eval mode."""
     was = net.training
     net.eval()
-    out = torch.cat([net(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    device = next(net.parameters()).device
+    out = torch.cat([net(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
     net.train(was)
     return out
 
@@ -263,9 +272,10 @@ def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0,
     return report
 
 
-def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
-                  stop_at: int | None = None) -> tuple[Backbone, dict]:
-    """Train (or resume) one toy ArcFace; returns the network (eval mode) and {"report", "losses"}.
+def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None,
+                  device: str | torch.device = "cpu") -> tuple[Backbone, dict]:
+    """Train (or resume) one toy ArcFace on ``device``; returns the network (eval mode, on the CPU) and
+    {"report", "losses"}.
 
     ``stop_at``: leave after that step with a checkpoint (a budgeted session; resume later). The
     report (``identity_report``) is computed when training is complete, else it is empty.
@@ -275,6 +285,8 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
     torch.manual_seed(cfg.seed)
     net, head = build_arcface(cfg), ArcMarginHead(cfg.embedding_dim, cfg.n_identities, cfg.scale)
     code_head = nn.Linear(cfg.embedding_dim, N_IDENTITY)
+    for module in (net, head, code_head):
+        module.to(device)
     params = [*net.parameters(), *head.parameters(), *code_head.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt_path = run_dir / "ckpt.pt"
@@ -287,19 +299,21 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
     ident = identity_codes(cfg.n_identities, cfg.data_seed, stream=0)
+    ident_on_device = ident.to(device)
     run = start_wandb(cfg.name, asdict(cfg), run_dir)
     net.train()
     end = min(cfg.steps, stop_at or cfg.steps)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
     for step in bar:
-        images, labels = arcface_batch(ident, cfg.batch_size, step_generator(cfg.seed, step), cfg.image_size)
+        images, labels = arcface_batch(ident, cfg.batch_size, step_generator(cfg.seed, step), cfg.image_size,
+                                       device)
         lr = cosine_lr(step, cfg.steps, cfg.lr)
         for group in opt.param_groups:
             group["lr"] = lr
         margin = cfg.margin * min(1.0, step / max(cfg.margin_warmup * cfg.steps, 1))
         emb = net(images)
         logits = head(emb, labels, margin)
-        code_loss = F.mse_loss(code_head(emb), ident[labels])
+        code_loss = F.mse_loss(code_head(emb), ident_on_device[labels])
         loss = F.cross_entropy(logits, labels) + cfg.code_weight * code_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -325,8 +339,7 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True,
     if run is not None:
         run.summary.update({f"final/{k}": v for k, v in report.items()})
         run.finish()
-    net.eval()
-    return net, {"report": report, "losses": losses}
+    return net.cpu().eval(), {"report": report, "losses": losses}
 
 
 def fp16_state(module_or_state: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -390,16 +403,34 @@ def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
     return hashes
 
 
-def cli_overrides(args) -> dict:
-    """The config fields given on the command line (--steps, --batch-size, --seed)."""
-    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
-    return {k: v for k, v in given.items() if v is not None}
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; otherwise the named device, which must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: this torch sees no CUDA device (use --device cpu)")
+    return device
+
+
+def cli_overrides(args, config_cls) -> dict:
+    """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --seed,
+    --adversarial-weight). An option the network does not have is an error, except under ``all``."""
+    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+             "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight}
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
+    if unknown and args.command != "all":
+        options = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise SystemExit(f"{options}: not an option of `pretrain_toy.py {args.command}`")
+    return {k: v for k, v in given.items() if k not in unknown}
 
 
 def cmd_arcface(args, name: str) -> dict:
-    cfg = ArcFaceConfig(**{**asdict(ARCFACES[name]), **cli_overrides(args)})
+    cfg = ArcFaceConfig(**{**asdict(ARCFACES[name]), **cli_overrides(args, ArcFaceConfig)})
     t0 = time.time()
-    net, out = train_arcface(cfg, Path(args.work_dir), progress=not args.no_progress)
+    net, out = train_arcface(cfg, Path(args.work_dir), progress=not args.no_progress,
+                             device=resolve_device(args.device))
     paths = export_arcface(net, cfg.name, Path(args.out_dir))
     result = {"name": cfg.name, "train_seconds": time.time() - t0, **out["report"],
               "sha256": print_hashes(paths)}
@@ -425,6 +456,16 @@ class GeneratorConfig:
     mapping_steps: int = 4000
     mapping_batch_size: int = 512
     mapping_lr: float = 15.0  # x the lr_mul 0.01 of the mapping layers (their stored weights are 100x)
+    # Adversarial sharpening (0 = pure distillation): a regression on deterministic targets still settles
+    # on blurred parts while it is underfit; a non-saturating GAN term (our Discriminator, lazy R1) on top
+    # of the L1 anchor pushes eyes, brows and mouth to be drawn, as pix2pix's GAN + L1.
+    adversarial_weight: float = 0.0
+    # Feature matching on the toy ID-loss ArcFace's stages (0 = off): weights the parts that identity lives in.
+    perceptual_weight: float = 0.0
+    perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (losses.identity.load_arcface)
+    d_lr: float = 2e-3
+    r1_gamma: float = 0.1
+    r1_every: int = 16
     ckpt_every: int = 100
     sample_every: int = 200
 
@@ -452,10 +493,47 @@ def target_styles(z: torch.Tensor, cfg: GeneratorConfig) -> torch.Tensor:
     a well-posed regression that a CPU budget can fit, while fitting G([z]) end to end is far slower.
     """
     feats = factor_features(z)
-    proj = torch.randn(feats.shape[1], cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    proj = torch.randn(feats.shape[1], cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(z.device)
     pre = feats @ (proj * cfg.embedding_scale / math.sqrt(feats.shape[1]))
     # the mapping's last layer ends in a scaled leaky ReLU: give w* the same form so it can be matched
     return F.leaky_relu(pre, 0.2) * math.sqrt(2.0)
+
+
+def build_discriminator(cfg: GeneratorConfig):
+    """Our StyleGAN2 Discriminator with the generator's channel layout: (B, 3, size, size) -> (B, 1)."""
+    from models.stylegan2 import Discriminator
+
+    return Discriminator(cfg.size, channels=dict(cfg.channels))
+
+
+def discriminator_step(d, d_opt, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float,
+                       r1_interval: int) -> dict:
+    """One non-saturating logistic D update on real / fake (B, 3, S, S) in [-1, 1]. With ``r1_interval``
+    > 0 the lazy R1 penalty gamma / 2 * |dD(real)/dreal|^2, times the interval (StyleGAN2's lazy
+    regularisation), is added. Returns the logs."""
+    r1 = r1_interval > 0
+    real = real.detach().requires_grad_(r1)
+    real_logit, fake_logit = d(real), d(fake.detach())
+    loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+    log = {"d_loss": loss.item(), "d_real": real_logit.mean().item(), "d_fake": fake_logit.mean().item()}
+    if r1:
+        (grad,) = torch.autograd.grad(real_logit.sum(), real, create_graph=True)
+        penalty = grad.pow(2).flatten(1).sum(1).mean()
+        loss = loss + r1_gamma / 2 * penalty * r1_interval
+        log["r1"] = penalty.item()
+    d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    d_opt.step()
+    return log
+
+
+def feature_matching_loss(net, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """LPIPS-like distance on ``net``'s stage features of (B, 3, S, S) images in [-1, 1]: per stage, the
+    squared distance of channel-normalised feature vectors averaged over positions, summed over stages."""
+    with torch.no_grad():
+        targets = net.stage_features(real)
+    return sum((F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(1).mean()
+               for a, b in zip(net.stage_features(fake), targets))
 
 
 def skip_images(g, w: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -508,9 +586,11 @@ def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_
     return loss
 
 
-def generator_batch(cfg: GeneratorConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1])."""
-    z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen)
+def generator_batch(cfg: GeneratorConfig, gen: torch.Generator,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1]) on
+    ``device`` (z drawn on the CPU, as in ``arcface_batch``)."""
+    z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen).to(device)
     return z, render_gaussian(z, cfg.size).image
 
 
@@ -520,7 +600,7 @@ def sample_grid(generator, z: torch.Tensor, path: Path, size: int) -> None:
 
     with torch.no_grad():
         fake, _ = generator([z], randomize_noise=False)
-    grid = torch.cat([render_gaussian(z, size).image, fake.clamp(-1, 1)])
+    grid = torch.cat([render_gaussian(z, size).image, fake.clamp(-1, 1)]).cpu()
     torchvision.utils.save_image((grid + 1) / 2, str(path), nrow=len(z))
 
 
@@ -531,6 +611,7 @@ def fit_mapping(g, cfg: GeneratorConfig, progress: bool = True) -> float:
     bar = tqdm(range(cfg.mapping_steps), desc=f"{cfg.name} mapping", disable=not progress)
     for step in bar:
         z = torch.randn(cfg.mapping_batch_size, cfg.style_dim, generator=step_generator(cfg.seed + 1, step))
+        z = z.to(next(g.style.parameters()).device)
         target = target_styles(z, cfg)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.mapping_steps, cfg.mapping_lr)
@@ -543,20 +624,28 @@ def fit_mapping(g, cfg: GeneratorConfig, progress: bool = True) -> float:
     return rel
 
 
-def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None):
+def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None,
+                    device: str | torch.device = "cpu"):
     """Distil the renderer into the toy StyleGAN2 so that G([z]) ~ render(factors_from_gaussian(z)).
 
     Two regressions through the fixed target styles w*(z) (``target_styles``): the mapping network onto
     w* (``fit_mapping``, first, cheap), and the synthesis network from w* to the rendered image
-    (``synthesis_loss``, ``steps`` steps). Returns (generator in eval mode, latent_avg (style_dim,),
-    synthesis losses); ``stop_at`` as in train_arcface (counts synthesis steps).
+    (``synthesis_loss``, ``steps`` steps), on ``device``. Returns (generator in eval mode on the CPU,
+    latent_avg (style_dim,), losses); ``stop_at`` as in train_arcface (counts synthesis steps).
     """
     run_dir = work_dir / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    g = build_generator(cfg)
+    g = build_generator(cfg).to(device)
     synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
     opt = torch.optim.Adam(synthesis, lr=cfg.lr, betas=(0.9, 0.99))
+    d = build_discriminator(cfg).to(device) if cfg.adversarial_weight > 0 else None
+    perceptual = None
+    if cfg.perceptual_weight > 0:
+        from losses.identity import load_arcface
+
+        perceptual = load_arcface(cfg.perceptual_net).to(device)
+    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99)) if d is not None else None
     ckpt_path = run_dir / "ckpt.pt"
     start, losses, mapping_error = 0, [], None
     state = load_checkpoint(ckpt_path)
@@ -564,40 +653,57 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
         g.load_state_dict(state["g"])
         opt.load_state_dict(state["opt"])
         start, mapping_error = int(state["step"]), float(state["mapping_rel_mse"])
+        # a distillation checkpoint continued with the adversarial term starts a fresh discriminator
+        if d is not None and "d" in state:
+            d.load_state_dict(state["d"])
+            d_opt.load_state_dict(state["d_opt"])
     run = start_wandb(cfg.name, asdict(cfg), run_dir)
     if mapping_error is None:
         mapping_error = fit_mapping(g, cfg, progress)
         tqdm.write(f"[{cfg.name}] mapping fitted: relative MSE {mapping_error:.4f}")
     if run is not None:
         run.summary["mapping_rel_mse"] = mapping_error
-    fixed_z = torch.randn(8, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed))
+    fixed_z = torch.randn(8, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     g.train()
     end = min(cfg.steps, stop_at or cfg.steps)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
     for step in bar:
-        z, real = generator_batch(cfg, step_generator(cfg.seed, step))
+        z, real = generator_batch(cfg, step_generator(cfg.seed, step), device)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         skips = skip_images(g, target_styles(z, cfg))
         loss = synthesis_loss(skips, real, cfg.gradient_weight)
+        log = {"loss": loss.item(), "psnr": psnr(skips[cfg.size].detach(), real).mean().item()}
+        if perceptual is not None:
+            feature_loss = feature_matching_loss(perceptual, skips[cfg.size], real)
+            loss = loss + cfg.perceptual_weight * feature_loss
+            log["feature_loss"] = feature_loss.item()
+        if d is not None:
+            log.update(discriminator_step(d, d_opt, real, skips[cfg.size], cfg.r1_gamma,
+                                          cfg.r1_every if step % cfg.r1_every == 0 else 0))
+            d.requires_grad_(False)
+            g_adv = F.softplus(-d(skips[cfg.size])).mean()
+            d.requires_grad_(True)
+            loss = loss + cfg.adversarial_weight * g_adv
+            log["g_adv"] = g_adv.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{log['loss']:.4f}", psnr=f"{log['psnr']:.2f}")
         done = step + 1
-        log = {"loss": loss.item(), "psnr": psnr(skips[cfg.size].detach(), real).mean().item()}
         if done % cfg.sample_every == 0 or done == cfg.steps:
             sample_grid(g, fixed_z, run_dir / f"samples_{done:06d}.png", cfg.size)
             tqdm.write(f"[{cfg.name}] step {done}: loss {loss.item():.4f} psnr {log['psnr']:.2f}")
         if run is not None:
             run.log(log, step=done)
         if done % cfg.ckpt_every == 0 or done == end:
+            adversary = {"d": d.state_dict(), "d_opt": d_opt.state_dict()} if d is not None else {}
             save_atomic({"g": g.state_dict(), "opt": opt.state_dict(), "step": done,
-                         "mapping_rel_mse": mapping_error}, ckpt_path)
+                         "mapping_rel_mse": mapping_error, **adversary}, ckpt_path)
     if run is not None:
         run.finish()
-    g.eval()
+    g = g.cpu().eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         latent_avg = g.mean_latent(10_000)[0]
@@ -625,9 +731,10 @@ def export_generator(g, latent_avg: torch.Tensor, name: str, out_dir: Path) -> d
 
 
 def cmd_stylegan2(args) -> dict:
-    cfg = GeneratorConfig(**{**asdict(GeneratorConfig()), **cli_overrides(args)})
+    cfg = GeneratorConfig(**{**asdict(GeneratorConfig()), **cli_overrides(args, GeneratorConfig)})
     t0 = time.time()
-    g, latent_avg, losses = train_generator(cfg, Path(args.work_dir), progress=not args.no_progress)
+    g, latent_avg, losses = train_generator(cfg, Path(args.work_dir), progress=not args.no_progress,
+                                            device=resolve_device(args.device))
     paths = export_generator(g, latent_avg, cfg.name, Path(args.out_dir))
     result = {"name": cfg.name, "train_seconds": time.time() - t0,
               "final_loss": losses[-1] if losses else None, "sha256": print_hashes(paths)}
@@ -784,6 +891,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--perceptual-weight", type=float, default=None,
+                   help="stylegan2: weight of the ArcFace feature-matching term (default 0: off)")
+    p.add_argument("--adversarial-weight", type=float, default=None,
+                   help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)")
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
     p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
     p.add_argument("--no-progress", action="store_true")
@@ -791,6 +902,8 @@ def parse_args(argv=None):
     p.add_argument("--inversions", type=int, default=16, help="check: test photos inverted")
     p.add_argument("--no-generator", action="store_true", help="check: the ArcFaces only")
     p.add_argument("--inversion-steps", type=int, default=200, help="check: optimisation steps per inversion")
+    p.add_argument("--device", default="auto",
+                   help="training device: auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy shared CPU)")
     return p.parse_args(argv)
 

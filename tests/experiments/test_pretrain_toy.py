@@ -120,3 +120,77 @@ def test_distillation_loss_and_psnr():
     assert P.distillation_loss(shifted, x) > P.distillation_loss(x * 0.99, x)
     assert torch.isclose(P.psnr(x - 0.02, x), torch.tensor(10 * np.log10(4 / 0.02**2), dtype=torch.float32),
                          atol=0.2).all()
+
+
+def test_discriminator_step_separates_real_from_fake_and_adds_lazy_r1():
+    torch.manual_seed(0)
+    d = P.build_discriminator(TINY_G)
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    _, real = P.generator_batch(replace(TINY_G, batch_size=8), torch.Generator().manual_seed(1))
+    fake = F.avg_pool2d(real, 3, 1, 1)  # blurred reals: what an underfit distillation draws
+    logs = [P.discriminator_step(d, opt, real, fake, r1_gamma=0.1, r1_interval=0) for _ in range(30)]
+    assert logs[-1]["d_loss"] < logs[0]["d_loss"] and logs[-1]["d_real"] > logs[-1]["d_fake"]
+    assert "r1" not in logs[-1]
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    with_r1 = P.discriminator_step(d, opt, real, fake, r1_gamma=0.1, r1_interval=4)
+    assert with_r1["r1"] > 0 and any(not torch.equal(before[k], v) for k, v in d.state_dict().items())
+
+
+@pytest.mark.slow
+def test_adversarial_distillation_checkpoints_the_discriminator_and_resumes_exactly(tmp_path):
+    cfg = replace(TINY_G, adversarial_weight=0.05, r1_every=2, perceptual_weight=0.1)
+    straight, _, losses = P.train_generator(cfg, tmp_path / "a", progress=False)
+    state = torch.load(tmp_path / "a" / cfg.name / "ckpt.pt", weights_only=True)
+    assert {"d", "d_opt"} <= set(state) and state["step"] == cfg.steps
+    P.train_generator(cfg, tmp_path / "b", progress=False, stop_at=4)
+    resumed, _, more = P.train_generator(cfg, tmp_path / "b", progress=False)
+    assert len(more) == 4 and np.allclose(losses[4:], more, atol=1e-4)
+    for (k, v), u in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(v, u, atol=1e-5), k
+    # the same schedule without the two terms draws something else: they are in the update
+    plain, _, _ = P.train_generator(TINY_G, tmp_path / "c", progress=False)
+    assert not torch.allclose(plain.to_rgbs[-1].conv.weight, straight.to_rgbs[-1].conv.weight)
+
+
+def test_cli_overrides_reject_options_a_network_does_not_have():
+    args = P.parse_args(["arcface", "--adversarial-weight", "0.1"])
+    with pytest.raises(SystemExit, match="--adversarial-weight"):
+        P.cli_overrides(args, P.ArcFaceConfig)
+    assert P.cli_overrides(P.parse_args(["all", "--adversarial-weight", "0.1", "--steps", "5"]),
+                           P.ArcFaceConfig) == {"steps": 5}
+    assert P.cli_overrides(P.parse_args(["stylegan2", "--adversarial-weight", "0.1"]),
+                           P.GeneratorConfig) == {"adversarial_weight": 0.1}
+
+
+def test_resolve_device():
+    assert P.resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert P.resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            P.resolve_device("cuda")
+
+
+@pytest.mark.cuda
+def test_generator_and_arcface_train_on_cuda_like_on_cpu(tmp_path):
+    """Same codes on either device (drawn on the CPU), so a few steps land on nearly the same weights."""
+    cfg = replace(TINY_G, steps=4, mapping_steps=10, perceptual_weight=0.0)
+    on_cpu, _, cpu_losses = P.train_generator(cfg, tmp_path / "cpu", progress=False)
+    on_gpu, _, gpu_losses = P.train_generator(cfg, tmp_path / "gpu", progress=False, device="cuda")
+    assert next(on_gpu.parameters()).device.type == "cpu"  # handed back on the CPU, ready to export
+    assert np.allclose(cpu_losses, gpu_losses, rtol=1e-2)
+    arc = replace(TINY_ARC, steps=4)
+    _, cpu_out = P.train_arcface(arc, tmp_path / "cpu", progress=False)
+    _, gpu_out = P.train_arcface(arc, tmp_path / "gpu", progress=False, device="cuda")
+    assert np.allclose(cpu_out["losses"], gpu_out["losses"], rtol=1e-2)
+
+
+def test_feature_matching_loss_grows_with_blur_on_the_shipped_arcface():
+    from losses.identity import load_arcface
+
+    net = load_arcface("toy_arcface")
+    _, real = P.generator_batch(replace(P.GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
+    assert P.feature_matching_loss(net, real, real).item() == pytest.approx(0.0, abs=1e-6)
+    blurred = [F.avg_pool2d(real, k, 1, k // 2) for k in (3, 5, 7)]
+    losses = [P.feature_matching_loss(net, b, real).item() for b in blurred]
+    assert losses[0] > 0 and losses == sorted(losses)
