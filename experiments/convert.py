@@ -38,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from models.stylegan2 import Generator, make_kernel  # noqa: E402
+from models.weights import load_torch_file  # noqa: E402
 
 
 def nvlabs_config(state_dict) -> dict:
@@ -134,7 +135,7 @@ def max_pixel_difference(source, generator: Generator, n: int = 4, seed: int = 0
 def load_source(path: Path, trust_pickle: bool, nvlabs_repo: str | None):
     """(state dict, runnable NVlabs generator or None) from a .pkl (trusted) or a state-dict .pt."""
     if path.suffix != ".pkl":
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path)
         return state.get("G_ema", state), None
     if not trust_pickle:
         raise SystemExit(f"refusing to unpickle {path}: a pickle runs arbitrary code when loaded (NVlabs "

@@ -75,7 +75,7 @@ from data.toyfaces import (  # noqa: E402
     split_identities,
 )
 from models.irse import Backbone  # noqa: E402
-from models.weights import PRETRAINED_DIR, sha256_of  # noqa: E402
+from models.weights import PRETRAINED_DIR, load_torch_file, sha256_of  # noqa: E402
 
 ONNX_INPUT = 112
 
@@ -175,7 +175,7 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict | None:
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    return load_torch_file(path) if path.exists() else None
 
 
 def start_wandb(name: str, config: dict, work_dir: Path):

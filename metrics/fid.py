@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from metrics.frechet import frechet_distance
-from models.weights import resolve
+from models.weights import load_torch_file, resolve
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -247,7 +247,7 @@ def _pytorch_fid_weights_from(path: Path):
     import pytorch_fid.inception as fid_inception
 
     def load_local(url, *args, **kwargs):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
 
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = load_local

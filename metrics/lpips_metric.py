@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import resolve
+from models.weights import load_torch_file, resolve
 
 
 class _FeatureLevels(nn.Module):
@@ -66,7 +66,7 @@ def make_lpips(backbone: str = "alex", toy_network: nn.Module | None = None, wei
     if backbone == "alex":
         path = weights if weights is not None else resolve("lpips_alex", root=weights_root)
         model = lpips_random_trunk(learned=True)
-        _load_alexnet_trunk(model.net, torch.load(path, map_location="cpu", weights_only=True))
+        _load_alexnet_trunk(model.net, load_torch_file(path))
     elif backbone == "toy":
         if toy_network is None:
             raise ValueError("backbone='toy' needs toy_network (e.g. the toy eval ArcFace IR-SE)")

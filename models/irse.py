@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.weights import load_torch_file
+
 STAGE_UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 STAGE_CHANNELS = (64, 128, 256, 512)
 MODES = ("ir", "ir_se")
@@ -33,7 +35,7 @@ def load_checkpoint(path_or_dict: str | Path | dict) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch_file(path)
 
 
 def stage_config(

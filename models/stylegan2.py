@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.weights import load_torch_file
 from ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 
 
@@ -367,7 +368,7 @@ def _read_checkpoint(path_or_state) -> dict:
         if "latent_avg" in flat:
             ckpt["latent_avg"] = flat["latent_avg"]
         return ckpt
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch_file(path)
 
 
 def load_generator(path_or_state, size, n_mean_latent=10_000, **kwargs):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,36 @@ def expected_path(name: str, root=None) -> Path:
 
         return Path(torch.hub.get_dir()) / "checkpoints" / s.filename
     return weights_root(root) / s.filename
+
+
+class UnsafeCheckpointError(ValueError):
+    """A torch file holds objects that ``torch.load(weights_only=True)`` refuses to rebuild."""
+
+
+def load_torch_file(path) -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, also admitting ``argparse.Namespace``.
+
+    rosinality's ``train.py`` checkpoints keep their ``args`` as a Namespace: a plain attribute holder
+    whose contents the weights-only unpickler still checks, so allowing it runs no code from the file.
+    Anything else that needs a full unpickler raises :class:`UnsafeCheckpointError` naming the file and
+    the refused object, and saying how to get a loadable file.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        refused = f"a {found.group(1)} object" if found else "objects beyond tensors and plain containers"
+        raise UnsafeCheckpointError(
+            f"{path}: not loaded: it holds {refused}, which only a full (code-running) unpickler rebuilds. "
+            "If you trust its source, load it once with torch.load(path, weights_only=False) and torch.save "
+            "only its tensors (e.g. the 'g_ema' state dict and 'latent_avg'); an NVlabs .pkl is converted "
+            "by `python experiments/convert.py SRC DST --trust-pickle`."
+        ) from None
 
 
 def sha256_of(path, chunk: int = 1 << 20) -> str:

@@ -1,5 +1,6 @@
 """StyleGAN2: rosinality state-dict layout, strict loading, input latent, W+ index mapping, toy config."""
 
+import argparse
 import math
 
 import pytest
@@ -114,6 +115,15 @@ def test_strict_weights_only_load_from_disk(tmp_path):
     assert torch.equal(avg, latent_avg)
     for k, v in g.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+    # rosinality's train.py checkpoints also keep its argparse Namespace and the optimiser states
+    train_ckpt = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g.state_dict(),
+                  "g_optim": torch.optim.Adam(g.parameters()).state_dict(),
+                  "args": argparse.Namespace(size=32, r1=10.0, path_regularize=2.0), "ada_aug_p": 0.0}
+    torch.save(train_ckpt, tmp_path / "010000.pt")
+    from_training, _ = load_generator(tmp_path / "010000.pt", 32, **TINY)
+    for k, v in g.state_dict().items():
+        assert torch.equal(from_training.state_dict()[k], v), k
 
     bad = dict(ckpt["g_ema"])
     bad["convs.0.conv.extra"] = torch.zeros(1)

@@ -8,9 +8,11 @@ from models import weights
 from models.weights import (
     REGISTRY,
     MissingWeightsError,
+    UnsafeCheckpointError,
     WeightsChecksumError,
     WeightSpec,
     expected_path,
+    load_torch_file,
     resolve,
     resolve_path,
     sha256_of,
@@ -103,3 +105,23 @@ def test_listing_command(tmp_path, capsys):
     line = next(line for line in out.splitlines() if line.startswith("arcface_onnx"))
     assert "present" in line and "MISSING" not in line
     assert "MISSING" in next(line for line in out.splitlines() if line.startswith("ir_se50"))
+
+
+class _Gadget:  # a class the weights-only unpickler must refuse (a pickle would run its module's code)
+    pass
+
+
+def test_load_torch_file_admits_namespaces_and_refuses_code_with_the_file_name(tmp_path):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "train.pt"
+    torch.save({"g_ema": {"w": torch.ones(2)}, "args": argparse.Namespace(size=64, lr=0.002)}, path)
+    loaded = load_torch_file(path)
+    assert loaded["args"].size == 64 and torch.equal(loaded["g_ema"]["w"], torch.ones(2))
+    bad = tmp_path / "gadget.pt"
+    torch.save({"w": torch.ones(2), "extra": _Gadget()}, bad)
+    with pytest.raises(UnsafeCheckpointError, match=r"gadget\.pt: not loaded: it holds a .*_Gadget object") as err:
+        load_torch_file(bad)
+    assert "weights_only=False" in str(err.value) and "--trust-pickle" in str(err.value)
