@@ -82,7 +82,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "59e0567500eb6badd0111d373fd917087ab475fc9e08750e289dc355ead52bd8",
+               "32a2e79e82b44f7512b2ebc3dfb1d12fe5e7ba2b295ffe5a58b67a79b5e3b7c0",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
                "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
