@@ -415,7 +415,8 @@ def resolve_device(name: str) -> torch.device:
 
 def cli_overrides(args, config_cls) -> dict:
     """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --seed,
-    --adversarial-weight). An option the network does not have is an error, except under ``all``."""
+    --adversarial-weight, --perceptual-weight). An option the network does not have is an error,
+    except under ``all``."""
     given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
              "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight}
     given = {k: v for k, v in given.items() if v is not None}
