@@ -461,7 +461,8 @@ class GeneratorConfig:
     # on blurred parts while it is underfit; a non-saturating GAN term (our Discriminator, lazy R1) on top
     # of the L1 anchor pushes eyes, brows and mouth to be drawn, as pix2pix's GAN + L1.
     adversarial_weight: float = 0.0
-    # Feature matching on the toy ID-loss ArcFace's stages (0 = off): weights the parts that identity lives in.
+    # The LPIPS loss (losses.perceptual, unlearned, lpips code path) on the toy ID-loss ArcFace's stages
+    # (0 = off): weights the parts that identity lives in.
     perceptual_weight: float = 0.0
     perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (losses.identity.load_arcface)
     d_lr: float = 2e-3
@@ -526,15 +527,6 @@ def discriminator_step(d, d_opt, real: torch.Tensor, fake: torch.Tensor, r1_gamm
     loss.backward()
     d_opt.step()
     return log
-
-
-def feature_matching_loss(net, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """LPIPS-like distance on ``net``'s stage features of (B, 3, S, S) images in [-1, 1]: per stage, the
-    squared distance of channel-normalised feature vectors averaged over positions, summed over stages."""
-    with torch.no_grad():
-        targets = net.stage_features(real)
-    return sum((F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(1).mean()
-               for a, b in zip(net.stage_features(fake), targets))
 
 
 def skip_images(g, w: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -643,9 +635,9 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
     d = build_discriminator(cfg).to(device) if cfg.adversarial_weight > 0 else None
     perceptual = None
     if cfg.perceptual_weight > 0:
-        from losses.identity import load_arcface
+        from losses.perceptual import PerceptualLoss
 
-        perceptual = load_arcface(cfg.perceptual_net).to(device)
+        perceptual = PerceptualLoss.from_backbone("toy", toy_network=cfg.perceptual_net).to(device)
     d_opt = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99)) if d is not None else None
     ckpt_path = run_dir / "ckpt.pt"
     start, losses, mapping_error = 0, [], None
@@ -676,7 +668,7 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
         loss = synthesis_loss(skips, real, cfg.gradient_weight)
         log = {"loss": loss.item(), "psnr": psnr(skips[cfg.size].detach(), real).mean().item()}
         if perceptual is not None:
-            feature_loss = feature_matching_loss(perceptual, skips[cfg.size], real)
+            feature_loss = perceptual(skips[cfg.size], real)
             loss = loss + cfg.perceptual_weight * feature_loss
             log["feature_loss"] = feature_loss.item()
         if d is not None:
@@ -893,7 +885,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--perceptual-weight", type=float, default=None,
-                   help="stylegan2: weight of the ArcFace feature-matching term (default 0: off)")
+                   help="stylegan2: weight of the LPIPS term on the toy ArcFace's stages (default 0: off)")
     p.add_argument("--adversarial-weight", type=float, default=None,
                    help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)")
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))

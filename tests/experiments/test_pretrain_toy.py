@@ -185,12 +185,13 @@ def test_generator_and_arcface_train_on_cuda_like_on_cpu(tmp_path):
     assert np.allclose(cpu_out["losses"], gpu_out["losses"], rtol=1e-2)
 
 
-def test_feature_matching_loss_grows_with_blur_on_the_shipped_arcface():
-    from losses.identity import load_arcface
+def test_generator_perceptual_term_grows_with_blur_on_the_shipped_arcface():
+    """The generator's perceptual term: the project's LPIPS loss on the toy ID ArcFace's stages."""
+    from losses.perceptual import PerceptualLoss
 
-    net = load_arcface("toy_arcface")
+    loss = PerceptualLoss.from_backbone("toy", toy_network=P.GeneratorConfig().perceptual_net)
     _, real = P.generator_batch(replace(P.GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
-    assert P.feature_matching_loss(net, real, real).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(real, real).item() == pytest.approx(0.0, abs=1e-6)
     blurred = [F.avg_pool2d(real, k, 1, k // 2) for k in (3, 5, 7)]
-    losses = [P.feature_matching_loss(net, b, real).item() for b in blurred]
+    losses = [loss(b, real).item() for b in blurred]
     assert losses[0] > 0 and losses == sorted(losses)
