@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from experiments.device import resolve_device  # noqa: E402
+
 SUBCOMMANDS: dict[str, tuple] = {}
 
 
@@ -92,9 +94,7 @@ def generator(args) -> dict:
     import ops
     from models.stylegan2 import Generator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _setup(args)
     impls = args.impls or (["ref", "cuda"] if device.type == "cuda" else ["ref"])
     iters = args.iters or (10 if device.type == "cuda" else 2)
     results = []
@@ -213,7 +213,7 @@ def _memory_row(device: torch.device) -> dict:
 def _setup(args) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
-    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return resolve_device(args.device)
 
 
 def _run_row(row: dict, device: torch.device, fn) -> dict:
@@ -365,6 +365,10 @@ def main(argv=None) -> dict:
             p.add_argument(*flags, **kwargs)
         p.set_defaults(run=fn)
     args = parser.parse_args(argv)
+    try:
+        resolve_device(getattr(args, "device", None))
+    except ValueError as err:
+        parser.error(str(err))
     result = args.run(args)
     print(json.dumps(result, indent=2))
     return result

@@ -171,6 +171,7 @@ def run(args) -> int:
 
     from data.images import save_image
     from data.resample import resize_to
+    from experiments.device import resolve_device
     from models.pipeline import load_pipeline
 
     if args.make_lr is not None and args.make_lr < 1:
@@ -186,7 +187,7 @@ def run(args) -> int:
     if not folder_mode and args.out.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"--out {args.out}: use an image file name ending in "
                          f"{', '.join(sorted(IMAGE_SUFFIXES))}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     pipe = load_pipeline(args.checkpoint, device=device, dtype=getattr(torch, args.dtype),
                          weights_root=args.weights_root, detector=args.detector)
     if args.modality and args.modality != pipe.modality:

@@ -74,6 +74,7 @@ from data.toyfaces import (  # noqa: E402
     render_gaussian,
     split_identities,
 )
+from experiments.device import resolve_device  # noqa: E402
 from models.irse import Backbone  # noqa: E402
 from models.weights import PRETRAINED_DIR, load_torch_file, sha256_of  # noqa: E402
 
@@ -401,16 +402,6 @@ def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
         hashes[p.name] = sha256_of(p)
         print(f"sha256 {hashes[p.name]}  {p}  ({p.stat().st_size} bytes)")
     return hashes
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise the named device, which must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: this torch sees no CUDA device (use --device cpu)")
-    return device
 
 
 def cli_overrides(args, config_cls) -> dict:
@@ -903,6 +894,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("arcface", "all"):

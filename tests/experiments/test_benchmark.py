@@ -74,3 +74,10 @@ def test_train_benchmark_leaves_no_accelerator_state(capsys):
     run(["train", "--worlds", "toy", "--rows", "psp", "--precisions", "bf16", "--batch", "1", "--iters", "1",
          "--warmup", "0"], capsys)
     assert Accelerator(cpu=True).mixed_precision == "no"
+
+
+def test_bad_device_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["generator", "--device", "gpu0"])
+    assert exit_info.value.code == 2
+    assert "--device gpu0: not a torch device" in capsys.readouterr().err

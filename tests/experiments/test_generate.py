@@ -138,11 +138,13 @@ def _bad_cases(run, inputs, tmp):
         "output not an image": (["--checkpoint", run, "--identity", ident, "--contour", contour, "--out",
                                  tmp / "out_dir"], "use an image file name"),
         "bad make-lr": (base + ["--identity", ident, "--contour", contour, "--make-lr", 0], "positive size"),
+        "bad device": (base + ["--identity", ident, "--contour", contour, "--aligned", "--device", "gpu0"],
+                       "--device gpu0: not a torch device"),
     }
 
 
 CASES = ["non-image identity", "empty contour", "missing identity", "no face", "missing checkpoint",
-         "wrong modality", "unknown pair", "output not an image", "bad make-lr"]
+         "wrong modality", "unknown pair", "output not an image", "bad make-lr", "bad device"]
 
 
 @pytest.mark.parametrize("case", CASES)

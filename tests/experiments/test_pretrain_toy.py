@@ -162,13 +162,10 @@ def test_cli_overrides_reject_options_a_network_does_not_have():
                            P.GeneratorConfig) == {"adversarial_weight": 0.1}
 
 
-def test_resolve_device():
-    assert P.resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert P.resolve_device("auto").type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA device"):
-            P.resolve_device("cuda")
+def test_bad_device_stops_before_training(tmp_path):
+    with pytest.raises(SystemExit, match="error: --device nonsense: not a torch device"):
+        P.main(["arcface", "--device", "nonsense", "--work-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.cuda
