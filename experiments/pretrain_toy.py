@@ -405,10 +405,10 @@ def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
 
 
 def cli_overrides(args, config_cls) -> dict:
-    """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --seed,
+    """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --lr, --seed,
     --adversarial-weight, --perceptual-weight). An option the network does not have is an error,
     except under ``all``."""
-    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight}
     given = {k: v for k, v in given.items() if v is not None}
     unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
@@ -874,6 +874,8 @@ def parse_args(argv=None):
     p.add_argument("--run", default=None, help="encoder: a finished toy run folder to ship instead of training")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the cosine schedule (arcface: AdamW; stylegan2: the synthesis Adam)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--perceptual-weight", type=float, default=None,
                    help="stylegan2: weight of the LPIPS term on the toy ArcFace's stages (default 0: off)")

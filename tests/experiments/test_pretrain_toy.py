@@ -160,6 +160,8 @@ def test_cli_overrides_reject_options_a_network_does_not_have():
                            P.ArcFaceConfig) == {"steps": 5}
     assert P.cli_overrides(P.parse_args(["stylegan2", "--adversarial-weight", "0.1"]),
                            P.GeneratorConfig) == {"adversarial_weight": 0.1}
+    assert P.cli_overrides(P.parse_args(["stylegan2", "--lr", "3e-3", "--batch-size", "4"]),
+                           P.GeneratorConfig) == {"lr": 3e-3, "batch_size": 4}
 
 
 def test_bad_device_stops_before_training(tmp_path):
