@@ -87,11 +87,15 @@ class EncoderMethod:
 
     def export(self, model: torch.nn.Module, out_dir) -> None:
         """Final weights for evaluate/generate: the encoder's ``encoder.safetensors`` (plus the inverter's
-        ``latent_avg``) and the resolved config beside them."""
+        ``latent_avg``; its metadata ``generator`` holds the frozen generator's ``state_fingerprint``, which
+        ``load_pipeline`` checks) and the resolved config beside them."""
+        from models.weights import state_fingerprint
+
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
         state["latent_avg"] = model.latent_avg.detach().cpu().contiguous()
-        save_file(state, str(out_dir / "encoder.safetensors"))
+        # one metadata key: safetensors writes the map in hash order, so two keys make identical exports differ
+        save_file(state, str(out_dir / "encoder.safetensors"), metadata={"generator": state_fingerprint(model.decoder)})
         (out_dir / "config.yaml").write_text(to_yaml(self.cfg))
 
 

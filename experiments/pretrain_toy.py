@@ -844,6 +844,7 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
 
 def cmd_encoder(args) -> dict:
     """Ship the toy IDE encoder: train the main job's run (or take ``--run``) and export its ``final/``."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from models.pipeline import TOY_RUN_ARGS
@@ -859,9 +860,21 @@ def cmd_encoder(args) -> dict:
         raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
     out = Path(args.out_dir) / "toy_ide"
     out.mkdir(parents=True, exist_ok=True)
-    state = fp16_state(load_file(str(final / "encoder.safetensors")))
+    source = final / "encoder.safetensors"
+    state = fp16_state(load_file(str(source)))
+    with safe_open(str(source), framework="pt") as f:
+        generator = (f.metadata() or {}).get("generator")
+    if generator is None:
+        # exported before encoders recorded their generator: stamp the one its config names today
+        from experiments.world import load_frozen_generator
+        from models.pipeline import load_run_config
+        from models.weights import state_fingerprint
+
+        generator = state_fingerprint(load_frozen_generator(load_run_config(final), torch.device("cpu"))[0])
+        print(f"{source}: no generator fingerprint recorded; stamping {generator}, the generator its "
+              "config names now (retrain the run if that generator changed since)")
     tmp = out / "encoder.safetensors.partial"
-    save_file(state, str(tmp), metadata={"format": "pt", "source_run": str(final.parent.name)})
+    save_file(state, str(tmp), metadata={"generator": generator})  # one key: byte-reproducible (methods.export)
     os.replace(tmp, out / "encoder.safetensors")
     (out / "config.yaml").write_text((final / "config.yaml").read_text())
     hashes = print_hashes({"encoder": out / "encoder.safetensors"})

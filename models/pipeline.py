@@ -324,11 +324,13 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from data.conditions import condition_channels
     from experiments.world import load_frozen_generator
     from models.build import build_model
+    from models.weights import resolve_path, state_fingerprint
 
     folder = toy_checkpoint() if str(checkpoint) == "toy" else _find_final(checkpoint)
     cfg = load_run_config(folder)
@@ -340,9 +342,18 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     cfg.model.encoder_init = "random"
     cfg.model.identity_init = "random"
     generator, latent_avg = load_frozen_generator(cfg, torch.device("cpu"))
+    weights = folder / "encoder.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        trained_with = (f.metadata() or {}).get("generator")
+    # An encoder predicts codes for the generator it was trained through; with any other its outputs are
+    # meaningless. Files exported before the fingerprint existed carry none and are not checked.
+    if trained_with is not None and trained_with != (found := state_fingerprint(generator)):
+        raise CheckpointError(
+            f"{weights} was trained through generator weights with fingerprint {trained_with}, but "
+            f"{resolve_path(cfg.generator.weights, cfg.weights_root)} has {found}: point weights_root or "
+            "generator.weights at the generator it was trained with, or retrain the encoder for this one")
     model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
                         input_size=cfg.data.input_size)
-    weights = folder / "encoder.safetensors"
     state = load_file(str(weights))
     encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")

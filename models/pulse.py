@@ -43,7 +43,6 @@ Only LR contours are defined for PULSE (as in the paper); other modalities raise
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, fields
@@ -134,13 +133,10 @@ class SphericalOptimizer(torch.optim.Adam):
 
 
 def mapping_hash(generator: nn.Module) -> str:
-    """sha256 (16 hex digits) of the mapping network's ``style.*`` state, all the Gaussian fit depends on."""
-    h = hashlib.sha256()
-    for k, v in sorted(generator.state_dict().items()):
-        if k.startswith("style."):
-            h.update(k.encode())
-            h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """The fingerprint of the mapping network's ``style.*`` state, all the Gaussian fit depends on."""
+    from models.weights import state_fingerprint
+
+    return state_fingerprint(generator, "style.")
 
 
 @torch.no_grad()

@@ -82,7 +82,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "32a2e79e82b44f7512b2ebc3dfb1d12fe5e7ba2b295ffe5a58b67a79b5e3b7c0",
+               "92d9ad5013a8339d287cae03cdeb410a3f3448494f23813748576b86234ead79",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
                "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
@@ -159,6 +159,20 @@ def sha256_of(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def state_fingerprint(module, prefix: str = "") -> str:
+    """sha256 (16 hex digits) of ``module``'s state entries whose names start with ``prefix``, as float32.
+
+    It identifies the weights a network computes with, whatever file format or precision they came
+    from, so a file trained against one generator can refuse to run with another.
+    """
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        if k.startswith(prefix):
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def verify(name: str, root=None) -> bool | None:

@@ -197,6 +197,54 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
         load_pipeline("toy")
 
 
+def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
+    """The export records the generator's fingerprint: the same weights in another file format load, other
+    weights are refused with both fingerprints named, and a file without the record loads unchecked."""
+    from safetensors.torch import load_file, save_file
+
+    from models.stylegan2 import load_generator, save_generator
+
+    run, model = lr_run
+    root = run.parent
+    g, latent_avg = load_generator(root / "g.safetensors", 64, style_dim=32, n_mlp=2, channels=CHANNELS)
+    save_generator(tmp_path / "same.pt", g, latent_avg)  # rosinality's torch format, same tensors
+    with torch.no_grad():
+        g.to_rgbs[-1].bias.add_(0.1)
+    save_generator(tmp_path / "other.safetensors", g, latent_avg)
+
+    def run_with(generator_file: Path, name: str, metadata: bool = True) -> Path:
+        final = tmp_path / name / "final"
+        final.mkdir(parents=True)
+        source = run / "final" / "encoder.safetensors"
+        if metadata:
+            (final / "encoder.safetensors").write_bytes(source.read_bytes())
+        else:
+            save_file(load_file(str(source)), str(final / "encoder.safetensors"))
+        config = (run / "final" / "config.yaml").read_text()
+        assert str(root / "g.safetensors") in config
+        (final / "config.yaml").write_text(config.replace(str(root / "g.safetensors"), str(generator_file)))
+        return final.parent
+
+    from experiments.methods import EncoderMethod
+    from models.pipeline import load_run_config
+
+    method = SimpleNamespace(cfg=load_run_config(run / "final"))
+    for k in range(3):  # the record keeps identical exports byte-identical
+        EncoderMethod.export(method, model, tmp_path / f"again{k}")
+        assert (tmp_path / f"again{k}" / "encoder.safetensors").read_bytes() == \
+            (run / "final" / "encoder.safetensors").read_bytes()
+
+    photo, identity = rand_images(1, 64, 2), rand_images(1, 64, 3)
+    expected = load_pipeline(run)(photo, identity).image
+    torch.testing.assert_close(load_pipeline(run_with(tmp_path / "same.pt", "same"))(photo, identity).image,
+                               expected)
+    with pytest.raises(CheckpointError, match=r"trained through generator weights with fingerprint "
+                                              r"[0-9a-f]{16}, but .*other\.safetensors has [0-9a-f]{16}"):
+        load_pipeline(run_with(tmp_path / "other.safetensors", "other"))
+    unchecked = load_pipeline(run_with(tmp_path / "other.safetensors", "old_export", metadata=False))
+    assert (unchecked(photo, identity).image - expected).abs().max() > 0.05
+
+
 def test_lazy_package_export():
     import models
 
