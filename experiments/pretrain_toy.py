@@ -743,10 +743,9 @@ def stage_features(net: Backbone, images: torch.Tensor, batch_size: int = 250) -
 
 def feature_fd(a: torch.Tensor, b: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N, D)."""
-    from metrics.frechet import frechet_distance
+    from metrics.frechet import feature_statistics, frechet_distance
 
-    stats = [(x.mean(0).numpy(), torch.cov(x.t()).numpy()) for x in (a, b)]
-    return frechet_distance(*stats[0], *stats[1])
+    return frechet_distance(*feature_statistics(a.numpy()), *feature_statistics(b.numpy()))
 
 
 def generate(g, z: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
@@ -772,21 +771,30 @@ def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200,
     return w.detach()
 
 
+BLUR_SCALE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+
+
 def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: int = 16,
-          inversion_steps: int = 200, generator: bool = True) -> dict:
+          inversion_steps: int = 200, generator: bool = True, fd_inf_samples: int = 5000) -> dict:
     """Quality measurements of the shipped toy networks (the README / issue figures), as a dict.
 
     arcfaces: ``identity_report`` of each ArcFace loaded through the ID-loss loader, plus the agreement
     (mean cosine) of its ONNX export through insightface with the torch network. stylegan2: Frechet
     distances on toy eval ArcFace stage features (G samples vs real renders, and two disjoint real
-    sets), and W+ inversions of test photos: PSNR, toy ArcFace similarity to the photo and to another
+    sets) at ``fd_samples`` each, and extrapolated to infinitely many (``frechet_distance_at_infinity``
+    over the fifths of ``fd_inf_samples`` larger than the feature dimension, None when fewer than two
+    are; the first ``fd_samples`` rows are the fixed-n sets; beside it, that of real renders blurred by
+    each of ``BLUR_SCALE_SIGMAS`` pixels as a scale), and
+    W+ inversions of test photos: PSNR, toy ArcFace similarity to the photo and to another
     photo of the same person, relative to the real-real similarity (``generator=False`` skips these).
     """
     import insightface
     import numpy as np
     import torchvision
+    import torchvision.transforms.functional as TF
 
     from losses.identity import load_arcface
+    from metrics.frechet import frechet_distance_at_infinity
     from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
@@ -809,14 +817,31 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     g, latent_avg = load_generator(out_dir / f"{cfg.name}.safetensors", cfg.size, style_dim=cfg.style_dim,
                                    n_mlp=cfg.n_mlp, channels=dict(cfg.channels))
     g.eval()
-    z = [torch.randn(fd_samples, cfg.style_dim, generator=torch.Generator().manual_seed(100 + k))
-         for k in range(3)]
+    pool = max(fd_samples, fd_inf_samples)
+    z = [torch.randn(pool, cfg.style_dim, generator=torch.Generator().manual_seed(100 + k)) for k in range(3)]
     real1, real2 = (torch.cat([render_gaussian(zk[i:i + 250], cfg.size).image
-                               for i in range(0, fd_samples, 250)]) for zk in z[:2])
+                               for i in range(0, pool, 250)]) for zk in z[:2])
     fake = generate(g, z[2])
     trunk = nets["toy_eval_arcface"]
     f_real1, f_real2, f_fake = (stage_features(trunk, x) for x in (real1, real2, fake))
-    fd_fake, fd_real = feature_fd(f_fake, f_real1), feature_fd(f_real2, f_real1)
+    fd_fake = feature_fd(f_fake[:fd_samples], f_real1[:fd_samples])
+    fd_real = feature_fd(f_real2[:fd_samples], f_real1[:fd_samples])
+    # the fixed-n ratio grows with n (the real-real distance is all finite-sample bias): report the
+    # bias-free distances too, from the fifths of the pool that exceed the feature dimension
+    sizes = [n for n in (fd_inf_samples * k // 5 for k in range(1, 6)) if n > f_fake.shape[1]]
+    bias_free: dict = {"fd_inf_samples_vs_real": None, "fd_inf_real_vs_real": None, "fd_by_n": None,
+                       "fd_inf_real_blurred_by_sigma": None}
+    if len(sizes) >= 2:
+        def fd_inf(features: torch.Tensor) -> tuple[float, dict[int, float]]:
+            return frechet_distance_at_infinity(features.numpy(), f_real1.numpy(), sizes)
+
+        (fake_inf, fake_curve), (real_inf, real_curve) = fd_inf(f_fake), fd_inf(f_real2)
+        bias_free = {
+            "fd_inf_samples_vs_real": fake_inf, "fd_inf_real_vs_real": real_inf,
+            "fd_by_n": {n: [fake_curve[n], real_curve[n]] for n in sizes},
+            # a scale for fd_inf: real renders blurred by a Gaussian of sigma pixels
+            "fd_inf_real_blurred_by_sigma": {sigma: fd_inf(stage_features(trunk, TF.gaussian_blur(
+                real2, 2 * math.ceil(3 * sigma) + 1, sigma)))[0] for sigma in BLUR_SCALE_SIGMAS}}
     work_dir.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image((torch.cat([real1[:16], fake[:16]]) + 1) / 2,
                                  str(work_dir / "check_samples.png"), nrow=16)
@@ -833,6 +858,8 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     result["toy_stylegan2"] = {
         "fd_samples_vs_real": fd_fake, "fd_real_vs_real": fd_real, "fd_ratio": fd_fake / max(fd_real, 1e-12),
         "fd_features": "toy_eval_arcface stage features, avg-pooled", "fd_samples": fd_samples,
+        "fd_inf_samples": fd_inf_samples,
+        **bias_free,
         "inversion_psnr_mean": psnr(inverted, target).mean().item(),
         "inversion_sim_to_photo": (e_i * e_t).sum(1).mean().item(),
         "inversion_sim_to_other_photo": inv_other, "real_real_sim": real_real,
@@ -897,7 +924,9 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
     p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--fd-samples", type=int, default=1000, help="check: images per FD set")
+    p.add_argument("--fd-samples", type=int, default=1000, help="check: images per fixed-n FD set")
+    p.add_argument("--fd-inf-samples", type=int, default=5000,
+                   help="check: images per set for the bias-free FD (extrapolated from its fifths)")
     p.add_argument("--inversions", type=int, default=16, help="check: test photos inverted")
     p.add_argument("--no-generator", action="store_true", help="check: the ArcFaces only")
     p.add_argument("--inversion-steps", type=int, default=200, help="check: optimisation steps per inversion")
@@ -925,7 +954,7 @@ def main(argv=None):
         print(json.dumps(cmd_encoder(args), indent=1))
     if args.command == "check":
         print(json.dumps(check(Path(args.out_dir), Path(args.work_dir), args.fd_samples, args.inversions,
-                               args.inversion_steps, not args.no_generator), indent=1))
+                               args.inversion_steps, not args.no_generator, args.fd_inf_samples), indent=1))
 
 
 if __name__ == "__main__":

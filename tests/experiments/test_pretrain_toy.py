@@ -226,3 +226,20 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
     for (k, v), (k2, v2) in zip(sorted(pipe.model.encoder.state_dict().items()),
                                 sorted(model.encoder.state_dict().items())):
         assert k == k2 and torch.equal(v, v2.half().to(v.dtype) if v.is_floating_point() else v2), k
+
+
+@pytest.mark.slow
+def test_check_measures_the_shipped_networks(tmp_path):
+    """`check` on the shipped files: ONNX exports agree with torch, and the generator's distance to real
+    renders is reported at fixed n and bias-free, on a scale of blurred real renders that grows with
+    the blur (the toy FD network sees blur)."""
+    out = P.check(P.PRETRAINED_DIR, tmp_path, fd_samples=200, n_inversions=2, inversion_steps=2,
+                  fd_inf_samples=1000)
+    for name in P.ARCFACES:
+        assert out[name]["onnx_torch_cosine"] > 0.99
+    g = out["toy_stylegan2"]
+    assert sorted(g["fd_by_n"]) == [400, 600, 800, 1000]  # 200 is below the 320 feature dimensions
+    assert g["fd_real_vs_real"] > g["fd_by_n"][400][1] > g["fd_by_n"][1000][1]  # the 1/n bias
+    scale = [g["fd_inf_real_blurred_by_sigma"][s] for s in P.BLUR_SCALE_SIGMAS]
+    assert scale == sorted(scale), scale
+    assert (tmp_path / "check_samples.png").is_file() and (tmp_path / "check_inversions.png").is_file()
