@@ -872,10 +872,9 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
 
 def cmd_encoder(args) -> dict:
     """Ship the toy IDE encoder: train the main job's run (or take ``--run``) and export its ``final/``."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from models.pipeline import TOY_RUN_ARGS
+    from models.pipeline import TOY_RUN_ARGS, recorded_generator
 
     if args.run:
         final = Path(args.run) / "final"
@@ -890,8 +889,7 @@ def cmd_encoder(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     source = final / "encoder.safetensors"
     state = fp16_state(load_file(str(source)))
-    with safe_open(str(source), framework="pt") as f:
-        generator = (f.metadata() or {}).get("generator")
+    generator = recorded_generator(source)
     if generator is None:
         # exported before encoders recorded their generator: stamp the one its config names today
         from experiments.world import load_frozen_generator

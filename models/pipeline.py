@@ -313,6 +313,15 @@ def load_run_config(folder: Path):
     return cfg
 
 
+def recorded_generator(encoder_file) -> str | None:
+    """The generator fingerprint an exported ``encoder.safetensors`` records (``EncoderMethod.export``),
+    or None for files exported before encoders recorded it."""
+    from safetensors import safe_open
+
+    with safe_open(str(encoder_file), framework="pt") as f:
+        return (f.metadata() or {}).get("generator")
+
+
 def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   weights_root=None, detector: str = "auto") -> IDEPipeline:
     """Build an :class:`IDEPipeline` from a checkpoint.
@@ -324,7 +333,6 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from data.conditions import condition_channels
@@ -343,8 +351,7 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     cfg.model.identity_init = "random"
     generator, latent_avg = load_frozen_generator(cfg, torch.device("cpu"))
     weights = folder / "encoder.safetensors"
-    with safe_open(str(weights), framework="pt") as f:
-        trained_with = (f.metadata() or {}).get("generator")
+    trained_with = recorded_generator(weights)
     # An encoder predicts codes for the generator it was trained through; with any other its outputs are
     # meaningless. Files exported before the fingerprint existed carry none and are not checked.
     if trained_with is not None and trained_with != (found := state_fingerprint(generator)):
