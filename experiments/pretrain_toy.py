@@ -744,9 +744,9 @@ def stage_features(net: Backbone, images: torch.Tensor, batch_size: int = 250) -
 
 def feature_fd(a: torch.Tensor, b: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N, D)."""
-    from metrics.frechet import feature_statistics, frechet_distance
+    from metrics.fid import StatsAccumulator, fid
 
-    return frechet_distance(*feature_statistics(a.numpy()), *feature_statistics(b.numpy()))
+    return fid(StatsAccumulator().update(a).stats(), StatsAccumulator().update(b).stats())
 
 
 def generate(g, z: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
@@ -795,7 +795,7 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     import torchvision.transforms.functional as TF
 
     from losses.identity import load_arcface
-    from metrics.frechet import frechet_distance_at_infinity
+    from metrics.fid import frechet_distance_at_infinity
     from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
@@ -834,7 +834,7 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
                        "fd_inf_real_blurred_by_sigma": None}
     if len(sizes) >= 2:
         def fd_inf(features: torch.Tensor) -> tuple[float, dict[int, float]]:
-            return frechet_distance_at_infinity(features.numpy(), f_real1.numpy(), sizes)
+            return frechet_distance_at_infinity(features, f_real1, sizes)
 
         (fake_inf, fake_curve), (real_inf, real_curve) = fd_inf(f_fake), fd_inf(f_real2)
         bias_free = {

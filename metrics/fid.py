@@ -134,6 +134,33 @@ class StatsAccumulator:
         return GaussianStats(mu, (sigma + sigma.T) / 2, self.n)
 
 
+def frechet_distance_at_infinity(a, b, sizes) -> tuple[float, dict[int, float]]:
+    """The Frechet distance of features a (N, D) and b (M, D) (tensors or arrays) free of its
+    finite-sample bias.
+
+    The plug-in distance between n samples of each set is biased upwards by about k / n (two samples
+    of one distribution are never at 0), so a fixed-n distance, or a ratio of two, says as much about n
+    as about the distributions. For each n in ``sizes`` (each <= N, M) the distance between the first
+    n rows of a and of b is computed; least squares on FD(n) = FD_inf + k / n (Chong & Forsyth, 2020,
+    "Effectively unbiased FID") gives FD_inf. The 1/n law holds once the covariances have full rank,
+    so every n must exceed the feature dimension D. Rows should be in random order. Returns (FD_inf,
+    {n: FD(n)}); FD_inf may be slightly negative for equal distributions.
+    """
+    sizes = sorted({int(n) for n in sizes})
+    dim = a.shape[1]
+    if len(sizes) < 2 or sizes[0] <= dim or sizes[-1] > min(len(a), len(b)):
+        raise ValueError(f"need >= 2 distinct sizes in ({dim}, {min(len(a), len(b))}] (above the feature "
+                         f"dimension, within the sets), got {sizes}")
+    acc_a, acc_b, curve, start = StatsAccumulator(), StatsAccumulator(), {}, 0
+    for n in sizes:  # nested prefixes: each size adds only its new rows to the running sums
+        acc_a.update(a[start:n])
+        acc_b.update(b[start:n])
+        curve[n], start = fid(acc_a.stats(), acc_b.stats()), n
+    design = np.stack([np.ones(len(sizes)), 1.0 / np.asarray(sizes, dtype=np.float64)], 1)
+    (fd_inf, _), *_ = np.linalg.lstsq(design, np.asarray(list(curve.values())), rcond=None)
+    return float(fd_inf), curve
+
+
 def fid_with_interval(block_states: Sequence[Mapping], reference: GaussianStats, alpha: float = 0.05) -> dict:
     """FID of the union of K disjoint blocks of outputs, with a delete-one-block jackknife interval.
 

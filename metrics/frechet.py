@@ -58,30 +58,3 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_cross)
 
-
-def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (D,), covariance (D, D)) in float64 of features (N, D), N >= 2 (unbiased covariance)."""
-    x = np.asarray(features, dtype=np.float64)
-    return x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
-
-
-def frechet_distance_at_infinity(a, b, sizes) -> tuple[float, dict[int, float]]:
-    """The Frechet distance of features a (N, D) and b (M, D) free of its finite-sample bias.
-
-    The plug-in distance between n samples of each set is biased upwards by about k / n (two samples
-    of one distribution are never at 0), so a fixed-n distance, or a ratio of two, says as much about n
-    as about the distributions. For each n in ``sizes`` (each <= N, M) the distance between the first
-    n rows of a and of b is computed; least squares on FD(n) = FD_inf + k / n (Chong & Forsyth, 2020,
-    "Effectively unbiased FID") gives FD_inf. The 1/n law holds once the covariances have full rank,
-    so every n must exceed the feature dimension D. Rows should be in random order. Returns (FD_inf,
-    {n: FD(n)}); FD_inf may be slightly negative for equal distributions.
-    """
-    sizes = sorted({int(n) for n in sizes})
-    dim = np.shape(a)[1]
-    if len(sizes) < 2 or sizes[0] <= dim or sizes[-1] > min(len(a), len(b)):
-        raise ValueError(f"need >= 2 distinct sizes in ({dim}, {min(len(a), len(b))}] (above the feature "
-                         f"dimension, within the sets), got {sizes}")
-    curve = {n: frechet_distance(*feature_statistics(a[:n]), *feature_statistics(b[:n])) for n in sizes}
-    design = np.stack([np.ones(len(sizes)), 1.0 / np.asarray(sizes, dtype=np.float64)], 1)
-    (fd_inf, _), *_ = np.linalg.lstsq(design, np.asarray(list(curve.values())), rcond=None)
-    return float(fd_inf), curve

@@ -12,6 +12,7 @@ from metrics.fid import (
     cache_path,
     fid,
     fid_with_interval,
+    frechet_distance_at_infinity,
     load_stats,
     quantize,
     reference_stats,
@@ -205,3 +206,27 @@ def test_fid_jackknife_se_matches_spread_of_independent_samples_and_shrinks():
     truth = 0.25 * 6
     coverage = np.mean([r["ci"][0] <= truth <= r["ci"][1] for r in small])
     assert coverage > 0.8, coverage
+
+
+def test_distance_at_infinity_removes_the_finite_sample_bias():
+    """Two samples of one Gaussian (true distance 0), then means 0 and delta (|delta|^2 = 1): the
+    plug-in distance falls like 1/n, and the extrapolation is nearer the truth than the largest-n one."""
+    rng = np.random.default_rng(0)
+    d, n = 16, 4000
+    a, b = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    sizes = [400, 800, 1600, 2400, 4000]
+    same_inf, same = frechet_distance_at_infinity(a, b, sizes)
+    assert same[400] > 3 * same[4000] > 0  # the bias, about 2 d / n
+    assert abs(same_inf) < same[4000]
+    shift = np.zeros(d)
+    shift[0] = 1.0
+    shifted_inf, shifted = frechet_distance_at_infinity(a, b + shift, sizes)
+    assert all(v > 1.0 for v in shifted.values())
+    assert abs(shifted_inf - 1.0) < abs(shifted[4000] - 1.0)
+    assert abs(shifted_inf - 1.0) < 0.1
+    with pytest.raises(ValueError, match="distinct sizes"):
+        frechet_distance_at_infinity(a, b, [400, 400])
+    with pytest.raises(ValueError, match="distinct sizes"):
+        frechet_distance_at_infinity(a[:100], b, [50, 200])
+    with pytest.raises(ValueError, match=r"above the feature dimension"):  # rank-deficient covariances
+        frechet_distance_at_infinity(a, b, [16, 400])
