@@ -35,11 +35,13 @@ synthesis network learns render(z) from w*(z) (multi-scale L1 + image-gradient L
 intermediate skip image).
 
 The shipped files came from ``arcface``, ``eval-arcface``, ``stylegan2`` (1400 steps), then
-``stylegan2 --steps 2400``, ``stylegan2 --steps 4000`` and ``stylegan2 --steps 28000 --batch-size 4
---lr 3e-3`` (each resumed from the previous checkpoint: warm restarts of the cosine schedule; on a
-CPU batches of 4 learn more per second than 16), all with ``--threads 1`` on a shared 2-core CPU,
-then ``encoder``; ``check`` measures them. The generator is not converged: its outputs keep the
-coarse look (face shape, skin, hair, background) and draw the fine parts (eyes, brows, mouth) weakly.
+``stylegan2 --steps 2400``, ``stylegan2 --steps 4000``, ``stylegan2 --steps 28000 --batch-size 4
+--lr 3e-3`` and ``stylegan2 --steps 52000 --batch-size 4 --lr 3e-3`` (each resumed from the previous
+checkpoint: the cosine schedule is evaluated at the resumed step of the new length, so each run
+restarts it part-way; on a CPU batches of 4 learn more per second than 16), with ``--threads 1`` on a
+shared 2-core CPU (the last with 2), then ``encoder``; ``check`` measures them. The generator is
+not converged: its outputs keep the coarse look (face shape, skin, hair, background) but do not yet
+draw the fine parts (eyes, brows, mouth) of its samples.
 """
 
 from __future__ import annotations
