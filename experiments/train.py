@@ -171,6 +171,9 @@ def train(cfg: DictConfig) -> Path:
                                "processes": accelerator.num_processes, "rank_weight_checksums": rank_checksums,
                                "provenance": provenance(), "run_dir": str(run_dir)})
         accelerator.print(f"finished {state.step} steps; run record and final weights in {run_dir}")
+    # every rank tears the process group down together: a rank that destroys its gloo group and exits
+    # while rank 0 still exports can die in gloo's thread teardown (SIGABRT, seen once under CI load)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
 
