@@ -114,6 +114,8 @@ class TrainConfig:
     batch_size: int = 8  # global: per-process batch x processes x grad_accum
     grad_accum: int = 1
     lr: float = 1e-4
+    # linear warm-up of the lr over the first N optimisation steps (0 = the paper's constant lr)
+    warmup_steps: int = 0
     mixed_precision: str = "no"  # no | fp16 | bf16
     # torch threads per process on a CPU device: None = as launched (`accelerate launch` pins 1 unless
     # given --num_cpu_threads_per_process), 0 = this machine's cores / local processes, N = N
@@ -331,6 +333,8 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.train.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0 (0 = constant lr), got {cfg.train.warmup_steps}")
     if cfg.model.n_iters < 1:
         raise ConfigError("model.n_iters must be >= 1")
 

@@ -67,6 +67,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
+    """The lr of optimisation step ``step`` (1-based): ``lr`` x step / warmup_steps up to warmup_steps,
+    then the constant ``lr``. A function of the step alone, so a resumed run continues it exactly."""
+    return lr * min(1.0, step / warmup_steps) if warmup_steps else lr
+
+
 def train(cfg: DictConfig) -> Path:
     """Train ``cfg``'s method; returns the run directory (same path on every rank)."""
     from experiments.methods import build_method
@@ -127,6 +133,8 @@ def train(cfg: DictConfig) -> Path:
         epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) \
             if state.batches_in_epoch else loader
         for batch_data in epoch_loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(state.step + 1, cfg.train.lr, cfg.train.warmup_steps)
             with accelerator.accumulate(trainable):
                 logs = method.train_step(batch_data, accelerator)
                 optimizer.step()

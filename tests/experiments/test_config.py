@@ -52,6 +52,7 @@ def test_merge_order_presets_then_overrides():
     (["data.condition=xyz"], "allowed: lr, sketch, mask"),
     (["world=celebahq"], "data.root is required"),
     (["model.n_iters=0"], "n_iters"),
+    (["train.warmup_steps=-5"], "train.warmup_steps must be >= 0"),
 ])
 def test_bad_input_is_one_clear_error(argv, needle):
     with pytest.raises(ConfigError) as info:

@@ -58,10 +58,14 @@ def only_run_dir(out: Path) -> Path:
     return run_dir
 
 
+# a warm-up that outlasts the SIGKILL below, so the resumed run must continue the schedule mid-way
+STRAIGHT = {"train.max_steps": 6, "train.warmup_steps": 4}
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_nets, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    run_cli(tiny_overrides(tiny_nets, out, **{"train.max_steps": 6}))
+    run_cli(tiny_overrides(tiny_nets, out, **STRAIGHT))
     return only_run_dir(out)
 
 
@@ -72,6 +76,9 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
              if "train/loss" in m]
     assert steps == [1, 2, 3, 4, 5, 6]
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lr = OmegaConf.load(run_dir / "config.yaml").train.lr
+    assert [m["train/lr"] for m in metrics if "train/lr" in m] == pytest.approx(
+        [lr / 4, lr / 2, 3 * lr / 4, lr, lr, lr])  # the lr each logged step was taken with
     logged = set().union(*metrics)
     # every loss term per refinement step, throughput, memory, validation
     for key in ["train/step1/l2", "train/step2/lpips", "train/step2/id", "train/step1/wnorm",
@@ -92,7 +99,7 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_path):
-    tokens = tiny_overrides(tiny_nets, tmp_path, **{"train.max_steps": 6})
+    tokens = tiny_overrides(tiny_nets, tmp_path, **STRAIGHT)
     proc = subprocess.Popen([sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=fresh_env())
     ckpt = tmp_path / uninterrupted.name / "checkpoints" / "step_2"
