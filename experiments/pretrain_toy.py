@@ -69,9 +69,17 @@ from data.toyfaces import (  # noqa: E402
     FACTOR_DIMS,
     HAIR_COLOURS,
     HAIR_STYLES,
+    L_BROW,
+    L_EYE,
+    L_LIP,
+    MOUTH,
     N_IDENTITY,
     N_NUISANCE,
+    NOSE,
+    R_BROW,
+    R_EYE,
     SKIN_TONES,
+    U_LIP,
     factors_from_gaussian,
     identity_codes,
     render_gaussian,
@@ -409,10 +417,11 @@ def print_hashes(paths: dict[str, Path]) -> dict[str, str]:
 
 def cli_overrides(args, config_cls) -> dict:
     """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --lr, --seed,
-    --adversarial-weight, --perceptual-weight). An option the network does not have is an error,
+    --adversarial-weight, --perceptual-weight, --part-weight). An option the network does not have is an error,
     except under ``all``."""
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight}
+             "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight,
+             "part_weight": args.part_weight}
     given = {k: v for k, v in given.items() if v is not None}
     unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
     if unknown and args.command != "all":
@@ -459,6 +468,11 @@ class GeneratorConfig:
     # (0 = off): weights the parts that identity lives in.
     perceptual_weight: float = 0.0
     perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (losses.identity.load_arcface)
+    # Extra weight of the fine parts' pixels (eyes, brows, nose, mouth; from the renderer's label map) in
+    # the full-size distillation loss (0 = off). An underfit L1 regression draws the per-pixel median,
+    # which is skin wherever a small part is not yet placed exactly: its samples then draw no eyes at
+    # all. Weighting the parts (1 + part_weight) draws a part where its odds exceed 1 / (1 + part_weight).
+    part_weight: float = 0.0
     d_lr: float = 2e-3
     r1_gamma: float = 0.1
     r1_every: int = 16
@@ -550,23 +564,41 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: float = 1.0) -> torch.Tensor:
-    """Multi-scale L1 (full, 1/2, 1/4) plus L1 between image gradients, which keeps part edges sharp."""
+FINE_PARTS = (L_EYE, R_EYE, L_BROW, R_BROW, NOSE, MOUTH, U_LIP, L_LIP)
+
+
+def part_weights(labels: torch.Tensor, part_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) per-pixel loss weights from label maps (B, H, W): 1 + part_weight on FINE_PARTS, else 1."""
+    fine = torch.isin(labels, torch.tensor(FINE_PARTS, device=labels.device))
+    return (1.0 + part_weight * fine.float())[:, None]
+
+
+def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: float = 1.0,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-scale L1 (full, 1/2, 1/4) plus L1 between image gradients, which keeps part edges sharp.
+
+    ``weight`` (B, 1, H, W) weighs each pixel's error (area-pooled with the images; a gradient takes the
+    larger weight of its two pixels); None weighs all pixels 1.
+    """
     loss = fake.new_zeros(())
-    f, r = fake, real
+    weight = torch.ones_like(fake[:, :1]) if weight is None else weight
+    f, r, wt = fake, real, weight
     for _ in range(3):
-        loss = loss + (f - r).abs().mean()
-        f, r = F.avg_pool2d(f, 2), F.avg_pool2d(r, 2)
-    for gf, gr in zip(image_gradients(fake), image_gradients(real)):
-        loss = loss + gradient_weight * (gf - gr).abs().mean()
+        loss = loss + (wt * (f - r).abs()).mean()
+        f, r, wt = F.avg_pool2d(f, 2), F.avg_pool2d(r, 2), F.avg_pool2d(wt, 2)
+    pair_weights = (torch.maximum(weight[..., :, 1:], weight[..., :, :-1]),
+                    torch.maximum(weight[..., 1:, :], weight[..., :-1, :]))
+    for gf, gr, wt in zip(image_gradients(fake), image_gradients(real), pair_weights):
+        loss = loss + gradient_weight * (wt * (gf - gr).abs()).mean()
     return loss
 
 
-def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_weight: float = 1.0):
-    """``distillation_loss`` at full size plus L1 of each intermediate skip image (8 .. size/2) to the
-    area-downsampled target, which teaches the coarse layers directly."""
+def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_weight: float = 1.0,
+                   weight: torch.Tensor | None = None):
+    """``distillation_loss`` (with ``weight``) at full size plus L1 of each intermediate skip image
+    (8 .. size/2) to the area-downsampled target, which teaches the coarse layers directly."""
     size = real.shape[-1]
-    loss = distillation_loss(skips[size], real, gradient_weight)
+    loss = distillation_loss(skips[size], real, gradient_weight, weight)
     for res, img in skips.items():
         if 8 <= res < size:
             loss = loss + (img - F.adaptive_avg_pool2d(real, res)).abs().mean()
@@ -574,11 +606,12 @@ def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_
 
 
 def generator_batch(cfg: GeneratorConfig, gen: torch.Generator,
-                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1]) on
-    ``device`` (z drawn on the CPU, as in ``arcface_batch``)."""
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1], its
+    label map (B, size, size) int64) on ``device`` (z drawn on the CPU, as in ``arcface_batch``)."""
     z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen).to(device)
-    return z, render_gaussian(z, cfg.size).image
+    target = render_gaussian(z, cfg.size)
+    return z, target.image, target.labels
 
 
 def sample_grid(generator, z: torch.Tensor, path: Path, size: int) -> None:
@@ -655,11 +688,12 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
     end = min(cfg.steps, stop_at or cfg.steps)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
     for step in bar:
-        z, real = generator_batch(cfg, step_generator(cfg.seed, step), device)
+        z, real, labels = generator_batch(cfg, step_generator(cfg.seed, step), device)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
         skips = skip_images(g, target_styles(z, cfg))
-        loss = synthesis_loss(skips, real, cfg.gradient_weight)
+        weight = part_weights(labels, cfg.part_weight) if cfg.part_weight > 0 else None
+        loss = synthesis_loss(skips, real, cfg.gradient_weight, weight)
         log = {"loss": loss.item(), "psnr": psnr(skips[cfg.size].detach(), real).mean().item()}
         if perceptual is not None:
             feature_loss = perceptual(skips[cfg.size], real)
@@ -922,6 +956,8 @@ def parse_args(argv=None):
                    help="stylegan2: weight of the LPIPS term on the toy ArcFace's stages (default 0: off)")
     p.add_argument("--adversarial-weight", type=float, default=None,
                    help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)")
+    p.add_argument("--part-weight", type=float, default=None,
+                   help="stylegan2: extra loss weight of eye, brow, nose and mouth pixels (default 0: off)")
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
     p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
     p.add_argument("--no-progress", action="store_true")

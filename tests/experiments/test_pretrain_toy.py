@@ -89,7 +89,7 @@ def test_skip_images_match_the_generator_and_target_styles_are_fixed():
 def test_generator_distillation_trains_resumes_and_exports(tmp_path):
     torch.manual_seed(TINY_G.seed)
     initial = P.build_generator(TINY_G)
-    z, real = P.generator_batch(replace(TINY_G, batch_size=16), torch.Generator().manual_seed(123))
+    z, real, _ = P.generator_batch(replace(TINY_G, batch_size=16), torch.Generator().manual_seed(123))
     w = P.target_styles(z, TINY_G)
     g, latent_avg, losses = P.train_generator(TINY_G, tmp_path / "a", progress=False)
     assert len(losses) == 8 and latent_avg.shape == (48,)
@@ -122,11 +122,38 @@ def test_distillation_loss_and_psnr():
                          atol=0.2).all()
 
 
+def test_part_weights_make_an_uncertain_small_part_worth_drawing():
+    """The fitted constant of a pixel that is an eye in 30% of the targets: skin under plain L1 (the
+    median), the eye once the parts weigh 1 + 4 (drawn where their odds exceed 1 / 5)."""
+    from data.toyfaces import L_EYE, SKIN
+
+    n = 20
+    real = torch.full((n, 3, 8, 8), 0.6)
+    labels = torch.full((n, 8, 8), SKIN)
+    real[:6, :, 3:5, 3:5], labels[:6, 3:5, 3:5] = -0.9, L_EYE  # 6 of 20 targets have the eye
+    weight = P.part_weights(labels, 4.0)
+    assert weight.shape == (n, 1, 8, 8) and weight.unique().tolist() == [1.0, 5.0]
+    assert torch.equal(P.part_weights(labels, 0.0), torch.ones(n, 1, 8, 8))
+    assert P.distillation_loss(real * 0.9, real, weight=torch.ones(n, 1, 8, 8)) == \
+        P.distillation_loss(real * 0.9, real)
+    fitted = {}
+    for name, w in (("plain", None), ("weighted", weight)):
+        x = torch.zeros(1, 3, 8, 8, requires_grad=True)
+        opt = torch.optim.Adam([x], lr=0.05)
+        for _ in range(300):
+            loss = P.distillation_loss(x.expand(n, -1, -1, -1), real, weight=w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        fitted[name] = x.detach()[0, :, 3:5, 3:5].mean().item()
+    assert fitted["plain"] > 0.3 and fitted["weighted"] < -0.5, fitted
+
+
 def test_discriminator_step_separates_real_from_fake_and_adds_lazy_r1():
     torch.manual_seed(0)
     d = P.build_discriminator(TINY_G)
     opt = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.0, 0.99))
-    _, real = P.generator_batch(replace(TINY_G, batch_size=8), torch.Generator().manual_seed(1))
+    _, real, _ = P.generator_batch(replace(TINY_G, batch_size=8), torch.Generator().manual_seed(1))
     fake = F.avg_pool2d(real, 3, 1, 1)  # blurred reals: what an underfit distillation draws
     logs = [P.discriminator_step(d, opt, real, fake, r1_gamma=0.1, r1_interval=0) for _ in range(30)]
     assert logs[-1]["d_loss"] < logs[0]["d_loss"] and logs[-1]["d_real"] > logs[-1]["d_fake"]
@@ -189,7 +216,7 @@ def test_generator_perceptual_term_grows_with_blur_on_the_shipped_arcface():
     from losses.perceptual import PerceptualLoss
 
     loss = PerceptualLoss.from_backbone("toy", toy_network=P.GeneratorConfig().perceptual_net)
-    _, real = P.generator_batch(replace(P.GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
+    _, real, _ = P.generator_batch(replace(P.GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
     assert loss(real, real).item() == pytest.approx(0.0, abs=1e-6)
     blurred = [F.avg_pool2d(real, k, 1, k // 2) for k in (3, 5, 7)]
     losses = [loss(b, real).item() for b in blurred]
