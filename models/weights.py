@@ -70,7 +70,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "pt_inception-2015-12-05-6726825d.pth",
                "pytorch-fid's FID Inception-v3 (TF FID graph weights)", location="torch_hub"),
     WeightSpec("toy_stylegan2", "toy_stylegan2.safetensors",
-               "8ab3a859c6cf013fda90220f6a1542d83e45f569850dd8fa7451faa598088f53", PRETRAIN_TOY,
+               "d8b4a5745a6a9e914441cf4c504eb9dddcdd5b34f76784762f325b0dc26a84b9", PRETRAIN_TOY,
                "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format", location="repo"),
     WeightSpec("toy_arcface", "toy_arcface.safetensors",
                "1b55c02e52b3192dbc9952492307b5f44891831565f6a9dc0c1657b6152974b4", PRETRAIN_TOY,
@@ -82,7 +82,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "e5407f86d5a71e61ccad227361106534a311f5d5509b80318814ae5574c72284",
+               "8a833bb85941be85aeb69ecfc53ae3b4087dd9ab8724e46f7233237f000984c1",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
                "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
