@@ -33,12 +33,13 @@ def upfirdn2d_ref(x, kernel, up=1, down=1, pad=(0, 0)):
     px0, px1, py0, py1 = _pad4(pad)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
-    x = x.reshape(b * c, 1, h, 1, w, 1)
-    x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(b * c, 1, h * up, w * up)
+    x = x.reshape(b, c, h, 1, w, 1)
+    x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
     x = F.pad(x, [px0, px1, py0, py1])  # constant_pad_nd crops on negative pads
-    weight = kernel.flip([0, 1]).reshape(1, 1, kh, kw).to(x.dtype)
-    x = F.conv2d(x, weight, stride=down)
-    return x.reshape(b, c, x.shape[2], x.shape[3])
+    # One depthwise conv (groups = C): the same taps, in the same order, as a single-channel conv over
+    # (B*C, 1, H, W) planes, whose mkldnn backward is 10-80x slower on a CPU (upfirdn2d_ref is the CPU path).
+    weight = kernel.flip([0, 1]).to(x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return F.conv2d(x, weight, stride=down, groups=c)
 
 
 def _grad_pad(kernel_hw, in_hw, out_hw, up, down, pad):
