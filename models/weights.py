@@ -82,7 +82,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "8a833bb85941be85aeb69ecfc53ae3b4087dd9ab8724e46f7233237f000984c1",
+               "0c346916cbaead7df6aa0b22748308587a24585342108ca1dfa087cb469b30ec",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
                "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
