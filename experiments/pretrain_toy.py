@@ -14,7 +14,10 @@ grids and the W&B run; training resumes from ``<work-dir>/<name>/ckpt.pt``, also
 and ``--out-dir`` (the exported fp16 safetensors / ONNX files, default ``models/pretrained``). W&B runs
 offline unless ``WANDB_MODE`` says otherwise. The sha256 of each exported file is printed for
 ``models/weights.py``. ``stylegan2`` also takes ``--part-weight`` (10 by default), ``--perceptual-weight``
-and ``--adversarial-weight`` (both 0 by default; see GeneratorConfig).
+and ``--adversarial-weight`` (both 0 by default; see GeneratorConfig), and ``--init FILE``: start from a
+generator file, such as the shipped ``models/pretrained/toy_stylegan2.safetensors``, when the work dir
+holds no checkpoint (a fresh clone or machine; its fitted mapping is kept, and the cosine schedule
+starts again, so pass a lower ``--lr`` to continue rather than restart).
 
 ArcFaces: IR-SE backbones working on the 64x64 image itself (``Backbone(input_size=64)``), trained on
 the toy *train* identities (``data.toyfaces`` identity codes, world seed 0) under fresh nuisance draws
@@ -647,14 +650,45 @@ def fit_mapping(g, cfg: GeneratorConfig, progress: bool = True) -> float:
     return rel
 
 
+def mapping_rel_mse(g, cfg: GeneratorConfig) -> float:
+    """Relative MSE of the mapping network against w*(z) on a fixed batch that ``fit_mapping`` never draws."""
+    z = torch.randn(cfg.mapping_batch_size, cfg.style_dim, generator=step_generator(cfg.seed + 2, 0))
+    z = z.to(next(g.style.parameters()).device)
+    target = target_styles(z, cfg)
+    with torch.no_grad():
+        return F.mse_loss(g.style(z), target).item() / target.var().item()
+
+
+def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
+    """Copy a generator file of ``cfg``'s architecture (``export_generator`` / ``save_generator`` format, or
+    a rosinality .pt) into ``g``, strictly; a missing file or another architecture stops with one line
+    naming the file."""
+    from models.stylegan2 import load_generator
+
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--init {path}: no such file (a generator written by `pretrain_toy.py stylegan2`, "
+                         "e.g. models/pretrained/toy_stylegan2.safetensors)")
+    try:
+        loaded, _ = load_generator(path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp,
+                                   channels=dict(cfg.channels))
+    except RuntimeError as err:
+        raise SystemExit(f"--init {path}: not a generator of this configuration (size {cfg.size}, style_dim "
+                         f"{cfg.style_dim}, n_mlp {cfg.n_mlp}, channels {dict(cfg.channels)}): "
+                         f"{str(err).splitlines()[1].strip()}") from None
+    g.load_state_dict(loaded.state_dict())
+
+
 def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None,
-                    device: str | torch.device = "cpu"):
+                    device: str | torch.device = "cpu", init: str | Path | None = None):
     """Distil the renderer into the toy StyleGAN2 so that G([z]) ~ render(factors_from_gaussian(z)).
 
     Two regressions through the fixed target styles w*(z) (``target_styles``): the mapping network onto
     w* (``fit_mapping``, first, cheap), and the synthesis network from w* to the rendered image
     (``synthesis_loss``, ``steps`` steps), on ``device``. Returns (generator in eval mode on the CPU,
     latent_avg (style_dim,), losses); ``stop_at`` as in train_arcface (counts synthesis steps).
+    ``init``: a generator file to start from when ``work_dir`` holds no checkpoint (its fitted mapping is
+    kept, so only the synthesis trains); an existing checkpoint is resumed and ``init`` ignored.
     """
     run_dir = work_dir / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -680,6 +714,12 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
         if d is not None and "d" in state:
             d.load_state_dict(state["d"])
             d_opt.load_state_dict(state["d_opt"])
+        if init is not None:
+            tqdm.write(f"[{cfg.name}] resuming {ckpt_path} at step {start}; --init {init} is not used")
+    elif init is not None:
+        load_init(g, init, cfg)
+        mapping_error = mapping_rel_mse(g, cfg)
+        tqdm.write(f"[{cfg.name}] started from {init}: mapping relative MSE {mapping_error:.4f}")
     run = start_wandb(cfg.name, asdict(cfg), run_dir)
     if mapping_error is None:
         mapping_error = fit_mapping(g, cfg, progress)
@@ -758,7 +798,7 @@ def cmd_stylegan2(args) -> dict:
     cfg = GeneratorConfig(**{**asdict(GeneratorConfig()), **cli_overrides(args, GeneratorConfig)})
     t0 = time.time()
     g, latent_avg, losses = train_generator(cfg, Path(args.work_dir), progress=not args.no_progress,
-                                            device=resolve_device(args.device))
+                                            device=resolve_device(args.device), init=args.init)
     paths = export_generator(g, latent_avg, cfg.name, Path(args.out_dir))
     result = {"name": cfg.name, "train_seconds": time.time() - t0,
               "final_loss": losses[-1] if losses else None, "sha256": print_hashes(paths)}
@@ -961,6 +1001,9 @@ def parse_args(argv=None):
                    help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)")
     p.add_argument("--part-weight", type=float, default=None,
                    help="stylegan2: extra loss weight of eye, brow, nose and mouth pixels (default 10; 0: off)")
+    p.add_argument("--init", default=None,
+                   help="stylegan2: a generator file to start from when --work-dir holds no checkpoint, e.g. "
+                        "models/pretrained/toy_stylegan2.safetensors (its mapping is kept; a checkpoint wins)")
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
     p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
     p.add_argument("--no-progress", action="store_true")
@@ -982,6 +1025,8 @@ def main(argv=None):
         resolve_device(args.device)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    if args.init is not None and args.command not in ("stylegan2", "all"):
+        raise SystemExit(f"--init: not an option of `pretrain_toy.py {args.command}`")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("arcface", "all"):

@@ -113,6 +113,36 @@ def test_generator_distillation_trains_resumes_and_exports(tmp_path):
     assert torch.allclose(out, ref, atol=5e-2)
 
 
+def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
+    from models.stylegan2 import load_generator
+
+    g, latent_avg, _ = P.train_generator(TINY_G, tmp_path / "a", progress=False)
+    path = P.export_generator(g, latent_avg, "tiny_g", tmp_path / "out")["safetensors"]
+    still = replace(TINY_G, lr=0.0, steps=2)  # lr 0: the run must keep exactly what it started from
+    started, _, losses = P.train_generator(still, tmp_path / "b", progress=False, init=path)
+    shipped, _ = load_generator(path, 16, style_dim=48, n_mlp=2, channels=dict(TINY_G.channels))
+    assert len(losses) == 2
+    for (k, v), u in zip(shipped.state_dict().items(), started.state_dict().values()):
+        assert torch.equal(v, u), k  # the mapping too: it was not fitted again
+    recorded = torch.load(tmp_path / "b" / TINY_G.name / "ckpt.pt", weights_only=True)["mapping_rel_mse"]
+    torch.manual_seed(TINY_G.seed)
+    assert recorded == pytest.approx(P.mapping_rel_mse(shipped, TINY_G))
+    assert recorded < P.mapping_rel_mse(P.build_generator(TINY_G), TINY_G)
+
+    # the same command again resumes the checkpoint; --init is not read (here it no longer exists)
+    _, _, more = P.train_generator(replace(still, steps=3), tmp_path / "b", progress=False,
+                                   init=tmp_path / "gone.safetensors")
+    assert len(more) == 1
+    with pytest.raises(SystemExit, match="gone.safetensors: no such file"):
+        P.train_generator(still, tmp_path / "c", progress=False, init=tmp_path / "gone.safetensors")
+    other = P.export_generator(P.build_generator(replace(TINY_G, channels=((4, 8), (8, 8), (16, 8)))),
+                               latent_avg, "other", tmp_path / "out")["safetensors"]
+    with pytest.raises(SystemExit, match="other.safetensors: not a generator of this configuration"):
+        P.train_generator(still, tmp_path / "d", progress=False, init=other)
+    with pytest.raises(SystemExit, match="--init: not an option of `pretrain_toy.py arcface`"):
+        P.main(["arcface", "--init", str(path), "--work-dir", str(tmp_path / "e")])
+
+
 def test_distillation_loss_and_psnr():
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert P.distillation_loss(x, x).item() == 0.0
