@@ -118,16 +118,23 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
 
     g, latent_avg, _ = P.train_generator(TINY_G, tmp_path / "a", progress=False)
     path = P.export_generator(g, latent_avg, "tiny_g", tmp_path / "out")["safetensors"]
-    still = replace(TINY_G, lr=0.0, steps=2)  # lr 0: the run must keep exactly what it started from
+    # synthesis lr 0 and no mapping steps: the run must keep exactly what it started from
+    still = replace(TINY_G, lr=0.0, steps=2, mapping_steps=0)
     started, _, losses = P.train_generator(still, tmp_path / "b", progress=False, init=path)
     shipped, _ = load_generator(path, 16, style_dim=48, n_mlp=2, channels=dict(TINY_G.channels))
     assert len(losses) == 2
     for (k, v), u in zip(shipped.state_dict().items(), started.state_dict().values()):
-        assert torch.equal(v, u), k  # the mapping too: it was not fitted again
+        assert torch.equal(v, u), k
     recorded = torch.load(tmp_path / "b" / TINY_G.name / "ckpt.pt", weights_only=True)["mapping_rel_mse"]
+    shipped_error = P.mapping_rel_mse(shipped, TINY_G)
     torch.manual_seed(TINY_G.seed)
-    assert recorded == pytest.approx(P.mapping_rel_mse(shipped, TINY_G))
-    assert recorded < P.mapping_rel_mse(P.build_generator(TINY_G), TINY_G)
+    assert recorded == pytest.approx(shipped_error) and recorded < P.mapping_rel_mse(P.build_generator(TINY_G),
+                                                                                    TINY_G)
+    # with mapping steps, the file's mapping fit continues (and the synthesis is left alone at lr 0)
+    refit, _, _ = P.train_generator(replace(still, mapping_steps=200), tmp_path / "f", progress=False, init=path)
+    assert P.mapping_rel_mse(refit, TINY_G) < 0.9 * shipped_error
+    synthesis = [k for k in shipped.state_dict() if not k.startswith("style.")]
+    assert all(torch.equal(shipped.state_dict()[k], refit.state_dict()[k]) for k in synthesis)
 
     # the same command again resumes the checkpoint; --init is not read (here it no longer exists)
     _, _, more = P.train_generator(replace(still, steps=3), tmp_path / "b", progress=False,
@@ -141,6 +148,17 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
         P.train_generator(still, tmp_path / "d", progress=False, init=other)
     with pytest.raises(SystemExit, match="--init: not an option of `pretrain_toy.py arcface`"):
         P.main(["arcface", "--init", str(path), "--work-dir", str(tmp_path / "e")])
+
+
+def test_mapping_floor_is_the_best_any_direction_only_mapping_can_do():
+    """PixelNorm gives the mapping z / |z| only: the floor (the mean of w* over the unseen norm) is above 0 and
+    below the error of another direction-only predictor, w* of the direction scaled to the mean norm."""
+    cfg = P.GeneratorConfig()
+    floor = P.mapping_rel_mse_floor(cfg)
+    z = P.heldout_codes(cfg)
+    target = P.target_styles(z, cfg)
+    rescaled = P.target_styles(z / z.norm(dim=1, keepdim=True) * z.norm(dim=1).mean(), cfg)
+    assert 0.001 < floor < F.mse_loss(rescaled, target).item() / target.var().item()
 
 
 def test_distillation_loss_and_psnr():
@@ -295,7 +313,8 @@ def test_check_measures_the_shipped_networks(tmp_path):
     for name in P.ARCFACES:
         assert out[name]["onnx_torch_cosine"] > 0.99
     g = out["toy_stylegan2"]
-    assert sorted(g["fd_by_n"]) == [400, 600, 800, 1000]  # 200 is below the 320 feature dimensions
+    assert sorted(g["fd_by_n"]) == [400, 600, 800, 1000]  # 200 is below the 240 feature dimensions
+    assert g["mapping_rel_mse"] > g["mapping_rel_mse_floor"] > 0
     assert g["fd_real_vs_real"] > g["fd_by_n"][400][1] > g["fd_by_n"][1000][1]  # the 1/n bias
     scale = [g["fd_inf_real_blurred_by_sigma"][s] for s in P.BLUR_SCALE_SIGMAS]
     assert scale == sorted(scale), scale
