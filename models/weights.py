@@ -70,7 +70,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "pt_inception-2015-12-05-6726825d.pth",
                "pytorch-fid's FID Inception-v3 (TF FID graph weights)", location="torch_hub"),
     WeightSpec("toy_stylegan2", "toy_stylegan2.safetensors",
-               "d8b4a5745a6a9e914441cf4c504eb9dddcdd5b34f76784762f325b0dc26a84b9", PRETRAIN_TOY,
+               "7870bfacd594c327bc9318b5989dc525f4eee3ace54bd74a05b2924459f12e24", PRETRAIN_TOY,
                "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format", location="repo"),
     WeightSpec("toy_arcface", "toy_arcface.safetensors",
                "1b55c02e52b3192dbc9952492307b5f44891831565f6a9dc0c1657b6152974b4", PRETRAIN_TOY,
@@ -82,7 +82,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "490e6cdd0eea176ea470e4aaf9ff7aae94ea7989be3d158d2f08aeb81a73d402", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "0c346916cbaead7df6aa0b22748308587a24585342108ca1dfa087cb469b30ec",
+               "10695e902dddc15557681d20bab91283d38f1cbd7ca4ba86c37fe73e9b91cece",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
                "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
