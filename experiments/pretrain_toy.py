@@ -694,8 +694,8 @@ def mapping_rel_mse_floor(cfg: GeneratorConfig, draws: int = 64) -> float:
 
 def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
     """Copy a generator file of ``cfg``'s architecture (``export_generator`` / ``save_generator`` format, or
-    a rosinality .pt) into ``g``, strictly; a missing file or another architecture stops with one line
-    naming the file."""
+    a rosinality .pt) into ``g``, strictly; a missing, damaged or unsafe file or another architecture stops
+    with one line naming the file."""
     from models.stylegan2 import load_generator
 
     path = Path(path)
@@ -705,10 +705,13 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
     try:
         loaded, _ = load_generator(path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp,
                                    channels=dict(cfg.channels))
-    except RuntimeError as err:
+    except ValueError as err:  # unreadable or unsafe: models.weights names the file and the remedy
+        raise SystemExit(f"--init {err}") from None
+    except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...:" then the details
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
         raise SystemExit(f"--init {path}: not a generator of this configuration (size {cfg.size}, style_dim "
                          f"{cfg.style_dim}, n_mlp {cfg.n_mlp}, channels {dict(cfg.channels)}): "
-                         f"{str(err).splitlines()[1].strip()}") from None
+                         f"{details[0] if details else err}") from None
     g.load_state_dict(loaded.state_dict())
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import load_torch_file
+from models.weights import load_state_file
 
 STAGE_UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -30,12 +30,7 @@ def load_checkpoint(path_or_dict: str | Path | dict) -> dict:
     """A dict as is, a ``.safetensors`` file, or a torch file loaded with ``weights_only=True`` (on CPU)."""
     if isinstance(path_or_dict, dict):
         return dict(path_or_dict)
-    path = Path(path_or_dict)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return load_torch_file(path)
+    return load_state_file(path_or_dict)
 
 
 def stage_config(

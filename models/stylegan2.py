@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import load_torch_file
+from models.weights import load_state_file, load_torch_file
 from ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 
 
@@ -361,9 +361,7 @@ def _read_checkpoint(path_or_state) -> dict:
         return path_or_state
     path = Path(path_or_state)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        flat = load_file(str(path))
+        flat = load_state_file(path)
         ckpt = {"g_ema": {k[len("g_ema."):]: v for k, v in flat.items() if k.startswith("g_ema.")}}
         if "latent_avg" in flat:
             ckpt["latent_avg"] = flat["latent_avg"]

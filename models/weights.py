@@ -126,13 +126,27 @@ class UnsafeCheckpointError(ValueError):
     """A torch file holds objects that ``torch.load(weights_only=True)`` refuses to rebuild."""
 
 
+class UnreadableCheckpointError(ValueError):
+    """A weights file exists but cannot be parsed (truncated, corrupted or not a checkpoint at all)."""
+
+
+def _unreadable(path, err: BaseException, detail: str | None = None) -> UnreadableCheckpointError:
+    """``detail``: the telling part of ``err``'s message (default: its first non-empty line)."""
+    detail = detail or next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return UnreadableCheckpointError(
+        f"{path}: not a readable {'safetensors' if Path(path).suffix == '.safetensors' else 'torch'} file "
+        f"({type(err).__name__}{': ' + detail if detail else ''}); it may be truncated or corrupted: copy or "
+        "export it again")
+
+
 def load_torch_file(path) -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)``, also admitting ``argparse.Namespace``.
 
     rosinality's ``train.py`` checkpoints keep their ``args`` as a Namespace: a plain attribute holder
     whose contents the weights-only unpickler still checks, so allowing it runs no code from the file.
     Anything else that needs a full unpickler raises :class:`UnsafeCheckpointError` naming the file and
-    the refused object, and saying how to get a loadable file.
+    the refused object, and saying how to get a loadable file; a file torch cannot parse at all raises
+    :class:`UnreadableCheckpointError` (a missing one, FileNotFoundError).
     """
     import pickle
 
@@ -141,7 +155,12 @@ def load_torch_file(path) -> object:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
     except pickle.UnpicklingError as err:
+        garbage = re.search(r"Unsupported operand \d+", str(err))  # bytes that are no pickle opcode
+        if garbage:
+            raise _unreadable(path, err, garbage.group(0)) from None
         found = re.search(r"GLOBAL (\S+)", str(err))
         refused = f"a {found.group(1)} object" if found else "objects beyond tensors and plain containers"
         raise UnsafeCheckpointError(
@@ -150,6 +169,24 @@ def load_torch_file(path) -> object:
             "only its tensors (e.g. the 'g_ema' state dict and 'latent_avg'); an NVlabs .pkl is converted "
             "by `python experiments/convert.py SRC DST --trust-pickle`."
         ) from None
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:  # torch's errors on damaged files
+        raise _unreadable(path, err) from None
+
+
+def load_state_file(path) -> dict:
+    """A ``.safetensors`` file (flat name -> tensor) or a torch file (``load_torch_file``), on the CPU.
+    Damaged files raise :class:`UnreadableCheckpointError` naming the file."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except FileNotFoundError:
+            raise
+        except SafetensorError as err:
+            raise _unreadable(path, err) from None
+    return load_torch_file(path)
 
 
 def sha256_of(path, chunk: int = 1 << 20) -> str:

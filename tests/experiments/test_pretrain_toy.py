@@ -146,6 +146,10 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
                                latent_avg, "other", tmp_path / "out")["safetensors"]
     with pytest.raises(SystemExit, match="other.safetensors: not a generator of this configuration"):
         P.train_generator(still, tmp_path / "d", progress=False, init=other)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="--init .*cut.safetensors: not a readable safetensors file"):
+        P.train_generator(still, tmp_path / "g", progress=False, init=cut)
     with pytest.raises(SystemExit, match="--init: not an option of `pretrain_toy.py arcface`"):
         P.main(["arcface", "--init", str(path), "--work-dir", str(tmp_path / "e")])
 

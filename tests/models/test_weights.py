@@ -1,6 +1,9 @@
-"""The weights registry: names, locations, missing-file messages, sha256 checks, the listing command."""
+"""The weights registry: names, locations, missing-file messages, sha256 checks, the listing command, and
+the weights-file readers' refusals."""
 
 import hashlib
+import re
+from pathlib import Path
 
 import pytest
 
@@ -8,10 +11,12 @@ from models import weights
 from models.weights import (
     REGISTRY,
     MissingWeightsError,
+    UnreadableCheckpointError,
     UnsafeCheckpointError,
     WeightsChecksumError,
     WeightSpec,
     expected_path,
+    load_state_file,
     load_torch_file,
     resolve,
     resolve_path,
@@ -125,3 +130,32 @@ def test_load_torch_file_admits_namespaces_and_refuses_code_with_the_file_name(t
     with pytest.raises(UnsafeCheckpointError, match=r"gadget\.pt: not loaded: it holds a .*_Gadget object") as err:
         load_torch_file(bad)
     assert "weights_only=False" in str(err.value) and "--trust-pickle" in str(err.value)
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("cut.safetensors", lambda data: data[:1000]),
+    ("empty.safetensors", lambda data: b""),
+    ("cut.pt", lambda data: data[:5000]),
+    ("tail.pt", lambda data: data[:-100]),
+    ("empty.pt", lambda data: b""),
+    ("text.pt", lambda data: b"hello"),
+    ("noise.pt", lambda data: b"\x80\x02" + bytes(range(103, 140))),
+])
+def test_damaged_files_are_refused_with_the_file_name(tmp_path, name, damage):
+    import torch
+    from safetensors.torch import save_file
+
+    state = {"w": torch.randn(64, 64), "b": torch.zeros(64)}
+    whole = tmp_path / ("whole" + Path(name).suffix)
+    if whole.suffix == ".safetensors":
+        save_file(state, str(whole))
+    else:
+        torch.save(state, whole)
+    assert torch.equal(load_state_file(whole)["w"], state["w"])
+    path = tmp_path / name
+    path.write_bytes(damage(whole.read_bytes()))
+    kind = "safetensors" if path.suffix == ".safetensors" else "torch"
+    with pytest.raises(UnreadableCheckpointError, match=rf"{re.escape(name)}: not a readable {kind} file"):
+        load_state_file(path)
+    with pytest.raises(FileNotFoundError):
+        load_state_file(tmp_path / ("absent" + path.suffix))
