@@ -368,6 +368,14 @@ class CelebAHQ(Dataset):
         """Training draws depend on (seed, epoch, index); the training loop sets the epoch."""
         self.epoch = epoch
 
+    def photo_batches(self, batch_size: int = 16):
+        """Every photo of the split, in order, as the pairs show them: yields (keys list[str], CelebA identity
+        ids (B,) int64, faces (B, 3, S, S) in [-1, 1]); the identity-following metric's gallery."""
+        for start in range(0, len(self.records), batch_size):
+            records = self.records[start:start + batch_size]
+            yield ([r.key for r in records], torch.tensor([r.identity for r in records], dtype=torch.long),
+                   torch.stack([self._face(r) for r in records]))
+
     def __getitem__(self, i: int) -> dict:
         if self.manifest is None:
             rec = self.records[i]

@@ -1,17 +1,25 @@
 """Toy faces: a deterministic procedural face world with real identity, rendered in batches with torch.
 
-Every photo is a pure function of a standard-normal code ``z`` (B, FACTOR_DIMS): the first
-``N_IDENTITY`` dims are the identity (fixed per person), the remaining ``N_NUISANCE`` dims the
-per-photo nuisance (pose, expression, lighting, background). ``factors_from_gaussian`` maps the code
-to named factors, ``render`` maps factors to an image (B, 3, H, W) in [-1, 1], a CelebAMask-HQ label
-map (B, H, W) int64 and a line sketch (B, 1, H, W) in [-1, 1] drawn from the same geometry.
+Every photo is a pure function of a standard-normal code ``z`` (B, FACTOR_DIMS): dim i drives factor
+``FACTORS[i]``. ``factors_from_gaussian`` maps the code to named factors, ``render`` maps factors to an
+image (B, 3, H, W) in [-1, 1], a CelebAMask-HQ label map (B, H, W) int64 and a line sketch
+(B, 1, H, W) in [-1, 1] drawn from the same geometry.
 
-Identity is designed to live below the LR contour's resolution (8x8 by default, one LR pixel = 8x8
-photo pixels): skin tone, hair colour and hair style come from small palettes shared by hundreds of
-identities, face width/height vary less than the nuisance scale, while the discriminative factors
-(iris colour and size, eye shape/tilt/spacing, brow thickness/angle, nose length/width, mouth width,
-lip shape/tint) are features a few pixels across. Left/right classes follow the person's side
-(``l_eye`` is on the image's right).
+Who a photo shows and what it looks like are drawn apart, so that identity is exactly what the LR
+contour cannot carry (the paper's problem: from one vague contour, the identity photo decides whose
+face comes out). ``IDENTITY_FACTORS`` are fixed per person and are all features a few pixels across,
+below the LR contour's resolution (8x8 by default, one LR pixel = 8x8 photo pixels): iris colour and
+size, eye shape/tilt/spacing/level, brow thickness/angle/gap/length, nose length/width, mouth width,
+lip shape/tint. Everything an 8x8 image shows is drawn afresh for every photo: the coarse look
+(``LOOK_FACTORS``: skin tone, hair colour, style and length, hairline, face width/height, jaw) and the
+nuisance (``NUISANCE_FACTORS``: pose, expression, lighting, background). So a person's photos differ in
+look (as a real person's do with hair dye, tan and lighting), and any two people share a look as often
+as two photos of one person do: the coarse look does not identify anyone, and a recogniser (or an
+encoder) must read the fine parts. ``with_look`` renders a look-alike: another person in a given
+photo's look. Left/right classes follow the person's side (``l_eye`` is on the image's right).
+
+The factor order of ``FACTORS`` is the code layout the shipped toy StyleGAN2 was distilled on (it draws
+render(z) for any z ~ N(0, I), whatever dims a split holds fixed), so it never changes.
 
 ``ToyFaces`` is the torch Dataset over disjoint train/test identities, with the same items, pairing
 modes and test manifest as the CelebA-HQ dataset (``data.pairs``, ``data.conditions``).
@@ -26,21 +34,57 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-IDENTITY_FACTORS = (
+# The renderer's code layout (z[:, i] drives FACTORS[i]); fixed: the shipped generator was distilled on it.
+FACTORS = (
     "face_width", "face_height", "jaw", "skin_tone", "hair_colour", "hair_style", "hair_length",
     "hairline", "hair_part", "eye_colour", "eye_width", "eye_height", "eye_tilt", "eye_spacing",
     "eye_level", "iris_size", "brow_thickness", "brow_angle", "brow_gap", "brow_length",
     "nose_length", "nose_width", "mouth_width", "lip_thickness", "lip_tint", "mouth_gap",
-)
-NUISANCE_FACTORS = (
     "shift_x", "shift_y", "rotation", "scale", "mouth_open", "smile", "light_angle", "light_strength",
     "ambient", "bg_r", "bg_g", "bg_b",
 )
+# Per person: the fine parts, below an 8x8 contour's resolution.
+IDENTITY_FACTORS = (
+    "eye_colour", "eye_width", "eye_height", "eye_tilt", "eye_spacing", "eye_level", "iris_size",
+    "brow_thickness", "brow_angle", "brow_gap", "brow_length", "nose_length", "nose_width", "mouth_width",
+    "lip_thickness", "lip_tint", "mouth_gap",
+)
+# Per photo: the coarse look (what an 8x8 image shows of a face) ...
+LOOK_FACTORS = ("face_width", "face_height", "jaw", "skin_tone", "hair_colour", "hair_style", "hair_length",
+                "hairline", "hair_part")
+# ... and the nuisance.
+NUISANCE_FACTORS = ("shift_x", "shift_y", "rotation", "scale", "mouth_open", "smile", "light_angle",
+                    "light_strength", "ambient", "bg_r", "bg_g", "bg_b")
+PHOTO_FACTORS = LOOK_FACTORS + NUISANCE_FACTORS
+assert sorted(IDENTITY_FACTORS + PHOTO_FACTORS) == sorted(FACTORS)
 N_IDENTITY = len(IDENTITY_FACTORS)
-N_NUISANCE = len(NUISANCE_FACTORS)
-FACTOR_DIMS = N_IDENTITY + N_NUISANCE
+N_PHOTO = len(PHOTO_FACTORS)
+FACTOR_DIMS = len(FACTORS)
+IDENTITY_DIMS = tuple(FACTORS.index(n) for n in IDENTITY_FACTORS)
+PHOTO_DIMS = tuple(FACTORS.index(n) for n in PHOTO_FACTORS)
+LOOK_DIMS = tuple(FACTORS.index(n) for n in LOOK_FACTORS)
 
-# Shared palettes (RGB in [0, 1]): coarse colours are only weakly identity-bearing.
+
+def assemble(identity: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Renderer codes (..., FACTOR_DIMS) from identity codes (..., N_IDENTITY) and photo codes (..., N_PHOTO)."""
+    if identity.shape[-1] != N_IDENTITY or photo.shape[-1] != N_PHOTO:
+        raise ValueError(f"identity and photo codes must end in {N_IDENTITY} and {N_PHOTO} dims, got "
+                         f"{tuple(identity.shape)} and {tuple(photo.shape)}")
+    codes = identity.new_empty(*torch.broadcast_shapes(identity.shape[:-1], photo.shape[:-1]), FACTOR_DIMS)
+    codes[..., list(IDENTITY_DIMS)] = identity
+    codes[..., list(PHOTO_DIMS)] = photo
+    return codes
+
+
+def with_look(codes: torch.Tensor, look_from: torch.Tensor) -> torch.Tensor:
+    """``codes`` (B, FACTOR_DIMS) with the coarse look (``LOOK_FACTORS``) of ``look_from`` (B, FACTOR_DIMS):
+    the same people and nuisance, drawn in the other photos' look (look-alikes)."""
+    out = codes.clone()
+    out[:, list(LOOK_DIMS)] = look_from[:, list(LOOK_DIMS)]
+    return out
+
+
+# Palettes (RGB in [0, 1]) of the per-photo coarse look.
 SKIN_TONES = ((0.96, 0.80, 0.69), (0.88, 0.70, 0.56), (0.76, 0.56, 0.42), (0.56, 0.39, 0.27),
               (0.38, 0.26, 0.18))
 HAIR_COLOURS = ((0.08, 0.07, 0.07), (0.26, 0.17, 0.10), (0.47, 0.31, 0.18), (0.86, 0.72, 0.45),
@@ -74,15 +118,14 @@ def _palette_index(u: torch.Tensor, k: int) -> torch.Tensor:
 def factors_from_gaussian(z: torch.Tensor) -> dict[str, torch.Tensor]:
     """Named factors from a standard-normal code.
 
-    z: (B, D) with D >= FACTOR_DIMS; dims [0, N_IDENTITY) are identity, the next N_NUISANCE nuisance,
-    the rest unused. Returns {name: (B,)} in renderer units (face coordinates span about [-1, 1];
-    palette factors are int64 indices, everything else float).
+    z: (B, D) with D >= FACTOR_DIMS; dim i < FACTOR_DIMS drives ``FACTORS[i]``, the rest are unused.
+    Returns {name: (B,)} in renderer units (face coordinates span about [-1, 1]; palette factors are int64
+    indices, everything else float).
     """
     if z.dim() != 2 or z.shape[1] < FACTOR_DIMS:
         raise ValueError(f"z must be (B, >= {FACTOR_DIMS}), got {tuple(z.shape)}")
     u = _uniform(z[:, :FACTOR_DIMS].float())
-    names = IDENTITY_FACTORS + NUISANCE_FACTORS
-    c = {n: u[:, i] for i, n in enumerate(names)}
+    c = {n: u[:, i] for i, n in enumerate(FACTORS)}
     lin = lambda name, lo, hi: lo + (hi - lo) * c[name]
     open_u = c["mouth_open"]
     return {
@@ -299,10 +342,10 @@ def identity_codes(n: int, seed: int, stream: int) -> torch.Tensor:
     return torch.randn(n, N_IDENTITY, generator=g)
 
 
-def nuisance_codes(n_ids: int, photos: int, seed: int, stream: int) -> torch.Tensor:
-    """(n_ids, photos, N_NUISANCE) standard-normal per-photo codes."""
+def photo_codes(n_ids: int, photos: int, seed: int, stream: int) -> torch.Tensor:
+    """(n_ids, photos, N_PHOTO) standard-normal per-photo codes (look and nuisance)."""
     g = torch.Generator().manual_seed(1_000_003 * seed + 7919 * stream + 12)
-    return torch.randn(n_ids, photos, N_NUISANCE, generator=g)
+    return torch.randn(n_ids, photos, N_PHOTO, generator=g)
 
 
 SPLITS = {"train": 0, "test": 1}
@@ -323,8 +366,8 @@ class ToyIdentities:
             raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
         stream = SPLITS[split]
         ident = identity_codes(n_identities, seed, stream)
-        nuis = nuisance_codes(n_identities, photos_per_identity, seed, stream)
-        codes = torch.cat([ident[:, None].expand(-1, photos_per_identity, -1), nuis], 2)
+        photo = photo_codes(n_identities, photos_per_identity, seed, stream)
+        codes = assemble(ident[:, None].expand(-1, photos_per_identity, -1), photo)
         ids = torch.arange(n_identities).repeat_interleave(photos_per_identity) + id_offset
         return cls(codes.reshape(-1, FACTOR_DIMS).contiguous(), ids, photos_per_identity)
 
@@ -397,6 +440,14 @@ class ToyFaces(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Training draws depend on (seed, epoch, index); the training loop sets the epoch."""
         self.epoch = epoch
+
+    def photo_batches(self, batch_size: int = 256):
+        """Every photo of the split, in order, as the pairs show them: yields (keys list[str], identity ids
+        (B,) int64, images (B, 3, S, S) in [-1, 1]); the identity-following metric's gallery."""
+        for start in range(0, len(self.keys), batch_size):
+            index = range(start, min(start + batch_size, len(self.keys)))
+            yield ([self.keys[i] for i in index], self.photos.identity[start:index.stop].clone(),
+                   self.photos.render(index, self.input_size).image)
 
     def __getitem__(self, index: int) -> dict:
         """{"contour": (C, S, S) float, "target": (3, S, S) in [-1, 1], "identity": (3, S, S) in [-1, 1],

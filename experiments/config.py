@@ -26,6 +26,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from data.pairs import PAIRING_MODES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
 ABLATION_DIR = REPO_ROOT / "ablations"
@@ -98,7 +100,12 @@ class DataConfig:
     condition: str = "lr"  # lr | sketch | mask
     lr_size: int = 32
     input_size: int = 256
-    pairing: str = "same_identity"  # same_identity | self | random
+    pairing: str = "same_identity"  # training pairs: same_identity | self | random (data/pairs.py)
+    # Test pairs. random (default): identity images of other people, the paper's protocol as we read it
+    # (IDSIM "between the input identity face and the output face"; PULSE's IDSIM of 0.02 fits identity
+    # photos of other people): IDSIM then measures whether the output takes the identity photo's person.
+    # same_identity: other photos of the contour's person, where the contour already shows whom to draw.
+    test_pairing: str = "random"
     n_identity_per_contour: int = 10
     manifest_seed: int = 0  # the test manifest's draw; fixed so every seed of a suite shares it
     num_workers: int = 0
@@ -199,7 +206,8 @@ CHOICES = {
     "model.encoder_init": ("random", "pretrained"),
     "data.dataset": ("toy", "celebahq"),
     "data.condition": ("lr", "sketch", "mask"),
-    "data.pairing": ("same_identity", "self", "random"),
+    "data.pairing": PAIRING_MODES,
+    "data.test_pairing": PAIRING_MODES,
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "wandb.mode": ("offline", "online", "disabled"),
     "loss.perceptual": ("alex", "toy"),

@@ -34,6 +34,9 @@ from tqdm.auto import tqdm
 from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
 from experiments.tracking import atomic_write_text, provenance, wandb_mode
 
+# Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
+PAIR_METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following")
+
 
 def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
     """``checkpoint=<run dir>`` reads that run's saved config; other tokens apply on top."""
@@ -84,16 +87,33 @@ def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table of results.json dicts: method | LPIPS | IDSIM | FID with 95% intervals."""
-    lines = ["| run | pairs | LPIPS (lower) | IDSIM (higher) | FID (lower) |", "|---|---|---|---|---|"]
-    def cell(metric: dict) -> str:
+    """Markdown table of results.json dicts: LPIPS, IDSIM, the identity-following figures and FID, with 95%
+    intervals."""
+    lines = ["| run | test pairs | pairs | LPIPS (lower) | IDSIM (higher) | IDSIM to identity person | "
+             "IDSIM to contour person | identity-following rate | FID (lower) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(metric: dict | None) -> str:
+        if not metric or metric.get("value") is None:
+            return "n/a"
+        if not metric.get("ci"):
+            return f"{metric['value']:.4f}"
         return f"{metric['value']:.4f} [{metric['ci'][0]:.4f}, {metric['ci'][1]:.4f}]"
 
     for r in rows:
         m = r["metrics"]
-        fid = cell(m["fid"]) if m["fid"]["ci"] else f"{m['fid']['value']:.4f}"
-        lines.append(f"| {r['name']} | {r['n_pairs']} | {cell(m['lpips'])} | {cell(m['idsim'])} | {fid} |")
+        lines.append(f"| {r['name']} | {r.get('test_pairing', 'same_identity')} | {r['n_pairs']} | "
+                     f"{cell(m['lpips'])} | {cell(m['idsim'])} | {cell(m.get('idsim_identity_person'))} | "
+                     f"{cell(m.get('idsim_contour_person'))} | {cell(m.get('identity_following'))} | "
+                     f"{cell(m['fid'])} |")
     return "\n".join(lines)
+
+
+def eval_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
+    """Where an evaluation's chunks and results.json go: ``<run>/eval/<test pairing>/`` (a PULSE row, with no
+    run folder: ``<output_dir>/<run name>-eval/<test pairing>/``), so both test protocols sit side by side."""
+    base = run_dir / "eval" if run_dir else Path(cfg.output_dir) / f"{run_name(cfg)}-eval"
+    return base / cfg.data.test_pairing
 
 
 class Runner:
@@ -147,7 +167,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     device = accelerator.device
     name = (run_dir.name if run_dir else run_name(cfg)) + "-eval"
-    out_dir = Path(out_dir or (run_dir / "eval" if run_dir else Path(cfg.output_dir) / name))
+    out_dir = Path(out_dir or eval_dir(cfg, run_dir))
     chunk_dir = out_dir / "chunks"
     if accelerator.is_main_process:
         chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +182,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     mine = chunks[accelerator.process_index::accelerator.num_processes]
     runner = Runner(cfg, run_dir, device)
     suite = MetricSuite.from_config(cfg, device)
+    suite.set_gallery(test_set.photo_batches())
     t0, n_done = time.perf_counter(), 0
     for start, stop in tqdm(mine, desc=f"eval {name}", disable=not accelerator.is_local_main_process):
         path = chunk_dir / f"chunk_{start:07d}_{stop:07d}.npz"
@@ -170,7 +191,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         items = [test_set[i] for i in range(start, stop)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
         output = runner(batch["contour"], batch["identity"])
-        values = suite.per_pair(output, batch["target"], batch["identity"])
+        values = suite.per_pair(output, batch["target"], batch["identity"], manifest.rows[start:stop])
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
         values["eps_reached"] = np.array(runner.stats["eps_reached"][-len(items):] if runner.kind == "pulse"
                                          else [], dtype=bool)
@@ -191,22 +212,28 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         return {}
 
     parts = [np.load(chunk_dir / f"chunk_{s:07d}_{e:07d}.npz") for s, e in chunks]
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in ("lpips", "idsim", "contour_index")}
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in ("contour_index", *PAIR_METRICS)}
     fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
-    lp = bootstrap_ci(merged["lpips"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
-    ids = bootstrap_ci(merged["idsim"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
+    metrics = {}
+    for key in PAIR_METRICS:
+        defined = ~np.isnan(merged[key])
+        if defined.any():
+            mean, lo, hi = bootstrap_ci(merged[key][defined], groups=merged["contour_index"][defined],
+                                        n_boot=cfg.eval.n_boot, seed=cfg.seed)
+            metrics[key] = {"value": mean, "ci": [lo, hi], "n_pairs": int(defined.sum())}
+        else:
+            metrics[key] = {"value": None, "ci": None, "n_pairs": 0}
     rates = rates.view(-1, 2)
     work = rates[:, 0].sum().item()
     results = {
         "name": name.removesuffix("-eval"), "method": cfg.method, "ablation": cfg.ablation, "world": cfg.world,
-        "condition": cfg.data.condition, "pairing": cfg.data.pairing, "seed": cfg.seed,
+        "condition": cfg.data.condition, "pairing": cfg.data.pairing, "test_pairing": cfg.data.test_pairing,
+        "seed": cfg.seed,
         "n_pairs": n_total, "n_contours": int(len(np.unique(merged["contour_index"]))),
         "manifest": str(manifest.path) if manifest.path else None, "manifest_sha256": manifest.hash,
         "n_per_contour": manifest.n_per_contour,
         "checkpoint_sha256": runner.checkpoint_hash,
-        "metrics": {"lpips": {"value": lp[0], "ci": [lp[1], lp[2]]},
-                    "idsim": {"value": ids[0], "ci": [ids[1], ids[2]]},
-                    "fid": fid},
+        "metrics": {**metrics, "fid": fid},
         "networks": suite.describe(),
         "wall_time_s": time.perf_counter() - t0,
         "images_per_s": work / max(rates[:, 1].max().item(), 1e-9) if work else None,
@@ -221,7 +248,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         accelerator.init_trackers(cfg.wandb.project, config=to_container(cfg), init_kwargs={"wandb": {
             "name": name, "group": cfg.wandb.group, "job_type": "eval", "dir": str(out_dir),
             "tags": list(cfg.wandb.tags), "entity": cfg.wandb.entity, "mode": mode}})
-        flat = {"eval/lpips": lp[0], "eval/idsim": ids[0], "eval/fid": fid["value"], "eval/n_pairs": n_total}
+        flat = {f"eval/{k}": m["value"] for k, m in metrics.items() if m["value"] is not None}
+        flat.update({"eval/fid": fid["value"], "eval/n_pairs": n_total})
         accelerator.log(flat)
         from experiments.tracking import wandb_run_info
 

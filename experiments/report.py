@@ -104,7 +104,7 @@ def svg_bar_chart(records: list[dict], metric: str, width: int = 420, height: in
     left, right, top, bottom = 56, 12, 24, 48
     vals = [v for r in records for k in ("mean", "ci_low", "ci_high", "paper")
             if (v := r.get(f"{metric}_{k}")) not in (None, "")]
-    y1 = max(float(v) for v in vals) * 1.1 or 1.0
+    y1 = max((float(v) for v in vals), default=1.0) * 1.1 or 1.0
     sy = lambda y: height - bottom - float(y) / y1 * (height - top - bottom)
     slot = (width - left - right) / len(records)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10" '
@@ -115,6 +115,8 @@ def svg_bar_chart(records: list[dict], metric: str, width: int = 420, height: in
         out.append(f'<text x="{left - 4}" y="{sy(t) + 3:.1f}" text-anchor="end">{t:.3g}</text>')
     for i, r in enumerate(records):
         x = left + i * slot
+        if r.get(f"{metric}_mean") in (None, ""):  # undefined for this table (e.g. following, same-person pairs)
+            continue
         mean = float(r[f"{metric}_mean"])
         out.append(f'<rect x="{x + slot * 0.2:.1f}" y="{sy(mean):.1f}" width="{slot * 0.6:.1f}" '
                    f'height="{sy(0) - sy(mean):.1f}" fill="{COLORS[i % len(COLORS)]}" opacity="0.8"/>')
@@ -172,11 +174,12 @@ def write_offline(suite_dir: Path) -> tuple[Path, Path]:
          f"<h1>{html.escape(title)}</h1>"]
     md = [f"# {title}", ""]
     for t in tables:
-        h += [f"<h2>{html.escape(t['title'])}</h2>",
-              f"<p>World <code>{t['world']}</code>, contour <code>{t['condition']}</code>, seeds {t['seeds']}, "
+        h += [f"<h2>{html.escape(t['title'])} ({html.escape(t['test_pairing'])} test pairs)</h2>",
+              f"<p>World <code>{t['world']}</code>, contour <code>{t['condition']}</code>, test pairing "
+              f"<code>{t['test_pairing']}</code>, seeds {t['seeds']}, "
               f"test manifest sha256 <code>{t['manifest_sha256'][:12]}</code>.</p>", table_html(t),
               "<div>" + "".join(svg_bar_chart(t["records"], m) for m in METRICS) + "</div>"]
-        md += [(suite_dir / "tables" / f"table{t['table']}.md").read_text(), ""]
+        md += [(suite_dir / "tables" / f"table{t['table']}-{t['test_pairing']}.md").read_text(), ""]
         for r in t["records"]:
             curves, grids = row_media(r)
             if not curves and not grids:
@@ -207,8 +210,9 @@ def build_wandb_report(suite_dir: Path, project: str, entity: str):
               wr.P("Tables 1 and 2 of the IDE paper reproduced with experiments/reproduce.py: ours beside the "
                    "paper's numbers, then each row's loss curves and validation grids.")]
     for t in tables:
-        blocks += [wr.H2(t["title"]), wr.MarkdownBlock((Path(suite_dir) / "tables" / f"table{t['table']}.md")
-                                                       .read_text().split("\n", 2)[2])]
+        table_md = Path(suite_dir) / "tables" / f"table{t['table']}-{t['test_pairing']}.md"
+        blocks += [wr.H2(f"{t['title']} ({t['test_pairing']} test pairs)"),
+                   wr.MarkdownBlock(table_md.read_text().split("\n", 2)[2])]
         for r in t["records"]:
             names = [d.name for d in run_dirs(r) if (d / "metrics.jsonl").is_file()]
             if not names:

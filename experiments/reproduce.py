@@ -4,6 +4,7 @@ Usage::
 
     python experiments/reproduce.py table=all                       # both tables, toy world, seed 0
     python experiments/reproduce.py table=2 seeds=[0,1,2]          # mean and spread over 3 seeds
+    python experiments/reproduce.py table=2 protocols=[random]     # one test protocol (default: both)
     python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
     python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
 
@@ -13,11 +14,12 @@ other token is a preset or dotted override applied to every row (``world=``, ``o
 
 Each row x seed is one run folder ``<output_dir>/<run name>``: a run whose
 ``final/encoder.safetensors`` exists is not trained again, an unfinished one resumes from its
-latest checkpoint, a run with ``eval/results.json`` is not evaluated again; PULSE rows (model.kind
+latest checkpoint, a run with ``eval/<test pairing>/results.json`` is not evaluated again; PULSE rows (model.kind
 pulse) have nothing to train and are only evaluated. Every row is evaluated on the same test
 manifest (``data.manifest_seed``), checked by its hash. The tables go to
-``<output_dir>/tables/table<n>.{md,csv,json}`` and, unless W&B is disabled, to a ``wandb.Table`` in
-a run of its own (job_type ``reproduce``, group = the suite).
+``<output_dir>/tables/table<n>-<protocol>.{md,csv,json}`` (one per test protocol of ``protocols=``,
+by default ``random``, the paper's cross-identity pairs, and ``same_identity``) and, unless W&B is
+disabled, to a ``wandb.Table`` in a run of its own (job_type ``reproduce``, group = the suite).
 
 Everything runs in this one process (fine on a CPU: the toy suite). On several GPUs, train each row
 with ``accelerate launch experiments/run.py <row presets> seed=<s> output_dir=<same>`` first; this
@@ -36,11 +38,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from data.pairs import PAIRING_MODES
 from experiments.config import ABLATION_DIR, ConfigError, load_config
 from experiments.tracking import atomic_write_text, wandb_mode
 
-METRICS = ("lpips", "idsim", "fid")
-LABELS = {"lpips": "LPIPS (lower)", "idsim": "IDSIM (higher)", "fid": "FID (lower)"}
+# Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
+PROTOCOLS = ("random", "same_identity")
+PROTOCOL_TITLES = {"random": "cross-identity (identity photos of other people; the paper's protocol)",
+                   "same_identity": "same identity (other photos of the contour's person)",
+                   "self": "self (the target photo as identity image)"}
+
+METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following", "fid")
+LABELS = {"lpips": "LPIPS (lower)", "idsim": "IDSIM (higher)", "idsim_identity_person": "IDSIM to identity person",
+          "idsim_contour_person": "IDSIM to contour person", "identity_following": "identity-following rate",
+          "fid": "FID (lower)"}
 
 
 @dataclass
@@ -73,11 +84,14 @@ class RowResult:
 
     def stat(self, metric: str) -> dict:
         """Mean, spread (sample std over seeds, 0 for one seed) and the mean of the seeds' 95% bounds."""
-        values = [r["metrics"][metric]["value"] for r in self.results]
-        cis = [r["metrics"][metric]["ci"] for r in self.results if r["metrics"][metric]["ci"]]
+        figures = [r["metrics"].get(metric) or {"value": None, "ci": None} for r in self.results]
+        values = [f["value"] for f in figures if f["value"] is not None]
+        cis = [f["ci"] for f in figures if f["ci"]]
+        paper = self.paper.get(metric)
+        if not values:  # e.g. the identity-following rate of same-person test pairs: undefined
+            return {"mean": None, "std": None, "ci": None, "paper": paper, "diff": None, "n_seeds": 0}
         mean = statistics.fmean(values)
         ci = [statistics.fmean(c[0] for c in cis), statistics.fmean(c[1] for c in cis)] if cis else None
-        paper = self.paper.get(metric)
         return {"mean": mean, "std": statistics.stdev(values) if len(values) > 1 else 0.0, "ci": ci,
                 "paper": paper, "diff": None if paper is None else mean - paper, "n_seeds": len(values)}
 
@@ -120,12 +134,12 @@ def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> Dict
 
 
 def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
-    """Train (or skip/resume) and evaluate (or skip) one run; returns its folder and results."""
-    from experiments.evaluate import evaluate, load_eval_config
+    """Train (or skip/resume) and evaluate (or skip) one run on ``cfg.data.test_pairing``'s test pairs;
+    returns its folder and results."""
+    from experiments.evaluate import eval_dir, evaluate, load_eval_config
     from experiments.train import run_dir_of, train
 
     run_dir = run_dir_of(cfg)
-    results_path = run_dir / "eval" / "results.json"
     if cfg.model.kind == "pulse":
         eval_cfg, ckpt = cfg, None
     else:
@@ -136,12 +150,14 @@ def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
             train(OmegaConf.merge(cfg, {"resume": "latest"}))
         # The finished run's saved config, with this invocation's eval settings on top.
         eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
-        eval_cfg = OmegaConf.merge(eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb})
-    if results_path.is_file():
-        log.append(f"skip-eval {run_dir.name}")
-        return run_dir, json.loads(results_path.read_text())
-    log.append(f"eval {run_dir.name}")
-    return run_dir, evaluate(eval_cfg, ckpt, out_dir=run_dir / "eval")
+        eval_cfg = OmegaConf.merge(eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb,
+                                              "data": {"test_pairing": cfg.data.test_pairing}})
+    out_dir = eval_dir(eval_cfg, ckpt or run_dir)
+    if (out_dir / "results.json").is_file():
+        log.append(f"skip-eval {run_dir.name} {cfg.data.test_pairing}")
+        return run_dir, json.loads((out_dir / "results.json").read_text())
+    log.append(f"eval {run_dir.name} {cfg.data.test_pairing}")
+    return run_dir, evaluate(eval_cfg, ckpt, out_dir=out_dir)
 
 
 def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[RowResult]:
@@ -187,11 +203,11 @@ def _num(x: float | None, digits: int) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def format_markdown(suite: Suite, records: list[dict]) -> str:
+def format_markdown(suite: Suite, records: list[dict], protocol: str) -> str:
     """The table as Markdown: ours (mean ± spread) [95% CI] | paper | difference, per metric."""
     head = ["row"] + [LABELS[m] for m in METRICS] + ["W&B run"]
-    lines = [f"## {suite.title}", "",
-             f"World `{suite.world}`, contour `{suite.condition}`, seeds {suite.seeds}, "
+    lines = [f"## {suite.title}, test pairs: {PROTOCOL_TITLES.get(protocol, protocol)}", "",
+             f"World `{suite.world}`, contour `{suite.condition}`, test pairing `{protocol}`, seeds {suite.seeds}, "
              f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
              f"[mean 95% interval: bootstrap over contours; FID: jackknife over contour blocks] / paper / "
              f"ours − paper.", "",
@@ -217,44 +233,57 @@ def format_csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_tables(suite: Suite, rows: list[RowResult], out_dir: Path) -> dict[str, Path]:
+def write_tables(suite: Suite, rows: list[RowResult], out_dir: Path, protocol: str) -> dict[str, Path]:
+    """``<out_dir>/table<n>-<protocol>.{md,csv,json}``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = table_records(rows)
-    stem = out_dir / f"table{suite.number}"
+    stem = out_dir / f"table{suite.number}-{protocol}"
     paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json")}
-    atomic_write_text(paths["md"], format_markdown(suite, records))
+    atomic_write_text(paths["md"], format_markdown(suite, records, protocol))
     atomic_write_text(paths["csv"], format_csv(records))
     atomic_write_text(paths["json"], json.dumps({
         "table": suite.number, "title": suite.title, "suite": suite.name, "world": suite.world,
-        "condition": suite.condition, "seeds": suite.seeds, "suite_file": str(suite.path),
+        "condition": suite.condition, "test_pairing": protocol, "seeds": suite.seeds, "suite_file": str(suite.path),
         "manifest_sha256": rows[0].results[0]["manifest_sha256"], "records": records}, indent=2))
     return paths
 
 
-def log_to_wandb(suites: list[Suite], tables: list[list[dict]], cfg: DictConfig, out_dir: Path) -> str | None:
-    """One W&B run (job_type reproduce) holding every table as a wandb.Table; returns its id."""
+def log_to_wandb(tabulated: list[tuple[Suite, str]], tables: list[list[dict]], cfg: DictConfig,
+                 out_dir: Path) -> str | None:
+    """One W&B run (job_type reproduce) holding every (suite, protocol) table as a wandb.Table; returns its id."""
     mode = wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
         return None
     import wandb
 
+    suites = list(dict.fromkeys(s for s, _ in tabulated))
     run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=suites[0].name, job_type="reproduce",
                      name=f"reproduce-{'-'.join('table' + s.number for s in suites)}", dir=str(out_dir), mode=mode,
-                     config={"suites": [str(s.path) for s in suites], "seeds": suites[0].seeds})
-    for suite, records in zip(suites, tables):
+                     config={"suites": [str(s.path) for s in suites], "seeds": suites[0].seeds,
+                             "protocols": list(dict.fromkeys(p for _, p in tabulated))})
+    for (suite, protocol), records in zip(tabulated, tables):
         columns = list(records[0])
-        run.log({f"table{suite.number}": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])})
+        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])
+        run.log({f"table{suite.number}-{protocol}": table})
     run_id = run.id
     run.finish()
     return run_id
 
 
-def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str]]:
-    table, seeds, rest = None, None, []
+def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], list[str]]:
+    """(table, seeds or None, test protocols, the other tokens)."""
+    table, seeds, protocols, rest = None, None, list(PROTOCOLS), []
     for token in argv:
         key, _, value = token.partition("=")
         if key == "table":
             table = value
+        elif key == "protocols":
+            protocols = [str(p) for p in OmegaConf.from_dotlist([f"p={value}"]).p] if value.startswith("[") \
+                else [value]
+            bad = [p for p in protocols if p not in PAIRING_MODES]
+            if bad or not protocols:
+                raise ConfigError(f"protocols={value}: expected a list of test pairings from "
+                                  f"{', '.join(PAIRING_MODES)}, e.g. [random,same_identity]")
         elif key == "seeds":
             parsed = OmegaConf.from_dotlist([f"s={value}"]).s if value.startswith("[") else [value]
             try:
@@ -265,12 +294,12 @@ def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str]]:
             rest.append(token)
     if table is None:
         raise ConfigError("say which table: table=1, table=2, table=all or table=<suite yaml>")
-    return table, seeds, rest
+    return table, seeds, protocols, rest
 
 
 def reproduce(argv: list[str]) -> dict:
     """Run the suites of ``argv`` (see module docstring); returns {"tables": paths, "log": actions, ...}."""
-    table, seeds, overrides = parse_args(argv)
+    table, seeds, protocols, overrides = parse_args(argv)
     suites = [load_suite(p, seeds) for p in suite_paths(table)]
     # A world= token replaces the suites' world (layering one world preset over another would
     # keep the first one's sizes).
@@ -281,12 +310,14 @@ def reproduce(argv: list[str]) -> dict:
     base = load_config([f"world={suites[0].world}", *overrides])
     out_dir = Path(base.output_dir).expanduser() / "tables"
     log: list[str] = []
-    written, records = {}, []
+    written, records, tabulated = {}, [], []
     for suite in suites:
-        rows = reproduce_suite(suite, overrides, log)
-        written[suite.number] = write_tables(suite, rows, out_dir)
-        records.append(table_records(rows))
-    wandb_id = log_to_wandb(suites, records, base, out_dir)
+        for protocol in protocols:  # the runs are trained once; each protocol evaluates them on its pairs
+            rows = reproduce_suite(suite, [*overrides, f"data.test_pairing={protocol}"], log)
+            written[f"{suite.number}-{protocol}"] = write_tables(suite, rows, out_dir, protocol)
+            records.append(table_records(rows))
+            tabulated.append((suite, protocol))
+    wandb_id = log_to_wandb(tabulated, records, base, out_dir)
     return {"tables": written, "log": log, "wandb_id": wandb_id,
             "trained": [e.split(" ", 1)[1] for e in log if e.startswith("train ")],
             "skipped": [e.split(" ", 1)[1] for e in log if e.startswith("skip-train ")]}

@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> Path:
         from metrics.suite import MetricSuite
 
         suite = MetricSuite.from_config(cfg, accelerator.device)
+        suite.set_gallery(method.world.test_set.photo_batches())
     steps_per_epoch = len(loader)
     bar = tqdm(total=cfg.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
                desc=run_name(cfg), dynamic_ncols=True)
@@ -217,18 +218,23 @@ def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecor
 
 
 def validation_metrics(method, suite, n_pairs: int, batch_size: int) -> dict[str, float]:
-    """Mean LPIPS and IDSIM and the FID of the final outputs on the first ``n_pairs`` test pairs: a cheap
-    proxy of evaluate.py's figures (the FID of a few samples is biased upwards; compare runs at equal
-    ``n_pairs`` only)."""
+    """Mean LPIPS, IDSIM, IDSIM to both people of each pair and the identity-following rate, and the FID of
+    the final outputs on the first ``n_pairs`` test pairs: a cheap proxy of evaluate.py's figures (the FID
+    of a few samples is biased upwards; compare runs at equal ``n_pairs`` only)."""
     test_set = method.world.test_set
     n = min(n_pairs, len(test_set))
     device = method.model.latent_avg.device
     parts = []
     for start in range(0, n, batch_size):
-        items = [test_set[i] for i in range(start, min(start + batch_size, n))]
+        stop = min(start + batch_size, n)
+        items = [test_set[i] for i in range(start, stop)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
         output = method.outputs(batch["contour"], batch["identity"])
-        parts.append(suite.per_pair(output, batch["target"], batch["identity"]))
-    return {"val/lpips": float(np.concatenate([p["lpips"] for p in parts]).mean()),
-            "val/idsim": float(np.concatenate([p["idsim"] for p in parts]).mean()),
-            "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}
+        rows = test_set.manifest.rows[start:stop]
+        parts.append(suite.per_pair(output, batch["target"], batch["identity"], rows))
+    values = {}
+    for key in parts[0]:
+        column = np.concatenate([p[key] for p in parts])
+        if not key.startswith("fid_") and not np.isnan(column).all():  # identity_following: cross pairs only
+            values[f"val/{key}"] = float(np.nanmean(column))
+    return {**values, "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}

@@ -22,7 +22,8 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     d = cfg.data
     cache_dir = d.cache_dir or str(Path(cfg.output_dir).expanduser() / "cache")
     common = dict(split=split, condition=d.condition, lr_size=d.lr_size, input_size=d.input_size,
-                  pairing=d.pairing, seed=cfg.seed if split == "train" else d.manifest_seed,
+                  pairing=d.pairing if split == "train" else d.test_pairing,
+                  seed=cfg.seed if split == "train" else d.manifest_seed,
                   n_per_contour=d.n_identity_per_contour, cache_dir=cache_dir)
     if d.dataset == "toy":
         from data.toyfaces import ToyFaces

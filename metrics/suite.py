@@ -5,6 +5,8 @@
   ``eval.lpips_resolution``;
 - IDSIM between each identity image and its output, through insightface + onnxruntime
   (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
+- with a gallery of the test photos (``set_gallery``), the same network's similarity of each output to
+  both people of its pair and the identity-following rate (``metrics.identity_following``);
 - FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
   Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
   processes add up.
@@ -30,6 +32,7 @@ from metrics.fid import (
     quantize,
     reference_stats,
 )
+from metrics.identity_following import PersonTemplates
 
 
 class EmbeddingDetector(FeatureDetector):
@@ -63,6 +66,12 @@ class MetricSuite:
         self.embedder = embedder
         self.detector = detector.to(device)
         self.device = device
+        self.templates: PersonTemplates | None = None
+
+    def set_gallery(self, photo_batches) -> None:
+        """Embed the test photos ((keys, person ids, images) batches: a dataset's ``photo_batches``) as the
+        people templates of the identity-following figures."""
+        self.templates = PersonTemplates.from_batches(photo_batches, self.embedder)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device) -> MetricSuite:
@@ -82,19 +91,28 @@ class MetricSuite:
         return cls(cfg, lpips_model, embedder, detector, device)
 
     @torch.no_grad()
-    def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor) -> dict[str, np.ndarray]:
+    def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor,
+                 rows=None) -> dict[str, np.ndarray]:
         """outputs, targets, identities (B, 3, *, *) in [-1, 1] -> {'lpips': (B,), 'idsim': (B,), and the
-        FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}."""
-        from metrics.idsim import idsim
+        FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}. With ``rows`` (the B manifest rows:
+        ``contour``, ``contour_identity_id``, ``identity``, ``identity_id``) and a gallery (``set_gallery``),
+        also ``PersonTemplates.scores``' three (B,) arrays."""
         from metrics.lpips_metric import lpips_distance
 
+        if not (output.shape[0] == target.shape[0] == identity.shape[0]):
+            raise ValueError(f"batch sizes differ: {output.shape[0]}, {target.shape[0]}, {identity.shape[0]}")
         output = output.float().clamp(-1, 1)
         out_res = F.interpolate(output, size=target.shape[-2:], mode="bilinear", align_corners=False,
                                 antialias=True) if output.shape[-2:] != target.shape[-2:] else output
+        e_out, e_identity = self.embedder(output), self.embedder(identity)
         values = {
             "lpips": lpips_distance(out_res, target, self.lpips_model, self.cfg.eval.lpips_resolution).cpu().numpy(),
-            "idsim": idsim(identity, output, self.embedder).cpu().numpy(),
+            "idsim": (e_out * e_identity).sum(axis=1),
         }
+        if rows is not None and self.templates is not None:
+            values.update(self.templates.scores(e_out, [r.contour for r in rows],
+                                                [r.contour_identity_id for r in rows],
+                                                [r.identity for r in rows], [r.identity_id for r in rows]))
         state = StatsAccumulator().update(self.detector(quantize(output))).state()
         values.update({f"fid_{k}": v for k, v in state.items()})
         return values

@@ -51,19 +51,20 @@ def run_eval(run_dir, *extra, launcher=None, env=None):
 @pytest.mark.slow
 def test_results_json_resume_and_two_processes(trained_run, tmp_path):
     out = run_eval(trained_run)
-    assert "| run | pairs |" in out.stdout
-    results = json.loads((trained_run / "eval" / "results.json").read_text())
-    assert results["n_pairs"] == 6 and results["n_contours"] == 3
+    assert "| run | test pairs | pairs |" in out.stdout
+    results = json.loads((trained_run / "eval" / "random" / "results.json").read_text())
+    assert results["n_pairs"] == 6 and results["n_contours"] == 3 and results["test_pairing"] == "random"
     m = results["metrics"]
-    for key in ("lpips", "idsim"):
+    for key in ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following"):
         lo, hi = m[key]["ci"]
-        assert lo <= m[key]["value"] <= hi
+        assert lo <= m[key]["value"] <= hi and m[key]["n_pairs"] == 6
+    assert 0 <= m["identity_following"]["value"] <= 1
     assert m["fid"]["value"] > 0 and m["fid"]["n_blocks"] == 2  # chunks (0, 4), (4, 6) at eval.batch_size=4
     assert m["fid"]["ci"][0] <= m["fid"]["value"] <= m["fid"]["ci"][1] and m["fid"]["se"] > 0
     assert len(results["manifest_sha256"]) == 64 and len(results["checkpoint_sha256"]) == 64
     assert "toy" in results["networks"]["world"] and results["images_per_s"] > 0
 
-    chunks = sorted((trained_run / "eval" / "chunks").glob("chunk_*.npz"))
+    chunks = sorted((trained_run / "eval" / "random" / "chunks").glob("chunk_*.npz"))
     stamps = [c.stat().st_mtime_ns for c in chunks]
     run_eval(trained_run)  # resumes: every chunk is reused, none recomputed
     assert [c.stat().st_mtime_ns for c in chunks] == stamps
@@ -75,7 +76,7 @@ def test_results_json_resume_and_two_processes(trained_run, tmp_path):
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", "29519"]
     run_eval(trained_run, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
-    two = json.loads((trained_run / "eval" / "results.json").read_text())
+    two = json.loads((trained_run / "eval" / "random" / "results.json").read_text())
     assert two["processes"] == 2 and two["n_pairs"] == results["n_pairs"]
-    for key in ("lpips", "idsim", "fid"):
+    for key in ("lpips", "idsim", "identity_following", "fid"):
         assert two["metrics"][key]["value"] == pytest.approx(m[key]["value"], rel=1e-5, abs=1e-6)

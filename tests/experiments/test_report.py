@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experiments.report import build_wandb_report, loss_curves, main, svg_line_chart
+from experiments.reproduce import METRICS
 
 from .test_reproduce import shared_tiny_suite
 
@@ -29,7 +30,7 @@ def test_offline_report_has_tables_curves_and_images(suite, capsys):
     assert main([str(suite)]) == 0
     page = (suite / "report.html").read_text()
     md = (suite / "report.md").read_text()
-    table = json.loads((suite / "tables" / "table9.json").read_text())
+    table = json.loads((suite / "tables" / "table9-random.json").read_text())
     ours = table["records"][0]
     for text in (page, md):
         assert f"{ours['lpips_mean']:.4f}" in text and f"{ours['idsim_mean']:.4f}" in text
@@ -37,7 +38,8 @@ def test_offline_report_has_tables_curves_and_images(suite, capsys):
     run = suite / "pretrained_id-toy-lr-s0"
     grid = sorted((run / "media").glob("val_grid_*.png"))[-1]
     assert base64.b64encode(grid.read_bytes()).decode() in page
-    assert page.count("<svg") == 3 + 1  # a bar chart per metric, the trained row's loss curves
+    # per test protocol (2): a bar chart per metric, the trained row's loss curves
+    assert page.count("<svg") == 2 * (len(METRICS) + 1)
     assert "train/loss" in page and "train/loss" in loss_curves(run)
     assert "src='http" not in page  # self-contained
 
@@ -53,8 +55,9 @@ def test_wandb_report_is_built_without_saving(suite):
 
     report = build_wandb_report(suite, project="ideface-test", entity="someone")
     kinds = [type(b).__name__ for b in report.blocks]
-    assert kinds == ["H1", "P", "H2", "MarkdownBlock", "H3", "PanelGrid"]  # PULSE trains nothing: no grid
-    grid = report.blocks[-1]
+    # per test protocol (random, same_identity); PULSE trains nothing: no grid
+    assert kinds == ["H1", "P"] + ["H2", "MarkdownBlock", "H3", "PanelGrid"] * 2
+    grid = report.blocks[5]
     assert isinstance(grid, wr.PanelGrid) and grid.runsets[0].query == "pretrained_id-toy-lr"
     assert grid.runsets[0].project == "ideface-test"
     assert [type(p).__name__ for p in grid.panels] == ["LinePlot", "MediaBrowser"]

@@ -65,7 +65,11 @@ def test_shipped_suites_list_the_papers_rows():
 def test_bad_arguments_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="table=1"):
         parse_args(["seeds=[0,1]"])
-    assert parse_args(["table=2", "seeds=[0,1,2]", "train.lr=1"]) == ("2", [0, 1, 2], ["train.lr=1"])
+    assert parse_args(["table=2", "seeds=[0,1,2]", "train.lr=1"]) == ("2", [0, 1, 2], ["random", "same_identity"],
+                                                                  ["train.lr=1"])
+    assert parse_args(["table=2", "protocols=[same_identity]"])[2] == ["same_identity"]
+    with pytest.raises(ConfigError, match="protocols=cross"):
+        parse_args(["table=2", "protocols=cross"])
     with pytest.raises(ConfigError, match="table=7"):
         suite_paths("7")
     bad = tmp_path / "bad.yaml"
@@ -89,16 +93,23 @@ def test_row_config_layers_world_row_overrides_and_seed():
 def test_tiny_suite_trains_once_and_tabulates(tmp_path_factory):
     suite = shared_tiny_suite(tmp_path_factory)
     first = json.loads((suite.parent / "first.json").read_text())
-    assert first["trained"] == ["pretrained_id-toy-lr-s0"] and first["skipped"] == []
-    assert first["wandb_id"]  # the reproduce run holding the W&B table
-    md = (suite / "tables" / "table9.md").read_text()
-    assert "0.2740" in md and "57.66" in md and "0.0215" in md
-    records = list(csv.DictReader((suite / "tables" / "table9.csv").open()))
+    # trained once; the second test protocol (same_identity) reuses the run
+    assert first["trained"] == ["pretrained_id-toy-lr-s0"] and first["skipped"] == ["pretrained_id-toy-lr-s0"]
+    assert first["wandb_id"]  # the reproduce run holding the W&B tables
+    md = (suite / "tables" / "table9-random.md").read_text()
+    assert "0.2740" in md and "57.66" in md and "0.0215" in md and "cross-identity" in md
+    records = list(csv.DictReader((suite / "tables" / "table9-random.csv").open()))
     assert [r["row"] for r in records] == ["Ours", "PULSE"]
     run = suite / "pretrained_id-toy-lr-s0"
-    results = json.loads((run / "eval" / "results.json").read_text())
-    pulse = json.loads((suite / "pulse-toy-lr-s0" / "eval" / "results.json").read_text())
-    assert results["manifest_sha256"] == pulse["manifest_sha256"]
+    results = json.loads((run / "eval" / "random" / "results.json").read_text())
+    pulse = json.loads((suite / "pulse-toy-lr-s0" / "eval" / "random" / "results.json").read_text())
+    assert results["manifest_sha256"] == pulse["manifest_sha256"] and results["test_pairing"] == "random"
+    assert float(records[0]["identity_following_mean"]) == pytest.approx(
+        results["metrics"]["identity_following"]["value"])
+    same = json.loads((run / "eval" / "same_identity" / "results.json").read_text())
+    assert same["manifest_sha256"] != results["manifest_sha256"]
+    same_records = list(csv.DictReader((suite / "tables" / "table9-same_identity.csv").open()))
+    assert same_records[0]["identity_following_mean"] == ""  # undefined on same-person pairs
     ours = records[0]
     assert float(ours["lpips_mean"]) == pytest.approx(results["metrics"]["lpips"]["value"])
     assert float(ours["lpips_diff"]) == pytest.approx(results["metrics"]["lpips"]["value"] - 0.2740)
@@ -110,7 +121,7 @@ def test_tiny_suite_trains_once_and_tabulates(tmp_path_factory):
     weights = run / "final" / "encoder.safetensors"
     stamp = weights.stat().st_mtime_ns
     second = reproduce(tiny_suite_args(tiny_nets_in(suite.parent / "nets"), suite.parent))
-    assert second["trained"] == [] and second["skipped"] == ["pretrained_id-toy-lr-s0"]
+    assert second["trained"] == [] and second["skipped"] == ["pretrained_id-toy-lr-s0"] * 2
     assert not [e for e in second["log"] if e.startswith("eval ")]
     assert weights.stat().st_mtime_ns == stamp
-    assert list(csv.DictReader((suite / "tables" / "table9.csv").open())) == records
+    assert list(csv.DictReader((suite / "tables" / "table9-random.csv").open())) == records
