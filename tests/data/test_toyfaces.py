@@ -1,5 +1,6 @@
 """Toy faces: determinism, shapes and ranges, label maps and sketches agree with the image, disjoint
-splits, the shared pairing/manifest protocol and the contour modalities."""
+splits, identity apart from the per-photo look, the shared pairing/manifest protocol and the contour
+modalities."""
 
 import torch
 
@@ -8,14 +9,20 @@ from data.pairs import read_manifest
 from data.toyfaces import (
     FACTOR_DIMS,
     HAIR,
+    IDENTITY_DIMS,
+    LOOK_DIMS,
     N_IDENTITY,
+    N_PHOTO,
+    PHOTO_DIMS,
     RENDERED_CLASSES,
     SKIN,
     SKIN_TONES,
     ToyFaces,
+    assemble,
     factors_from_gaussian,
     render_gaussian,
     split_identities,
+    with_look,
 )
 
 SMALL = dict(n_train_identities=6, photos_per_identity=3, n_test_identities=4, test_photos_per_identity=3)
@@ -47,9 +54,10 @@ def test_factors_are_a_function_of_the_gaussian_code():
     assert all(torch.equal(f1[k], f2[k]) for k in f1)  # extra dims are ignored
     assert f1["skin_tone"].dtype == torch.int64 and 0 <= f1["skin_tone"].min() <= f1["skin_tone"].max() < 5
     z2 = z.clone()
-    z2[:, N_IDENTITY:] += 1.0  # nuisance only
+    z2[:, list(PHOTO_DIMS)] += 1.0  # look and nuisance only
     f3 = factors_from_gaussian(z2)
     assert torch.equal(f1["eye_colour"], f3["eye_colour"]) and not torch.equal(f1["shift_x"], f3["shift_x"])
+    assert not torch.equal(f1["face_width"], f3["face_width"])
     try:
         factors_from_gaussian(torch.zeros(2, FACTOR_DIMS - 1))
     except ValueError:
@@ -94,14 +102,62 @@ def test_splits_have_disjoint_identities_and_fixed_identity_codes():
     assert not set(train.identity.tolist()) & set(test.identity.tolist())
     for split in (train, test):
         per = split.photos_per_identity
-        ident = split.codes[:, :N_IDENTITY].reshape(-1, per, N_IDENTITY)
+        ident = split.codes[:, list(IDENTITY_DIMS)].reshape(-1, per, N_IDENTITY)
         assert torch.equal(ident, ident[:, :1].expand_as(ident))  # one identity code per person
-        assert not torch.equal(split.codes[0, N_IDENTITY:], split.codes[1, N_IDENTITY:])
-    codes_train = train.codes[::3, :N_IDENTITY]
-    codes_test = test.codes[::3, :N_IDENTITY]
+        look = split.codes[:, list(LOOK_DIMS)].reshape(-1, per, len(LOOK_DIMS))
+        assert (look[:, 0] != look[:, 1]).all()  # the coarse look is drawn per photo
+    codes_train = train.codes[::3, list(IDENTITY_DIMS)]
+    codes_test = test.codes[::3, list(IDENTITY_DIMS)]
     assert torch.cdist(codes_train, codes_test).min() > 0.5
     again = split_identities("train", **SMALL)
     assert torch.equal(again.codes, train.codes)
+
+
+def test_assemble_and_with_look_place_each_part_in_its_dims():
+    ident, photo = torch.randn(5, N_IDENTITY), torch.randn(5, N_PHOTO)
+    codes = assemble(ident, photo)
+    assert codes.shape == (5, FACTOR_DIMS)
+    assert torch.equal(codes[:, list(IDENTITY_DIMS)], ident) and torch.equal(codes[:, list(PHOTO_DIMS)], photo)
+    other = torch.randn(5, FACTOR_DIMS)
+    alike = with_look(codes, other)
+    assert torch.equal(alike[:, list(LOOK_DIMS)], other[:, list(LOOK_DIMS)])
+    kept = [d for d in range(FACTOR_DIMS) if d not in LOOK_DIMS]
+    assert torch.equal(alike[:, kept], codes[:, kept])
+    f_alike, f_other = factors_from_gaussian(alike), factors_from_gaussian(other)
+    assert torch.equal(f_alike["hair_colour"], f_other["hair_colour"])
+    assert torch.equal(f_alike["eye_colour"], factors_from_gaussian(codes)["eye_colour"])
+
+
+def test_an_lr_contour_does_not_tell_who_it_shows():
+    """The coarse look is per photo: at 8x8, two photos of one person are no closer than photos of two
+    people (while at full size they are: the fine parts are the person's)."""
+    photos = split_identities("test", n_test_identities=200, test_photos_per_identity=2)
+    images = photos.render(range(len(photos)), 64).image.view(200, 2, 3, 64, 64)
+    a, b = images[:, 0], images[:, 1]
+    lr_a, lr_b = (lr_contour(x, 8, 64) for x in (a, b))
+    same = (lr_a - lr_b).flatten(1).norm(dim=1).mean()
+    other = (lr_a - lr_b.roll(1, 0)).flatten(1).norm(dim=1).mean()
+    assert abs(same / other - 1) < 0.05
+    # the fine parts do carry the person: inside the eye boxes of a fixed face, photos of one person at
+    # one look and pose match exactly, and another person differs
+    codes = photos.codes.view(200, 2, -1)
+    same_look = with_look(codes[:, 1], codes[:, 0])
+    same_look[:, list(PHOTO_DIMS)] = codes[:, 0][:, list(PHOTO_DIMS)]
+    assert torch.equal(render_gaussian(same_look, 64).image, a)
+    impostor = with_look(codes[:, 0].roll(1, 0), codes[:, 0])
+    impostor[:, list(PHOTO_DIMS)] = codes[:, 0][:, list(PHOTO_DIMS)]
+    assert ((render_gaussian(impostor, 64).image - a).flatten(1).abs().amax(1) > 0.1).all()
+
+
+def test_photo_batches_cover_the_split_as_the_pairs_show_it(tmp_path):
+    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    keys, persons, images = zip(*ds.photo_batches(batch_size=5))
+    keys = [k for part in keys for k in part]
+    assert keys == ds.keys and torch.equal(torch.cat(persons), ds.photos.identity)
+    images = torch.cat(images)
+    row = ds.manifest.rows[7]
+    assert torch.equal(images[keys.index(row.identity)], ds[7]["identity"])
+    assert torch.equal(images[keys.index(row.contour)], ds[7]["target"])
 
 
 def test_dataset_items_and_modalities():
