@@ -233,8 +233,8 @@ def validation_metrics(method, suite, n_pairs: int, batch_size: int) -> dict[str
         rows = test_set.manifest.rows[start:stop]
         parts.append(suite.per_pair(output, batch["target"], batch["identity"], rows))
     values = {}
-    for key in parts[0]:
+    for key in (k for k in parts[0] if not k.startswith("fid_")):
         column = np.concatenate([p[key] for p in parts])
-        if not key.startswith("fid_") and not np.isnan(column).all():  # identity_following: cross pairs only
+        if not np.isnan(column).all():  # identity_following: cross pairs only
             values[f"val/{key}"] = float(np.nanmean(column))
     return {**values, "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}
