@@ -30,7 +30,7 @@ contour.
 Their ONNX exports take the ArcFace-standard (B, 3, 112, 112) input in [-1, 1] (what
 ``insightface.model_zoo.get_model`` recognises as ``ArcFaceONNX``) and resize it to 64 in the graph.
 
-Encoder: the main job's run (``ablation=input_latent`` on the toy world, trained by
+Encoder: the paper's full model on the toy world (``ablation=pretrained_id``, the Ours row; trained by
 ``experiments/run.py`` unless ``--run`` names a finished run), its ``final/`` exported in fp16 to
 ``<out-dir>/toy_ide/`` (``encoder.safetensors`` + ``config.yaml``); it needs the other three first.
 

@@ -44,10 +44,12 @@ from data.conditions import contour_to_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where a trained toy encoder is looked for by ``load_pipeline("toy")``, in order: one shipped with
-# the repository (the export format), then the run the README's first command trains.
+# the repository (the export format), then a local run of the paper's full model ("Ours": the
+# pretrained-ID row, whose identity encoder starts from the toy ArcFace; at the toy recipe's 200 steps
+# the randomly initialised identity encoder of +Input Latent does not yet follow the identity photo).
 TOY_SHIPPED = REPO_ROOT / "models" / "pretrained" / "toy_ide"
-TOY_RUN_ARGS = ("ablation=input_latent",)
-TOY_TRAIN_COMMAND = "accelerate launch --cpu experiments/run.py ablation=input_latent"
+TOY_RUN_ARGS = ("ablation=pretrained_id",)
+TOY_TRAIN_COMMAND = "accelerate launch --cpu experiments/run.py ablation=pretrained_id"
 
 
 class CheckpointError(ValueError):

@@ -82,10 +82,10 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "efd7a030cdb82230e76bebcb9cae064b730a283ec339344e33c0c26aad31e683", PRETRAIN_TOY,
                "second toy ArcFace used only by the metrics", location="repo"),
     WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "10695e902dddc15557681d20bab91283d38f1cbd7ca4ba86c37fe73e9b91cece",
+               "6b894851627d76bdfcad3dd4b4af38583261f1db9e6f83489e8b10dadbe40c33",
                "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
                "models/pretrained/toy_ide/)",
-               "toy IDE encoder (+input latent row, fp16; config.yaml beside it): load_pipeline('toy')",
+               "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
                location="repo"),
     WeightSpec("toy_eval_arcface_onnx", "toy_eval_arcface.onnx",
                "6945e8cc18b839d7fdd9b6b59cc408ade4e307676e4dadf5776a99ebc7a667e5", PRETRAIN_TOY,
