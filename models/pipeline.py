@@ -17,8 +17,9 @@ ArcFace/IR-SE file is needed) and loaded strictly.
 Inputs (see :meth:`IDEPipeline.prepare_contour` and :meth:`IDEPipeline.prepare_identity`):
 
 - identity: a face photo. Files and PIL images are aligned like the training data
-  (``data.align``, insightface or the cascade fallback) unless ``aligned=True``; tensors are taken
-  as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
+  (``data.align``: dlib's 68 landmarks when installed, else insightface, else the cascade) unless
+  ``aligned=True``; tensors are taken as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
+  ``result.aligners`` records which aligner prepared each identity.
 - contour, by the checkpoint's modality: ``lr`` any face image (an LR image such as 32x32, or an
   aligned photo), brought to the model's LR size with the bicubic downsampler and upsampled to the
   encoder input; ``sketch`` a line drawing, read as 1 channel (white paper, black lines);
@@ -62,7 +63,9 @@ class GenerationResult:
     steps: one (B, 3, S, S) image per refinement step (clamped to [-1, 1]; the last is ``image``).
     codes: one W+ code (B, n_latent, style_dim) per step. input_latents: one (B, C4, 4, 4) per step,
     or Nones for models without the input latent. contour: the encoder's contour input (B, C, s, s).
-    identity: the encoder's identity input (B, 3, s, s) in [-1, 1].
+    identity: the encoder's identity input (B, 3, s, s) in [-1, 1]. aligners: per sample, the
+    ``data.align`` aligner that prepared the identity (``aligned`` for tensors and ``aligned=True``);
+    None from :meth:`IDEPipeline.run_tensors`, whose inputs come prepared.
     """
 
     image: torch.Tensor
@@ -71,6 +74,7 @@ class GenerationResult:
     input_latents: list[torch.Tensor | None]
     contour: torch.Tensor
     identity: torch.Tensor
+    aligners: list[str] | None = None
 
 
 def _split_batch(x, item_dims: int) -> list:
@@ -129,21 +133,27 @@ class IDEPipeline:
         ``identity``: a path / PIL image / (3, H, W) tensor, a list of them, or a (B, 3, H, W) tensor.
         Files and PIL images are aligned unless ``aligned``; tensors are resized only.
         """
+        return self._prepare_identity(identity, aligned)[0]
+
+    def _prepare_identity(self, identity, aligned: bool) -> tuple[torch.Tensor, list[str]]:
+        """:meth:`prepare_identity` plus the aligner of each item."""
         from data.resample import resize_to
 
-        out = []
+        out, methods = [], []
         for item in _split_batch(identity, 3):
             if isinstance(item, torch.Tensor):
                 if item.dim() != 3 or item.shape[0] != 3:
                     raise ValueError(f"identity tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
                                      f"got {tuple(item.shape)}")
                 out.append(resize_to(item[None].float(), self.input_size)[0].clamp(-1, 1))
+                methods.append("aligned")
             else:
                 result = self.align(item, aligned=aligned)
                 if result.n_faces > 1:
-                    warnings.warn(result.message, stacklevel=2)
+                    warnings.warn(result.message, stacklevel=3)
                 out.append(result.image)
-        return torch.stack(out)
+                methods.append(result.method)
+        return torch.stack(out), methods
 
     def prepare_contour(self, contour, modality: str | None = None) -> torch.Tensor:
         """Contours -> the encoder's contour input (B, C, s, s) for ``modality`` (default: the model's).
@@ -215,14 +225,16 @@ class IDEPipeline:
         generator seeded with it (reproducible, different per seed).
         """
         c = self.prepare_contour(contour, modality)
-        i = self.prepare_identity(identity, aligned=aligned)
+        i, aligners = self._prepare_identity(identity, aligned)
         if c.shape[0] != i.shape[0]:
             if min(c.shape[0], i.shape[0]) != 1:
                 raise ValueError(f"{c.shape[0]} contours and {i.shape[0]} identities: give equal numbers, "
                                  "or one of either to pair with all of the other")
             b = max(c.shape[0], i.shape[0])
-            c, i = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1)
-        return self.run_tensors(c, i, n_iters=n_iters, seed=seed)
+            c, i, aligners = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1), aligners * (b // len(aligners))
+        result = self.run_tensors(c, i, n_iters=n_iters, seed=seed)
+        result.aligners = aligners
+        return result
 
     @torch.no_grad()
     def run_tensors(self, contour: torch.Tensor, identity: torch.Tensor, n_iters: int | None = None,
@@ -329,7 +341,8 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or
     ``"toy"`` (the shipped toy encoder, else the README's toy run). weights_root: overrides the run's
     ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies when both are unset).
-    detector: face detector for identity photos (``data.align``: auto | insightface | cascade).
+    detector: face aligner for identity photos (``data.align.DETECTORS``: auto | dlib | dlib-mmod | insightface |
+    cascade; auto takes dlib, then insightface buffalo_l, then the cascade, whichever is there first).
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
     """

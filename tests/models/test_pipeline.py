@@ -125,11 +125,25 @@ def test_files_pil_and_broadcast(lr_run, tmp_path):
     as_pil = Image.open(tmp_path / "c.png")
     out = pipe([tmp_path / "c.png", as_pil], tmp_path / "id.png", aligned=True)  # one identity, two contours
     assert out.image.shape[0] == 2 and torch.equal(out.image[0], out.image[1])
+    assert out.aligners == ["aligned", "aligned"]
     quantised = lambda x: torch.round((x + 1) * 127.5) / 127.5 - 1
     from_tensors = pipe(quantised(contour), quantised(identity))
     torch.testing.assert_close(out.image[:1], from_tensors.image, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="2 contours and 3 identities"):
         pipe(rand_images(2, 8, 0), rand_images(3, 64, 0))
+
+
+def test_result_records_the_aligner(lr_run):
+    from skimage import data
+
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+    pipe = load_pipeline(lr_run[0])
+    out = pipe(rand_images(1, 8, 3), [data.astronaut(), Image.fromarray(data.astronaut())])
+    assert out.aligners == ["dlib", "dlib"] and torch.equal(out.identity[0], out.identity[1])
+    assert pipe.run_tensors(out.contour, out.identity).aligners is None
 
 
 def test_mask_and_sketch_modalities(tmp_path):
