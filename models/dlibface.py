@@ -5,8 +5,8 @@ Two packages bring them, nothing is downloaded at run time:
 - ``dlib-bin``: a prebuilt wheel of dlib (``import dlib``; the plain ``dlib`` package compiles from
   source). Boost Software License.
 - ``face-recognition-models``: the model files, in its ``models/`` folder (MIT-licensed package;
-  the files are Davis King's dlib models, whose own terms apply): ``shape_predictor_68_face_landmarks.dat``
-  (trained on iBUG 300-W, whose licence excludes commercial use), ``shape_predictor_5_face_landmarks.dat``,
+  the files are Davis King's ``dlib-models``, public domain except ``shape_predictor_68_face_landmarks.dat``,
+  trained on iBUG 300-W, whose licence excludes commercial use), ``shape_predictor_5_face_landmarks.dat``,
   ``mmod_human_face_detector.dat`` (a CNN face detector) and ``dlib_face_recognition_resnet_model_v1.dat``
   (a ResNet giving 128-d descriptors; dlib's same-person rule is Euclidean distance < 0.6).
 
