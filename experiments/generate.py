@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--identity", type=Path, help="identity photo")
     who.add_argument("--identity-dir", type=Path, help="folder of identity photos")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--contour", type=Path, help="contour image (LR image, sketch or label-index PNG)")
+    what.add_argument("--contour", type=Path, help="contour image: LR image (any size), sketch (PNG/JPEG) or "
+                      "mask (class-index PNG or CelebAMask-HQ colour-coded)")
     what.add_argument("--contour-dir", type=Path, help="folder of contour images")
     p.add_argument("--pairs", type=Path, help="CSV with 'contour' and 'identity' columns (folder mode)")
     p.add_argument("--out", type=Path, required=True,

@@ -20,11 +20,13 @@ Inputs (see :meth:`IDEPipeline.prepare_contour` and :meth:`IDEPipeline.prepare_i
   (``data.align``: dlib's 68 landmarks when installed, else insightface, else the cascade) unless
   ``aligned=True``; tensors are taken as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
   ``result.aligners`` records which aligner prepared each identity.
-- contour, by the checkpoint's modality: ``lr`` any face image (an LR image such as 32x32, or an
-  aligned photo), brought to the model's LR size with the bicubic downsampler and upsampled to the
-  encoder input; ``sketch`` a line drawing, read as 1 channel (white paper, black lines);
-  ``mask`` a label-index PNG (values 0-18 in CelebAMask-HQ order) or an int tensor (B, H, W),
-  one-hot encoded. Tensors are taken the same way, batched (B, ...) or single.
+- contour, by the checkpoint's modality (files in the ecosystem's formats, ``data.contour_files``;
+  square, any size): ``lr`` any face image (an LR image such as 32x32 or 16x16, or an aligned
+  photo), brought to the model's LR size with the bicubic downsampler and upsampled to the encoder
+  input; ``sketch`` a line drawing (PNG or JPEG), read as 1 channel (white paper, black lines);
+  ``mask`` a single-channel class-index PNG (values 0-18 in CelebAMask-HQ order, e.g. pSp's
+  512x512 ``input_mask.png``), or a mask colour-coded with the CelebAMask-HQ palette, or an int
+  tensor (B, H, W); one-hot encoded. Tensors are taken the same way, batched (B, ...) or single.
 
 Only inference dependencies are imported (torch, safetensors, omegaconf, Pillow); nothing from
 accelerate or wandb.
@@ -176,26 +178,26 @@ class IDEPipeline:
         import torch.nn.functional as F
 
         from data.conditions import lr_contour, one_hot
-        from data.images import load_image, load_label_map
+        from data.contour_files import read_label_file, read_lr_file, read_sketch_file
         from data.resample import resize_to
 
         s, n_classes = self.input_size, self.contour_channels
         if self.modality == "mask":
             if _is_file_like(item):
-                labels = load_label_map(item, n_classes=n_classes)
+                labels = read_label_file(item, n_classes=n_classes)
             elif isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == n_classes:
                 labels = item.argmax(0)
             elif isinstance(item, torch.Tensor) and item.dim() == 2 and not item.dtype.is_floating_point:
                 labels = item.long()
             else:
-                raise ValueError("mask contours must be label-index PNG files (values 0-18), (H, W) int "
-                                 f"tensors or ({n_classes}, H, W) one-hot tensors")
+                raise ValueError("mask contours must be label-map files (class indices 0-18 or colour-coded), "
+                                 f"(H, W) int tensors or ({n_classes}, H, W) one-hot tensors")
             # Nearest keeps labels categorical.
             labels = F.interpolate(labels[None, None].float(), size=(s, s), mode="nearest")[0, 0].long()
             return one_hot(labels, n_classes)
         channels = 1 if self.modality == "sketch" else 3
         if _is_file_like(item):
-            img = load_image(item, channels=channels)
+            img = read_sketch_file(item) if channels == 1 else read_lr_file(item)
         elif isinstance(item, torch.Tensor):
             img = item.float()
         else:  # a PIL image, alpha composited on white like files

@@ -174,6 +174,26 @@ def test_mask_and_sketch_modalities(tmp_path):
     torch.testing.assert_close(pipe.prepare_contour(rgba), out.contour, atol=1e-5, rtol=0)
 
 
+def test_ecosystem_mask_files(tmp_path):
+    """pSp's kind of input_mask.png (512 px, class indices) and the same mask colour-coded with the
+    CelebAMask-HQ palette give the same contour; a bad one is one line naming it."""
+    from data.contour_files import CELEBAMASK_HQ_PALETTE
+    from data.images import BadImageError
+    from tests.data.test_contour_files import face_labels
+
+    run, _ = make_tiny_run(tmp_path, "mask")
+    pipe = load_pipeline(run)
+    labels = face_labels(512)
+    Image.fromarray(labels, mode="L").save(tmp_path / "input_mask.png")
+    Image.fromarray(CELEBAMASK_HQ_PALETTE[labels]).save(tmp_path / "colour.png")
+    index, colour = pipe.prepare_contour([tmp_path / "input_mask.png", tmp_path / "colour.png"])
+    assert torch.equal(index, colour) and index.shape == (19, 64, 64)
+    assert torch.equal(index.argmax(0), torch.from_numpy(labels[::8, ::8].astype(np.int64)))
+    Image.fromarray(np.full((32, 32, 3), (10, 200, 90), np.uint8)).save(tmp_path / "green.png")
+    with pytest.raises(BadImageError, match=r"green.png: an RGB mask, but 100% of its pixels"):
+        pipe.prepare_contour(tmp_path / "green.png")
+
+
 def test_grid_layout(lr_run):
     pipe = load_pipeline(lr_run[0])
     out = pipe(rand_images(2, 8, 8), rand_images(2, 64, 9))
