@@ -14,7 +14,11 @@ resumes where it stopped and every pair is counted exactly once whatever the num
 ``eval.max_pairs`` keeps the first ``ceil(max_pairs / n_per_contour)`` contours with all their pairs,
 so a subset still bootstraps over whole contours. Chunks end at contour boundaries.
 
-Intervals (95%): LPIPS and IDSIM, percentile bootstrap over contours; FID, delete-one-block jackknife
+With ``eval.dlib_judge`` (the celebahq world) a second identity judge of another network family adds
+``dlib_distance`` (mean dlib descriptor distance, lower is closer) and ``dlib_same_person`` (the rate of
+pairs under dlib's 0.6 same-person threshold) to ``results.json`` and the table (``metrics.dlib_idsim``).
+
+Intervals (95%): LPIPS, IDSIM and the dlib columns, percentile bootstrap over contours; FID, delete-one-block jackknife
 over ``eval.fid_blocks`` blocks of consecutive chunks (see ``metrics.fid.fid_with_interval``).
 """
 
@@ -84,15 +88,20 @@ def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table of results.json dicts: method | LPIPS | IDSIM | FID with 95% intervals."""
-    lines = ["| run | pairs | LPIPS (lower) | IDSIM (higher) | FID (lower) |", "|---|---|---|---|---|"]
+    """Markdown table of results.json dicts: method | LPIPS | IDSIM | FID with 95% intervals (and the dlib
+    judge's same-person rate where any row has it)."""
+    dlib = any("dlib_same_person" in r["metrics"] for r in rows)
+    lines = ["| run | pairs | LPIPS (lower) | IDSIM (higher) | FID (lower) |" + (" dlib same person (higher) |"
+                                                                               if dlib else ""),
+             "|---|---|---|---|---|" + ("---|" if dlib else "")]
     def cell(metric: dict) -> str:
         return f"{metric['value']:.4f} [{metric['ci'][0]:.4f}, {metric['ci'][1]:.4f}]"
 
     for r in rows:
         m = r["metrics"]
         fid = cell(m["fid"]) if m["fid"]["ci"] else f"{m['fid']['value']:.4f}"
-        lines.append(f"| {r['name']} | {r['n_pairs']} | {cell(m['lpips'])} | {cell(m['idsim'])} | {fid} |")
+        extra = f" {cell(m['dlib_same_person']) if 'dlib_same_person' in m else '-'} |" if dlib else ""
+        lines.append(f"| {r['name']} | {r['n_pairs']} | {cell(m['lpips'])} | {cell(m['idsim'])} | {fid} |{extra}")
     return "\n".join(lines)
 
 
@@ -195,6 +204,15 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
     lp = bootstrap_ci(merged["lpips"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
     ids = bootstrap_ci(merged["idsim"], groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed)
+    dlib = {}
+    if "dlib_distance" in parts[0]:
+        from metrics.dlib_idsim import SAME_PERSON_DISTANCE
+
+        distance = np.concatenate([p["dlib_distance"] for p in parts])
+        for key, values in (("dlib_distance", distance), ("dlib_same_person", distance < SAME_PERSON_DISTANCE)):
+            v = bootstrap_ci(values.astype(np.float64), groups=merged["contour_index"], n_boot=cfg.eval.n_boot,
+                             seed=cfg.seed)
+            dlib[key] = {"value": v[0], "ci": [v[1], v[2]]}
     rates = rates.view(-1, 2)
     work = rates[:, 0].sum().item()
     results = {
@@ -206,7 +224,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         "checkpoint_sha256": runner.checkpoint_hash,
         "metrics": {"lpips": {"value": lp[0], "ci": [lp[1], lp[2]]},
                     "idsim": {"value": ids[0], "ci": [ids[1], ids[2]]},
-                    "fid": fid},
+                    "fid": fid, **dlib},
         "networks": suite.describe(),
         "wall_time_s": time.perf_counter() - t0,
         "images_per_s": work / max(rates[:, 1].max().item(), 1e-9) if work else None,
@@ -221,7 +239,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         accelerator.init_trackers(cfg.wandb.project, config=to_container(cfg), init_kwargs={"wandb": {
             "name": name, "group": cfg.wandb.group, "job_type": "eval", "dir": str(out_dir),
             "tags": list(cfg.wandb.tags), "entity": cfg.wandb.entity, "mode": mode}})
-        flat = {"eval/lpips": lp[0], "eval/idsim": ids[0], "eval/fid": fid["value"], "eval/n_pairs": n_total}
+        flat = {"eval/lpips": lp[0], "eval/idsim": ids[0], "eval/fid": fid["value"], "eval/n_pairs": n_total,
+                **{f"eval/{k}": v["value"] for k, v in dlib.items()}}
         accelerator.log(flat)
         from experiments.tracking import wandb_run_info
 

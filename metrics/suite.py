@@ -5,6 +5,8 @@
   ``eval.lpips_resolution``;
 - IDSIM between each identity image and its output, through insightface + onnxruntime
   (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
+- with ``eval.dlib_judge``, a second identity judge of another network family, never a loss: dlib's
+  ResNet descriptor distance between identity image and output (``metrics.dlib_idsim``);
 - FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
   Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
   processes add up.
@@ -57,8 +59,10 @@ class EmbeddingDetector(FeatureDetector):
 class MetricSuite:
     """Per-pair LPIPS and IDSIM plus FID sums for batches of outputs; see the module docstring."""
 
-    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device):
+    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device,
+                 dlib_judge=None):
         self.cfg = cfg
+        self.dlib_judge = dlib_judge
         self.lpips_model = lpips_model.to(device)
         self.embedder = embedder
         self.detector = detector.to(device)
@@ -79,12 +83,18 @@ class MetricSuite:
                                                  weights_root=cfg.weights_root)
         detector = InceptionDetector() if e.fid_detector == "inception" else \
             EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
-        return cls(cfg, lpips_model, embedder, detector, device)
+        dlib_judge = None
+        if e.dlib_judge:
+            from metrics.dlib_idsim import DlibEmbedder
+
+            dlib_judge = DlibEmbedder()
+        return cls(cfg, lpips_model, embedder, detector, device, dlib_judge=dlib_judge)
 
     @torch.no_grad()
     def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor) -> dict[str, np.ndarray]:
         """outputs, targets, identities (B, 3, *, *) in [-1, 1] -> {'lpips': (B,), 'idsim': (B,), and the
-        FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}."""
+        FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch, and 'dlib_distance': (B,) with the dlib
+        judge}."""
         from metrics.idsim import idsim
         from metrics.lpips_metric import lpips_distance
 
@@ -95,6 +105,10 @@ class MetricSuite:
             "lpips": lpips_distance(out_res, target, self.lpips_model, self.cfg.eval.lpips_resolution).cpu().numpy(),
             "idsim": idsim(identity, output, self.embedder).cpu().numpy(),
         }
+        if self.dlib_judge is not None:
+            from metrics.dlib_idsim import dlib_distance
+
+            values["dlib_distance"] = dlib_distance(identity, output, self.dlib_judge).cpu().numpy()
         state = StatsAccumulator().update(self.detector(quantize(output))).state()
         values.update({f"fid_{k}": v for k, v in state.items()})
         return values
@@ -124,4 +138,5 @@ class MetricSuite:
         return {"lpips": f"lpips-{e.lpips_backbone}" + (f"({e.feature_network})" if e.lpips_backbone == "toy" else ""),
                 "idsim": f"insightface-onnx({self.embedder.model_path})",
                 "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
-                "world": self.cfg.world}
+                "world": self.cfg.world,
+                **({"dlib": self.dlib_judge.name} if self.dlib_judge is not None else {})}
