@@ -20,6 +20,7 @@ Adding a subcommand is one decorated function returning a JSON-serialisable dict
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -395,7 +396,8 @@ def demo(args) -> dict:
             results.append(_run_row(row, device, partial(_wall_and_cpu, fn, device, args.iters, args.warmup)))
     finally:
         if app is not None:
-            app.close()
+            with contextlib.redirect_stdout(sys.stderr):  # gradio says goodbye on stdout, which is for the JSON
+                app.close()
         d.close()
     import os
 
@@ -417,7 +419,8 @@ def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
     from experiments.demo import build_app, launch
 
     app = build_app(d)
-    url = launch(app, d, port=None, block=False)
+    with contextlib.redirect_stdout(sys.stderr):
+        url = launch(app, d, port=None, block=False)
     client = Client(url, verbose=False)
     files = [handle_file(contour), None, *map(handle_file, ids)]
     return app, partial(client.predict, mode, *files, True, d.pipe.n_iters, "", api_name="/generate")

@@ -222,6 +222,7 @@ def test_server_generates_over_http(server, toy):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
+    assert client.config["analytics_enabled"] is False
     mode, contour, *ids = toy.examples.rows[0]
     status, faces, step, strip, table, seen = client.predict(
         mode, handle_file(contour), None, *map(handle_file, ids), True, toy.pipe.n_iters, "", api_name="/generate")
