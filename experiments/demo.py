@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.generate import DTYPES
+
 # Set before gradio is imported: it reads the variable at import time.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -54,7 +56,6 @@ ALIGNED_LABEL = "photos are aligned face crops (skip face detection)"
 # The step strip fills the page's width (Gradio shows an image at most at its own size: scale-down).
 PAGE_CSS = ("#step_view button, #step_view .image-frame { width: 100%; } "
             "#step_view img { width: 100% !important; height: auto !important; object-fit: contain !important; }")
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 class DemoError(ValueError):
@@ -196,12 +197,12 @@ class Demo:
         """One paragraph about the loaded model for the page's header (Markdown)."""
         p = self.pipe
         contour = {"lr": f"{p.lr_size}x{p.lr_size} LR face", "sketch": "sketch", "mask": "label map"}[p.modality]
-        idsim = ("IDSIM: " + Path(self.embedder.model_path).name) if self.embedder else self.embedder_note
         return (f"**{p.model.kind}** encoder, **{contour}** contours, {p.input_size} px encoder input, "
                 f"{p.output_size} px faces, {p.n_iters} refinement steps, on {p.device}. "
-                f"Aligner: {self.aligner()}. {idsim}.")
+                f"Aligner: {self.aligner()}. {self.embedder_note}.")
 
     def contour_label(self, mode: str) -> str:
+        """The contour box's label for an input mode."""
         p = self.pipe
         return {PHOTO_TO_LR: f"contour: a face photo (made into a {p.lr_size}x{p.lr_size} LR contour)",
                 LR_IMAGE: f"contour: an LR face image (brought to {p.lr_size}x{p.lr_size})",
@@ -551,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute precision (autocast below float32)")
     p.add_argument("--detector", choices=("auto", "insightface", "cascade"), default="auto")
     p.add_argument("--weights-root", type=Path, help="folder of the generator weights (else the run's)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
