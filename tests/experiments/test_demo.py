@@ -195,9 +195,10 @@ def server(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.demo", "--checkpoint", "toy", "--port", str(port),
-                             "--threads", "1"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                             "--threads", "1"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300  # about 15 s on an idle machine
     while True:
         try:
             urllib.request.urlopen(url, timeout=5)
