@@ -9,18 +9,29 @@ nose, left and right mouth corner; Karras et al.'s CelebA-HQ script, reused for 
     y = rot90(x);  c = eye_avg + 0.1 * eye_to_mouth
     crop = the square with centre c and half-axes x, y  ->  the output image
 
-:func:`ffhq_transform` applies that rule to any five points (the nose is unused, as in the original);
-it is a similarity transform. Two detectors supply the points:
+The crop rule's points come from one of four aligners, tried in this order by ``detector="auto"``:
 
+- ``dlib`` (the default when installed: ``pip install -e ".[align]"``, see ``models.dlibface``):
+  dlib's HOG face detector and its 68-point landmarks, reduced to the five points exactly as NVlabs'
+  FFHQ script and pSp/ReStyle/e4e's ``align_all_parallel`` do (:func:`dlib_points`: eyes are the
+  means of points 36-41 and 42-47, the mouth corners points 48 and 54, the nose point 30). This is
+  the alignment that made FFHQ; it measures roll, so a tilted head comes out upright (on the
+  astronaut photo rotated by -20 to +30 degrees, i.e. heads tilted by up to about 25 degrees either
+  way, the crop's roll is right within 0.5 degrees; past that the landmarks, fitted inside an
+  upright HOG box, underestimate it).
+  ``dlib-mmod`` uses dlib's CNN (MMOD) detector instead of HOG: more poses, about 10 s a photo on a CPU;
 - ``insightface``: SCRFD from the ``buffalo_l`` folder of the weights registry (``FaceAnalysis`` with
   only the detection module), which predicts the five landmarks directly;
-- ``cascade`` (fallback, no download): scikit-image's bundled copy of OpenCV's LBP frontal-face
-  cascade (scikit-image is an insightface dependency). OpenCV 5 no longer ships Haar cascades
-  (``cv2.CascadeClassifier`` and ``cv2.data`` files are gone), so this is the detector that needs no
-  weights. It gives a face box only: the eyes are placed at fixed fractions of the box
-  (:data:`CASCADE_EYES`), and the other three points follow from the mean face below. It finds
-  roughly upright frontal faces only and measures no roll (the estimated eyes are level, so a
-  tilted head stays tilted in the crop): use ``buffalo_l`` for anything but a quick try.
+- ``cascade`` (the last resort, no install or download): scikit-image's bundled copy of OpenCV's
+  LBP frontal-face cascade. OpenCV 5 no longer ships Haar cascades (``cv2.CascadeClassifier`` and
+  ``cv2.data`` files are gone), so this is the detector that needs nothing. It gives a face box
+  only: the eyes are placed at fixed fractions of the box (:data:`CASCADE_EYES`), and the other
+  three points follow from the mean face below. It finds roughly upright frontal faces only and
+  measures no roll (the estimated eyes are level, so a tilted head stays tilted in the crop).
+
+Which one ran is ``AlignResult.method``. Several faces: the largest of the confidently detected ones
+is used (:func:`pick_face`): dlib's HOG detector also finds the mission badge on the astronaut's suit
+(scikit-image's ``astronaut``), at a score of 0.12 against 1.16 for her face and with a box as large.
 
 The mean face is insightface's ArcFace template (:data:`ARCFACE_TEMPLATE_112`, 5 points in a 112 crop).
 Passing it through the crop rule gives :func:`alignment_template`, where an average face lands in
@@ -31,8 +42,10 @@ the aligned crop; at ``size`` = 256 (x, y in pixels)::
 
 i.e. eyes at y = 0.472 * size, 0.241 * size apart, mouth corners at y = 0.75 * size (the template's
 eye-to-mouth / eye-to-eye ratio is 1.155, so the 1.8 * |eye_to_mouth| term sets the crop size).
-The cascade path maps the template's eyes onto the estimated eyes, so its eyes land exactly on the
-template's eye positions.
+Any upright face whose eye-to-mouth distance exceeds 2 / 1.8 of its eye distance (most adults)
+lands the same way: the eye midpoint at (0.5, 0.472) * size and the mouth midpoint at (0.5, 0.75) *
+size, only the eye spacing varying with the face. The cascade path maps the template's eyes onto the
+estimated eyes, so its eyes land exactly on the template's eye positions.
 """
 
 from __future__ import annotations
@@ -57,7 +70,22 @@ CASCADE_MAX_SIDE = 640
 # Overlapping windows needed to accept a face: skimage's default (4) fires on hands and lamps in t1.jpg.
 CASCADE_MIN_NEIGHBOURS = 6
 DEFAULT_MIN_FACE = 48
-DETECTORS = ("auto", "insightface", "cascade")
+# Choosing among several faces (pick_face): faces scoring under this fraction of the best detector
+# score are left out, and faces of at least NEAR_LARGEST of the largest one's box area compete on score.
+CONFIDENT = 0.5
+NEAR_LARGEST = 0.8
+DETECTORS = ("auto", "dlib", "dlib-mmod", "insightface", "cascade")
+# One line per aligner, for logs and result metadata.
+ALIGNERS = {
+    "dlib": "dlib HOG detector + 68 landmarks (FFHQ's alignment)",
+    "dlib-mmod": "dlib MMOD CNN detector + 68 landmarks (FFHQ's alignment)",
+    "insightface": "insightface SCRFD 5 landmarks (buffalo_l)",
+    "cascade": "LBP cascade box, eyes at fixed box fractions (no roll)",
+    "aligned": "none: given as an aligned crop",
+}
+# dlib's 68-point layout (iBUG 300-W): the FFHQ script's five points.
+DLIB_EYE_LEFT, DLIB_EYE_RIGHT = slice(36, 42), slice(42, 48)
+DLIB_NOSE, DLIB_MOUTH_LEFT, DLIB_MOUTH_RIGHT = 30, 48, 54
 
 
 class FaceNotFoundError(ValueError):
@@ -68,11 +96,12 @@ class FaceNotFoundError(ValueError):
 class AlignResult:
     """An aligned face and how it was found.
 
-    image: (3, size, size) float in [-1, 1]. n_faces: faces detected (1 for ``aligned=True``).
+    image: (3, size, size) float in [-1, 1]. n_faces: faces detected confidently (:func:`confident_faces`;
+    1 for ``aligned=True``).
     chosen_box: (x0, y0, x1, y1) of the face used, in source pixels (None when not detected).
     landmarks: (5, 2) source-pixel points fed to the crop rule (estimated ones for the cascade).
-    matrix: (2, 3) affine map from source pixels to output pixels. method: ``insightface``,
-    ``cascade`` or ``aligned``. message: one line for the user (mentions other faces if any).
+    matrix: (2, 3) affine map from source pixels to output pixels. method: the aligner, a key of
+    :data:`ALIGNERS`. message: one line for the user (names the aligner; mentions other faces if any).
     """
 
     image: torch.Tensor
@@ -283,12 +312,13 @@ def _face_analysis(folder: str):
     return app
 
 
-def detect_insightface(rgb: np.ndarray, folder: Path) -> list[tuple[tuple[float, float, float, float],
+def detect_insightface(rgb: np.ndarray, folder: Path) -> list[tuple[tuple[float, float, float, float], float,
                                                                       np.ndarray]]:
-    """Faces by insightface's SCRFD (``buffalo_l``): a list of (box (x0, y0, x1, y1), landmarks (5, 2))."""
+    """Faces by insightface's SCRFD (``buffalo_l``): a list of (box (x0, y0, x1, y1), score, landmarks (5, 2))."""
     app = _face_analysis(str(Path(folder).resolve()))
     faces = app.get(np.ascontiguousarray(rgb[:, :, ::-1]))
-    return [(tuple(float(v) for v in f.bbox[:4]), np.asarray(f.kps, dtype=np.float64)) for f in faces]
+    return [(tuple(float(v) for v in f.bbox[:4]), float(f.det_score), np.asarray(f.kps, dtype=np.float64))
+            for f in faces]
 
 
 def _buffalo_folder(weights_root) -> Path:
@@ -297,17 +327,34 @@ def _buffalo_folder(weights_root) -> Path:
     return resolve("buffalo_l", root=weights_root)
 
 
-def choose_detector(detector: str = "auto", weights_root=None) -> tuple[str, Path | None]:
-    """Resolve ``auto``: (``insightface``, buffalo_l folder) when the folder exists, else (``cascade``, None).
+def dlib_points(points68: np.ndarray) -> np.ndarray:
+    """dlib's 68 landmarks (68, 2) -> the crop rule's five points (5, 2), as the FFHQ script takes them."""
+    p = np.asarray(points68, dtype=np.float64)
+    return np.stack([p[DLIB_EYE_LEFT].mean(0), p[DLIB_EYE_RIGHT].mean(0), p[DLIB_NOSE], p[DLIB_MOUTH_LEFT],
+                     p[DLIB_MOUTH_RIGHT]])
 
-    ``insightface`` without the folder raises the registry's MissingWeightsError (where to get it).
+
+def choose_detector(detector: str = "auto", weights_root=None) -> tuple[str, Path | None]:
+    """Resolve ``auto`` to (aligner, buffalo_l folder or None): ``dlib`` when dlib and its models are
+    installed, else ``insightface`` when the registry has ``buffalo_l``, else ``cascade``.
+
+    An aligner asked for by name must be there: ``dlib``/``dlib-mmod`` without the align extra raise
+    ``models.dlibface.DlibUnavailableError``, ``insightface`` without the folder the registry's
+    MissingWeightsError (both say how to get them).
     """
+    from models import dlibface
+
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     if detector == "cascade":
         return "cascade", None
+    if detector in ("dlib", "dlib-mmod"):
+        dlibface.require()
+        return detector, None
     if detector == "insightface":
         return "insightface", _buffalo_folder(weights_root)
+    if dlibface.available():
+        return "dlib", None
     from models.weights import MissingWeightsError
 
     try:
@@ -316,17 +363,45 @@ def choose_detector(detector: str = "auto", weights_root=None) -> tuple[str, Pat
         return "cascade", None
 
 
+def _detect(rgb: np.ndarray, method: str, folder: Path | None) -> list[tuple[tuple[float, ...], float,
+                                                                            np.ndarray | None]]:
+    """Faces as (box (x0, y0, x1, y1), detector score, (5, 2) crop-rule points or None) by ``method``."""
+    if method == "insightface":
+        return detect_insightface(rgb, folder)
+    if method in ("dlib", "dlib-mmod"):
+        from models import dlibface
+
+        return [(box, score, None) for box, score in dlibface.detect(rgb, "hog" if method == "dlib" else "mmod")]
+    return [(box, 0.0, None) for box in detect_cascade(rgb)]
+
+
+def confident_faces(faces: list) -> list:
+    """The ``(box, score, ...)`` tuples scoring at least :data:`CONFIDENT` of the best score."""
+    best = max((f[1] for f in faces), default=0.0)
+    return [f for f in faces if f[1] >= CONFIDENT * best]
+
+
+def pick_face(faces: list) -> tuple:
+    """The face to use from ``(box, score, ...)`` tuples: among :func:`confident_faces`, the largest
+    box, where boxes of at least :data:`NEAR_LARGEST` of its area compete on score (then area)."""
+    area = lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1])
+    faces = confident_faces(faces)
+    largest = max(area(f) for f in faces)
+    return max(faces, key=lambda f: (area(f) >= NEAR_LARGEST * largest, f[1], area(f)))
+
+
 def align_face(image, size: int = 256, detector: str = "auto", weights_root=None, aligned: bool = False,
                min_face: int = DEFAULT_MIN_FACE) -> AlignResult:
     """Detect the largest face in a photo and crop it like CelebA-HQ/FFHQ.
 
     image: a path, PIL image or uint8 array (see :func:`load_rgb`). size: output side in pixels.
-    detector: ``auto`` (insightface when the registry has ``buffalo_l``, else the cascade),
-    ``insightface`` or ``cascade``. aligned: the photo is already an aligned face crop; it is only
-    centre-cropped to a square and resized. min_face: smallest accepted face-box side in source pixels.
+    detector: ``auto`` (dlib when installed, else insightface when the registry has ``buffalo_l``,
+    else the cascade), or one of ``dlib``, ``dlib-mmod``, ``insightface``, ``cascade``. aligned: the
+    photo is already an aligned face crop; it is only centre-cropped to a square and resized.
+    min_face: smallest accepted face-box side in source pixels.
     Returns an :class:`AlignResult` with ``image`` (3, size, size) in [-1, 1]. Raises
     :class:`FaceNotFoundError` (no face, face too small), ``data.images.BadImageError`` (unreadable
-    file), FileNotFoundError, or the registry's MissingWeightsError (``insightface`` without weights).
+    file), FileNotFoundError, or MissingWeightsError / DlibUnavailableError (a named aligner absent).
     """
     name = str(image) if isinstance(image, (str, Path)) else "the image"
     rgb = load_rgb(image)
@@ -336,19 +411,21 @@ def align_face(image, size: int = 256, detector: str = "auto", weights_root=None
         return AlignResult(to_tensor(resize_square(rgb, size)), 1, None, None, None, "aligned",
                            f"{name}: used as an aligned face{note}")
     method, folder = choose_detector(detector, weights_root)
-    if method == "insightface":
-        faces = detect_insightface(rgb, folder)
-    else:
-        faces = [(box, None) for box in detect_cascade(rgb)]
+    faces = confident_faces(_detect(rgb, method, folder))
     if not faces:
+        hint = "; --detector dlib-mmod finds more poses" if method == "dlib" else ""
         raise FaceNotFoundError(f"{name}: no face found ({method} detector); use a frontal photo of one "
-                                f"face, or pass --aligned if it is already an aligned face crop")
-    box, landmarks = max(faces, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+                                f"face, or pass --aligned if it is already an aligned face crop{hint}")
+    box, _, landmarks = pick_face(faces)
     side = min(box[2] - box[0], box[3] - box[1])
     if side < min_face:
         raise FaceNotFoundError(f"{name}: the largest face is {side:.0f} px wide, below the {min_face} px "
                                 f"minimum; use a photo where the face is larger")
-    if landmarks is None:
+    if method in ("dlib", "dlib-mmod"):
+        from models import dlibface
+
+        landmarks = dlib_points(dlibface.landmarks(rgb, box, 68)[0])
+    elif landmarks is None:
         box = refine_cascade_box(rgb, box)
         landmarks = cascade_landmarks(box)
     matrix = ffhq_transform(landmarks, size)

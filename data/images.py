@@ -111,29 +111,43 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (q.permute(1, 2, 0) if q.dim() == 3 else q).numpy()
 
 
-def save_pil_atomic(im: Image.Image, path: str | os.PathLike) -> Path:
-    """Save a Pillow image to ``path`` via a temporary file and rename; the format follows the suffix."""
+def save_pil_atomic(im: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
+    """Save a Pillow image to ``path`` via a temporary file and rename; the format follows the suffix.
+
+    text: key/value strings stored as PNG text chunks (PNG only; other formats raise ValueError).
+    """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot tell the image format from the suffix of {path}")
+    extra = {}
+    if text:
+        if fmt != "PNG":
+            raise ValueError(f"{path}: text metadata is written to PNG files only")
+        from PIL.PngImagePlugin import PngInfo
+
+        extra["pnginfo"] = info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, str(value))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        im.save(tmp, format=fmt)
+        im.save(tmp, format=fmt, **extra)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write (3, H, W), (1, H, W) or (H, W) in [-1, 1] as an 8-bit RGB or grayscale file (atomic)."""
+def save_image(x: torch.Tensor, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
+    """Write (3, H, W), (1, H, W) or (H, W) in [-1, 1] as an 8-bit RGB or grayscale file (atomic).
+
+    text: PNG text chunks (see ``save_pil_atomic``)."""
     if x.dim() == 3 and x.shape[0] == 1:
         x = x[0]
     if not (x.dim() == 2 or (x.dim() == 3 and x.shape[0] == 3)):
         raise ValueError(f"save_image expects (3, H, W), (1, H, W) or (H, W), got {tuple(x.shape)}")
-    return save_pil_atomic(Image.fromarray(to_uint8(x)), path)
+    return save_pil_atomic(Image.fromarray(to_uint8(x)), path, text)
 
 
 def load_binary_mask(path: str | os.PathLike) -> torch.Tensor:

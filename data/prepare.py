@@ -14,11 +14,21 @@ For CelebA-HQ (layout in ``data/celebahq.py``) it
 4. writes the val and test manifests (every pairing mode, ``--n-per-contour`` identity images per
    contour, ``--seed``) once; an existing manifest is kept unless the data changed;
 5. prints the split sizes next to the paper's (2,842 test images, 28,420 pairs).
+
+``python -m data.prepare align --src <photos> --out <folder> [--size 1024]`` aligns a folder of raw
+photos like FFHQ/CelebA-HQ (``data.align``; ``--detector auto`` takes dlib's 68 landmarks when the
+align extra is installed). Sub-folders are kept (one per person is the layout ``--identity-dir`` and
+the identity tools read): ``<src>/<dir>/<name>.<ext>`` becomes ``<out>/<dir>/<name>.png`` at
+``--size``, with the aligner, face box, the five points and the crop matrix in the PNG's text chunks
+and in ``<out>/alignment.tsv``. Finished files are skipped (resumable; ``--workers N`` processes),
+and every photo it could not use (unreadable, no face, face too small) is listed in
+``<out>/bad_files.tsv`` and retried on the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -42,7 +53,7 @@ from data.celebahq import (
     load_photo,
     locate,
 )
-from data.images import BadImageError, save_image, save_label_map
+from data.images import BadImageError, open_image, save_image, save_label_map
 from data.pairs import PAIRING_MODES, build_test_manifest, read_manifest, write_manifest
 
 MANIFEST_SPLITS = ("val", "test")
@@ -167,6 +178,129 @@ def _tally(report: PrepareReport, result: tuple[int, int, list[BadFile]]) -> Non
     report.bad.extend(result[2])
 
 
+PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+ALIGN_HEADER = "file\taligner\tn_faces\tbox\tpoints\tmatrix"
+ALIGN_BAD_HEADER = "file\tkind\treason"
+
+
+@dataclass
+class AlignReport:
+    """What an ``align`` run did: photos aligned now, already done, and the unusable ones (path, kind, reason)."""
+
+    out: Path
+    aligned: int = 0
+    skipped: int = 0
+    aligners: dict[str, int] = field(default_factory=dict)
+    bad: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def text(self) -> str:
+        used = ", ".join(f"{m}: {n}" for m, n in sorted(self.aligners.items())) or "none"
+        lines = [f"aligned faces in {self.out}: {self.aligned} aligned now, {self.skipped} already done "
+                 f"(aligners: {used}); records in alignment.tsv"]
+        if self.bad:
+            lines.append(f"{len(self.bad)} photos not usable (listed in bad_files.tsv; retried next run):")
+            lines += [f"  [{kind}] {path}: {reason}" for path, kind, reason in self.bad]
+        else:
+            lines.append("no bad files")
+        return "\n".join(lines)
+
+
+def _fmt(values) -> str:
+    return ",".join(f"{float(v):.3f}" for v in np.asarray(values).ravel())
+
+
+def align_photo(src: Path, dst: Path, size: int, detector: str, weights_root=None) -> tuple[str, dict | str]:
+    """Align one photo into ``dst`` (PNG with its record as text chunks): ("ok", record) or (kind, reason)."""
+    from data.align import FaceNotFoundError, align_face
+
+    try:
+        r = align_face(src, size=size, detector=detector, weights_root=weights_root)
+    except BadImageError as e:
+        return "unreadable", e.reason
+    except FaceNotFoundError as e:
+        return "no_face", str(e).removeprefix(f"{src}: ")
+    record = {"aligner": r.method, "n_faces": str(r.n_faces), "box": _fmt(r.chosen_box),
+              "points": _fmt(r.landmarks), "matrix": _fmt(r.matrix)}
+    save_image(r.image, dst, text={f"ideface.{k}": v for k, v in record.items()})
+    return "ok", record
+
+
+def _read_record(path: Path) -> dict:
+    """The alignment record an aligned PNG carries (written by :func:`align_photo`)."""
+    text = open_image(path).info
+    return {k: text.get(f"ideface.{k}", "") for k in ("aligner", "n_faces", "box", "points", "matrix")}
+
+
+def _align_work(job: tuple) -> tuple[str, str, dict | str]:
+    src, dst, size, detector, weights_root = job
+    kind, detail = align_photo(Path(src), Path(dst), size, detector, weights_root)
+    return src, kind, detail
+
+
+def _atomic_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 1024, detector: str = "auto",
+                 workers: int = 0, weights_root=None, progress: bool = True) -> AlignReport:
+    """Align every photo under ``src`` into ``out`` (module docstring); returns what it did."""
+    from data.align import choose_detector
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise MissingDataError(f"--src {src} is not a folder of photos")
+    choose_detector(detector, weights_root)  # a named aligner that is not installed stops here, once
+    photos = sorted(p for p in src.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()
+                    and not p.resolve().is_relative_to(out.resolve()))
+    if not photos:
+        raise MissingDataError(f"{src}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
+    targets: dict[Path, Path] = {}
+    for p in photos:
+        target = out / p.relative_to(src).with_suffix(".png")
+        if target in targets.values():
+            first = next(q for q, t in targets.items() if t == target)
+            raise ValueError(f"{first} and {p} would both become {target}; rename one")
+        targets[p] = target
+    report = AlignReport(out=out)
+    records: dict[Path, dict] = {}
+    for p in photos:
+        try:
+            records[p] = _read_record(targets[p])
+        except (FileNotFoundError, BadImageError):  # not done yet, or damaged since: (re)align it
+            pass
+    report.skipped = len(records)
+    todo = [(str(p), str(targets[p]), size, detector, weights_root) for p in photos if p not in records]
+    bar = tqdm(total=len(todo), desc="align photos", disable=not progress or not todo, dynamic_ncols=True)
+    with contextlib.ExitStack() as stack:
+        if workers > 0 and todo:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=torch.set_num_threads,
+                                                           initargs=(1,)))
+            results = pool.map(_align_work, todo, chunksize=4)
+        else:
+            results = map(_align_work, todo)
+        done = []
+        for result in results:
+            done.append(result)
+            bar.update(1)
+    bar.close()
+    for path, kind, detail in done:
+        if kind == "ok":
+            records[Path(path)] = detail
+            report.aligned += 1
+        else:
+            report.bad.append((path, kind, " ".join(str(detail).split())))
+    for record in records.values():
+        report.aligners[record["aligner"]] = report.aligners.get(record["aligner"], 0) + 1
+    _atomic_lines(out / "alignment.tsv", [ALIGN_HEADER] + [
+        "\t".join([str(p.relative_to(src))] + [r[k] for k in ("aligner", "n_faces", "box", "points", "matrix")])
+        for p, r in sorted(records.items())])
+    _atomic_lines(out / "bad_files.tsv", [ALIGN_BAD_HEADER] + ["\t".join(b) for b in sorted(report.bad)])
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
@@ -181,7 +315,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="pairing modes to write test manifests for")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from data.align import DETECTORS
+
+    a = sub.add_parser("align", help="align a folder of raw photos like FFHQ/CelebA-HQ (sub-folders kept)")
+    a.add_argument("--src", required=True, help="folder of photos (searched recursively)")
+    a.add_argument("--out", required=True, help="output folder: <out>/<sub-folder>/<name>.png")
+    a.add_argument("--size", type=int, default=1024, help="output side in pixels (CelebA-HQ/FFHQ: 1024)")
+    a.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="aligner (auto: dlib, else insightface buffalo_l, else cascade)")
+    a.add_argument("--weights-root", default=None, help="weights folder holding buffalo_l (insightface)")
+    a.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.dataset == "align":
+        from models.weights import MissingWeightsError
+
+        try:
+            report = align_folder(args.src, args.out, args.size, args.detector, args.workers, args.weights_root,
+                                  progress=not args.no_progress)
+        except (MissingDataError, MissingWeightsError, ValueError) as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        print(report.text())
+        return 0
     try:
         report = prepare_celebahq(args.root, args.out, args.size, args.n_per_contour, args.seed, args.modes,
                                   args.workers, progress=not args.no_progress)

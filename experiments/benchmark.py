@@ -3,6 +3,7 @@
     python experiments/benchmark.py generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
     python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16]
     python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
+    python experiments/benchmark.py demo [--threads 2]                 # the web demo's Generate click
 
 Worlds: ``toy`` is the toy world with its shipped weights; ``256`` / ``1024`` are the paper's world
 (config ``world=celebahq``) at that generator size with random weights of the same architectures
@@ -19,6 +20,7 @@ Adding a subcommand is one decorated function returning a JSON-serialisable dict
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -354,6 +356,74 @@ def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scal
     pulse_s = pulse_s / batch * pulse_scale
     return {"encoder_s_per_image": round(encoder, 5), "pulse_s_per_image": round(pulse_s, 4),
             "pulse_over_encoder": round(pulse_s / encoder, 1)}
+
+
+@subcommand(
+    "demo", "the web demo (experiments/demo.py): seconds per Generate click of one contour and four identity photos",
+    arg("--checkpoint", default="toy", help="a toy-world checkpoint (the examples are its test identities)"),
+    arg("--iters", type=int, default=5, help="timed calls of each"),
+    arg("--warmup", type=int, default=1),
+    arg("--no-server", action="store_true", help="skip the round trip through a local server (gradio_client)"),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def demo(args) -> dict:
+    """The first toy example (an LR contour made from a photo, four identity photos). Rows: ``pipeline``
+    (the encoder and generator alone, prepared tensors), ``click`` (``Demo.generate``: reading and
+    aligning the files, generation, IDSIM, the display images) and ``round_trip`` (the page's
+    ``/generate`` endpoint through gradio_client on 127.0.0.1: uploads, the click, downloads). Each row
+    gives wall seconds and the process's CPU seconds per call (the CPU figure is what a busy machine
+    does not change; the server's CPU time is in the same process)."""
+    from experiments.demo import Demo, Upload
+
+    device = _setup(args)
+    d = Demo.load(args.checkpoint, device=device)
+    if not d.examples.rows:
+        raise SystemExit(f"benchmark demo: {args.checkpoint} is not a toy-world checkpoint (no examples to run)")
+    mode, contour, *ids = d.examples.rows[0]
+    click = partial(d.generate, mode, Upload.of(contour), [Upload.of(p) for p in ids], aligned=True)
+    c, _ = d.read_contour(mode, Upload.of(contour), aligned=True)
+    identity = torch.stack([d.read_identity(Upload.of(p), aligned=True)[0] for p in ids])
+    calls = {"pipeline": partial(d.pipe.run_tensors, c[None].expand(len(ids), -1, -1, -1), identity),
+             "click": click}
+    app = None
+    if not args.no_server:
+        app, calls["round_trip"] = _demo_round_trip(d, mode, contour, ids)
+    results = []
+    try:
+        for name, fn in calls.items():
+            row = {"row": name, "faces": len(ids), "n_iters": d.pipe.n_iters}
+            results.append(_run_row(row, device, partial(_wall_and_cpu, fn, device, args.iters, args.warmup)))
+    finally:
+        if app is not None:
+            with contextlib.redirect_stdout(sys.stderr):  # gradio says goodbye on stdout, which is for the JSON
+                app.close()
+        d.close()
+    import os
+
+    return {"benchmark": "demo", "checkpoint": str(args.checkpoint), **environment(device),
+            "load_average_1min": round(os.getloadavg()[0], 2), "results": results}
+
+
+def _wall_and_cpu(fn, device: torch.device, iters: int, warmup: int) -> dict:
+    cpu = time.process_time()
+    wall = timed(fn, device, iters, warmup)
+    cpu = (time.process_time() - cpu) / (iters + warmup)  # warm-up calls cost the same once warm
+    return {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3)}
+
+
+def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
+    """Launch the demo page on a free 127.0.0.1 port; (the app, a function making one /generate call)."""
+    from gradio_client import Client, handle_file
+
+    from experiments.demo import build_app, launch
+
+    app = build_app(d)
+    with contextlib.redirect_stdout(sys.stderr):
+        url = launch(app, d, port=None, block=False)
+    client = Client(url, verbose=False)
+    files = [handle_file(contour), None, *map(handle_file, ids)]
+    return app, partial(client.predict, mode, *files, True, d.pipe.n_iters, "", api_name="/generate")
 
 
 def main(argv=None) -> dict:

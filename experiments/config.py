@@ -164,6 +164,9 @@ class EvalConfig:
     fid_reference_size: int = 30000  # real images (train split targets) in the FID reference set
     feature_network: str = "toy_eval_arcface"  # trunk of lpips_backbone=toy and fid_detector=toy
     idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
+    # dlib's ResNet recogniser as a second identity judge (metrics/dlib_idsim.py; needs the align extra):
+    # dlib_distance and dlib_same_person columns. On in the celebahq world; toy faces are not human faces.
+    dlib_judge: bool = False
     id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     n_boot: int = 1000  # bootstrap replicates of the LPIPS / IDSIM intervals
@@ -345,6 +348,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"train.warmup_steps must be >= 0 (0 = constant lr), got {cfg.train.warmup_steps}")
     if cfg.model.n_iters < 1:
         raise ConfigError("model.n_iters must be >= 1")
+    # The judge must not be the network the ID loss trains against (a method could score by fitting it):
+    # a registry name's ONNX export is '<name>_onnx'.
+    loss_net = str(cfg.loss.id_network)
+    if str(cfg.eval.idsim_model) in (loss_net, f"{loss_net}_onnx"):
+        raise ConfigError(f"eval.idsim_model={cfg.eval.idsim_model} is the ID loss's own network "
+                          f"(loss.id_network={loss_net}); evaluate identity with a different network")
 
 
 def run_name(cfg: DictConfig) -> str:

@@ -14,7 +14,11 @@ resumes where it stopped and every pair is counted exactly once whatever the num
 ``eval.max_pairs`` keeps the first ``ceil(max_pairs / n_per_contour)`` contours with all their pairs,
 so a subset still bootstraps over whole contours. Chunks end at contour boundaries.
 
-Intervals (95%): LPIPS and IDSIM, percentile bootstrap over contours; FID, delete-one-block jackknife
+With ``eval.dlib_judge`` (the celebahq world) a second identity judge of another network family adds
+``dlib_distance`` (mean dlib descriptor distance, lower is closer) and ``dlib_same_person`` (the rate of
+pairs under dlib's 0.6 same-person threshold) to ``results.json`` and the table (``metrics.dlib_idsim``).
+
+Intervals (95%): LPIPS, IDSIM and the dlib columns, percentile bootstrap over contours; FID, delete-one-block jackknife
 over ``eval.fid_blocks`` blocks of consecutive chunks (see ``metrics.fid.fid_with_interval``).
 """
 
@@ -88,10 +92,12 @@ def contour_chunks(contours: list[str], size: int) -> list[tuple[int, int]]:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table of results.json dicts: LPIPS, IDSIM, the identity-following figures and FID, with 95%
-    intervals."""
+    intervals (and the dlib judge's same-person rate where any row has it)."""
+    dlib = any("dlib_same_person" in r["metrics"] for r in rows)
     lines = ["| run | test pairs | pairs | LPIPS (lower) | IDSIM (higher) | IDSIM to identity person | "
-             "IDSIM to contour person | identity-following rate | FID (lower) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "IDSIM to contour person | identity-following rate | FID (lower) |" + (" dlib same person (higher) |"
+                                                                                     if dlib else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if dlib else "")]
 
     def cell(metric: dict | None) -> str:
         if not metric or metric.get("value") is None:
@@ -105,7 +111,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {r['name']} | {r.get('test_pairing', 'same_identity')} | {r['n_pairs']} | "
                      f"{cell(m['lpips'])} | {cell(m['idsim'])} | {cell(m.get('idsim_identity_person'))} | "
                      f"{cell(m.get('idsim_contour_person'))} | {cell(m.get('identity_following'))} | "
-                     f"{cell(m['fid'])} |")
+                     f"{cell(m['fid'])} |" + (f" {cell(m.get('dlib_same_person'))} |" if dlib else ""))
     return "\n".join(lines)
 
 
@@ -223,6 +229,14 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
             metrics[key] = {"value": mean, "ci": [lo, hi], "n_pairs": int(defined.sum())}
         else:
             metrics[key] = {"value": None, "ci": None, "n_pairs": 0}
+    if "dlib_distance" in parts[0]:
+        from metrics.dlib_idsim import SAME_PERSON_DISTANCE
+
+        distance = np.concatenate([p["dlib_distance"] for p in parts])
+        for key, values in (("dlib_distance", distance), ("dlib_same_person", distance < SAME_PERSON_DISTANCE)):
+            v = bootstrap_ci(values.astype(np.float64), groups=merged["contour_index"], n_boot=cfg.eval.n_boot,
+                             seed=cfg.seed)
+            metrics[key] = {"value": v[0], "ci": [v[1], v[2]]}
     rates = rates.view(-1, 2)
     work = rates[:, 0].sum().item()
     results = {

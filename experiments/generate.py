@@ -12,9 +12,11 @@ columns naming files of the two folders by name or stem; a progress bar shows th
         [--pairs manifest.csv] --out outputs/          # writes outputs/<contour>__<identity>.png
 
 ``--checkpoint toy`` uses the shipped toy encoder (or the README's toy run). Identity photos are
-aligned like the training data (insightface ``buffalo_l`` from the weights registry, else a
-no-download cascade detector; ``--detector``); ``--aligned`` skips that for face crops that are
-already aligned (e.g. toy-world images). ``--make-lr N`` turns contour photos into N x N LR
+aligned like the training data (``--detector auto``: dlib's 68 landmarks when the align extra is
+installed, else insightface ``buffalo_l`` from the weights registry, else a no-download cascade
+detector); the aligner used is printed and written into every output PNG (text chunk
+``ideface.aligner``). ``--aligned`` skips that for face crops that are already aligned (e.g.
+toy-world images). ``--make-lr N`` turns contour photos into N x N LR
 contours (aligned first). ``--seed S`` draws the generator noise from seed S (+ the batch index);
 without it the generator's fixed noise is used. Every bad input stops with one line on stderr and
 exit code 2 (``--skip-bad`` skips unusable files instead, one line each).
@@ -26,6 +28,8 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+
+from data.align import DETECTORS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 GRID_MAX_ROWS = 32
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--identity", type=Path, help="identity photo")
     who.add_argument("--identity-dir", type=Path, help="folder of identity photos")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--contour", type=Path, help="contour image (LR image, sketch or label-index PNG)")
+    what.add_argument("--contour", type=Path, help="contour image: LR image (any size), sketch (PNG/JPEG) or "
+                      "mask (class-index PNG or CelebAMask-HQ colour-coded)")
     what.add_argument("--contour-dir", type=Path, help="folder of contour images")
     p.add_argument("--pairs", type=Path, help="CSV with 'contour' and 'identity' columns (folder mode)")
     p.add_argument("--out", type=Path, required=True,
@@ -64,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              f"(first {GRID_MAX_ROWS} pairs)")
     p.add_argument("--size", type=int, help="output side in pixels (default: the generator's)")
     p.add_argument("--aligned", action="store_true", help="photos are aligned face crops: skip detection")
-    p.add_argument("--detector", choices=("auto", "insightface", "cascade"), default="auto")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face aligner for photos (auto: dlib, else insightface buffalo_l, else cascade)")
     p.add_argument("--make-lr", type=int, metavar="N", help="contours are photos: make N x N LR contours")
     p.add_argument("--n-iters", type=int, help="refinement steps (default: the trained number)")
     p.add_argument("--seed", type=int, help="noise seed (default: the generator's fixed noise)")
@@ -141,16 +147,17 @@ def one_line(err: BaseException) -> str:
 
 
 def prepare_inputs(pipe, pairs, args):
-    """Prepare each distinct file once: ({contour file: (C, s, s)}, {identity file: (3, s, s)}, errors)."""
+    """Prepare each distinct file once: ({contour file: (C, s, s)}, {identity file: (3, s, s)}, errors,
+    {identity file: aligner})."""
     from data.conditions import lr_downsample
 
-    contours, identities, errors = {}, {}, []
+    contours, identities, errors, aligners = {}, {}, [], {}
     for path in dict.fromkeys(i for _, i in pairs):
         try:
             result = pipe.align(path, aligned=args.aligned)
             if result.n_faces > 1:
                 print(f"note: {result.message}", file=sys.stderr)
-            identities[path] = result.image
+            identities[path], aligners[path] = result.image, result.method
         except (ValueError, OSError) as err:
             errors.append(one_line(err))
     for path in dict.fromkeys(c for c, _ in pairs):
@@ -162,13 +169,14 @@ def prepare_inputs(pipe, pairs, args):
             contours[path] = pipe.prepare_contour(source)[0]
         except (ValueError, OSError) as err:
             errors.append(one_line(err))
-    return contours, identities, errors
+    return contours, identities, errors, aligners
 
 
 def run(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from data.align import ALIGNERS
     from data.images import save_image
     from data.resample import resize_to
     from experiments.device import resolve_device
@@ -198,7 +206,7 @@ def run(args) -> int:
     if args.make_lr and args.make_lr > pipe.input_size:
         raise InputError(f"--make-lr {args.make_lr} is larger than the encoder input ({pipe.input_size})")
 
-    contours, identities, errors = prepare_inputs(pipe, pairs, args)
+    contours, identities, errors, aligners = prepare_inputs(pipe, pairs, args)
     if errors and not args.skip_bad:
         for line in errors:
             print(f"error: {line}", file=sys.stderr)
@@ -208,6 +216,9 @@ def run(args) -> int:
     pairs = [(c, i) for c, i in pairs if c in contours and i in identities]
     if not pairs:
         raise InputError("no usable (contour, identity) pair left")
+    for method in sorted(set(aligners.values())):
+        n = sum(m == method for m in aligners.values())
+        print(f"identity photos aligned by {method} ({ALIGNERS[method]}): {n}")
 
     size = args.size or pipe.output_size
     grid_rows = []
@@ -219,7 +230,8 @@ def run(args) -> int:
         for k, (c, i) in enumerate(batch):
             name = f"{c.stem}__{i.stem}"
             out = args.out / f"{name}.png" if folder_mode else args.out
-            save_image(resize_to(result.image[k:k + 1].cpu(), size)[0].clamp(-1, 1), out)
+            text = {"ideface.identity": i.name, "ideface.contour": c.name, "ideface.aligner": aligners[i]}
+            save_image(resize_to(result.image[k:k + 1].cpu(), size)[0].clamp(-1, 1), out, text=text)
             if args.steps_out:
                 folder = args.steps_out / name if folder_mode else args.steps_out
                 for t, step in enumerate(result.steps, start=1):

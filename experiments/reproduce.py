@@ -51,7 +51,9 @@ PROTOCOL_TITLES = {"random": "cross-identity (identity photos of other people; t
 METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following", "fid")
 LABELS = {"lpips": "LPIPS (lower)", "idsim": "IDSIM (higher)", "idsim_identity_person": "IDSIM to identity person",
           "idsim_contour_person": "IDSIM to contour person", "identity_following": "identity-following rate",
-          "fid": "FID (lower)"}
+          "fid": "FID (lower)", "dlib_same_person": "dlib same person (higher)"}
+# The dlib judge (eval.dlib_judge, on in the celebahq world): a column when every row has it; the paper has none.
+JUDGE_METRICS = ("dlib_same_person",)
 
 
 @dataclass
@@ -182,12 +184,19 @@ def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[
     return rows
 
 
+def table_metrics(rows: list[RowResult]) -> tuple[str, ...]:
+    """METRICS, plus the JUDGE_METRICS every row's every seed has."""
+    extra = tuple(m for m in JUDGE_METRICS if all(m in res["metrics"] for r in rows for res in r.results))
+    return METRICS + extra
+
+
 def table_records(rows: list[RowResult]) -> list[dict]:
     """One flat dict per row: the CSV/W&B columns."""
     out = []
+    metrics = table_metrics(rows)
     for r in rows:
         rec = {"row": r.name, "seeds": len(r.results), "n_pairs": r.results[0]["n_pairs"]}
-        for m in METRICS:
+        for m in metrics:
             s = r.stat(m)
             rec.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"],
                         f"{m}_ci_low": s["ci"][0] if s["ci"] else None,
@@ -205,7 +214,8 @@ def _num(x: float | None, digits: int) -> str:
 
 def format_markdown(suite: Suite, records: list[dict], protocol: str) -> str:
     """The table as Markdown: ours (mean ± spread) [95% CI] | paper | difference, per metric."""
-    head = ["row"] + [LABELS[m] for m in METRICS] + ["W&B run"]
+    metrics = [m for m in LABELS if f"{m}_mean" in records[0]]
+    head = ["row"] + [LABELS[m] for m in metrics] + ["W&B run"]
     lines = [f"## {suite.title}, test pairs: {PROTOCOL_TITLES.get(protocol, protocol)}", "",
              f"World `{suite.world}`, contour `{suite.condition}`, test pairing `{protocol}`, seeds {suite.seeds}, "
              f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
@@ -214,7 +224,7 @@ def format_markdown(suite: Suite, records: list[dict], protocol: str) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in records:
         cells = [rec["row"]]
-        for m in METRICS:
+        for m in metrics:
             d = 2 if m == "fid" else 4
             ci = f" [{_num(rec[f'{m}_ci_low'], d)}, {_num(rec[f'{m}_ci_high'], d)}]" if rec[f"{m}_ci_low"] is not None \
                 else ""

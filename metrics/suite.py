@@ -7,6 +7,8 @@
   (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
 - with a gallery of the test photos (``set_gallery``), the same network's similarity of each output to
   both people of its pair and the identity-following rate (``metrics.identity_following``);
+- with ``eval.dlib_judge``, a second identity judge of another network family, never a loss: dlib's
+  ResNet descriptor distance between identity image and output (``metrics.dlib_idsim``);
 - FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
   Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
   processes add up.
@@ -60,8 +62,10 @@ class EmbeddingDetector(FeatureDetector):
 class MetricSuite:
     """Per-pair LPIPS and IDSIM plus FID sums for batches of outputs; see the module docstring."""
 
-    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device):
+    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device,
+                 dlib_judge=None):
         self.cfg = cfg
+        self.dlib_judge = dlib_judge
         self.lpips_model = lpips_model.to(device)
         self.embedder = embedder
         self.detector = detector.to(device)
@@ -88,7 +92,12 @@ class MetricSuite:
                                                  weights_root=cfg.weights_root)
         detector = InceptionDetector() if e.fid_detector == "inception" else \
             EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
-        return cls(cfg, lpips_model, embedder, detector, device)
+        dlib_judge = None
+        if e.dlib_judge:
+            from metrics.dlib_idsim import DlibEmbedder
+
+            dlib_judge = DlibEmbedder()
+        return cls(cfg, lpips_model, embedder, detector, device, dlib_judge=dlib_judge)
 
     @torch.no_grad()
     def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor,
@@ -96,7 +105,7 @@ class MetricSuite:
         """outputs, targets, identities (B, 3, *, *) in [-1, 1] -> {'lpips': (B,), 'idsim': (B,), and the
         FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}. With ``rows`` (the B manifest rows:
         ``contour``, ``contour_identity_id``, ``identity``, ``identity_id``) and a gallery (``set_gallery``),
-        also ``PersonTemplates.scores``' three (B,) arrays."""
+        also ``PersonTemplates.scores``' three (B,) arrays; with the dlib judge, 'dlib_distance' (B,)."""
         from metrics.lpips_metric import lpips_distance
 
         if not (output.shape[0] == target.shape[0] == identity.shape[0]):
@@ -113,6 +122,10 @@ class MetricSuite:
             values.update(self.templates.scores(e_out, [r.contour for r in rows],
                                                 [r.contour_identity_id for r in rows],
                                                 [r.identity for r in rows], [r.identity_id for r in rows]))
+        if self.dlib_judge is not None:
+            from metrics.dlib_idsim import dlib_distance
+
+            values["dlib_distance"] = dlib_distance(identity, output, self.dlib_judge).cpu().numpy()
         state = StatsAccumulator().update(self.detector(quantize(output))).state()
         values.update({f"fid_{k}": v for k, v in state.items()})
         return values
@@ -142,4 +155,5 @@ class MetricSuite:
         return {"lpips": f"lpips-{e.lpips_backbone}" + (f"({e.feature_network})" if e.lpips_backbone == "toy" else ""),
                 "idsim": f"insightface-onnx({self.embedder.model_path})",
                 "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
-                "world": self.cfg.world}
+                "world": self.cfg.world,
+                **({"dlib": self.dlib_judge.name} if self.dlib_judge is not None else {})}

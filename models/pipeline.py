@@ -17,13 +17,16 @@ ArcFace/IR-SE file is needed) and loaded strictly.
 Inputs (see :meth:`IDEPipeline.prepare_contour` and :meth:`IDEPipeline.prepare_identity`):
 
 - identity: a face photo. Files and PIL images are aligned like the training data
-  (``data.align``, insightface or the cascade fallback) unless ``aligned=True``; tensors are taken
-  as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
-- contour, by the checkpoint's modality: ``lr`` any face image (an LR image such as 32x32, or an
-  aligned photo), brought to the model's LR size with the bicubic downsampler and upsampled to the
-  encoder input; ``sketch`` a line drawing, read as 1 channel (white paper, black lines);
-  ``mask`` a label-index PNG (values 0-18 in CelebAMask-HQ order) or an int tensor (B, H, W),
-  one-hot encoded. Tensors are taken the same way, batched (B, ...) or single.
+  (``data.align``: dlib's 68 landmarks when installed, else insightface, else the cascade) unless
+  ``aligned=True``; tensors are taken as aligned faces (B, 3, H, W) in [-1, 1] and only resized.
+  ``result.aligners`` records which aligner prepared each identity.
+- contour, by the checkpoint's modality (files in the ecosystem's formats, ``data.contour_files``;
+  square, any size): ``lr`` any face image (an LR image such as 32x32 or 16x16, or an aligned
+  photo), brought to the model's LR size with the bicubic downsampler and upsampled to the encoder
+  input; ``sketch`` a line drawing (PNG or JPEG), read as 1 channel (white paper, black lines);
+  ``mask`` a single-channel class-index PNG (values 0-18 in CelebAMask-HQ order, e.g. pSp's
+  512x512 ``input_mask.png``), or a mask colour-coded with the CelebAMask-HQ palette, or an int
+  tensor (B, H, W); one-hot encoded. Tensors are taken the same way, batched (B, ...) or single.
 
 Only inference dependencies are imported (torch, safetensors, omegaconf, Pillow); nothing from
 accelerate or wandb.
@@ -64,7 +67,9 @@ class GenerationResult:
     steps: one (B, 3, S, S) image per refinement step (clamped to [-1, 1]; the last is ``image``).
     codes: one W+ code (B, n_latent, style_dim) per step. input_latents: one (B, C4, 4, 4) per step,
     or Nones for models without the input latent. contour: the encoder's contour input (B, C, s, s).
-    identity: the encoder's identity input (B, 3, s, s) in [-1, 1].
+    identity: the encoder's identity input (B, 3, s, s) in [-1, 1]. aligners: per sample, the
+    ``data.align`` aligner that prepared the identity (``aligned`` for tensors and ``aligned=True``);
+    None from :meth:`IDEPipeline.run_tensors`, whose inputs come prepared.
     """
 
     image: torch.Tensor
@@ -73,6 +78,7 @@ class GenerationResult:
     input_latents: list[torch.Tensor | None]
     contour: torch.Tensor
     identity: torch.Tensor
+    aligners: list[str] | None = None
 
 
 def _split_batch(x, item_dims: int) -> list:
@@ -131,21 +137,27 @@ class IDEPipeline:
         ``identity``: a path / PIL image / (3, H, W) tensor, a list of them, or a (B, 3, H, W) tensor.
         Files and PIL images are aligned unless ``aligned``; tensors are resized only.
         """
+        return self._prepare_identity(identity, aligned)[0]
+
+    def _prepare_identity(self, identity, aligned: bool) -> tuple[torch.Tensor, list[str]]:
+        """:meth:`prepare_identity` plus the aligner of each item."""
         from data.resample import resize_to
 
-        out = []
+        out, methods = [], []
         for item in _split_batch(identity, 3):
             if isinstance(item, torch.Tensor):
                 if item.dim() != 3 or item.shape[0] != 3:
                     raise ValueError(f"identity tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
                                      f"got {tuple(item.shape)}")
                 out.append(resize_to(item[None].float(), self.input_size)[0].clamp(-1, 1))
+                methods.append("aligned")
             else:
                 result = self.align(item, aligned=aligned)
                 if result.n_faces > 1:
-                    warnings.warn(result.message, stacklevel=2)
+                    warnings.warn(result.message, stacklevel=3)
                 out.append(result.image)
-        return torch.stack(out)
+                methods.append(result.method)
+        return torch.stack(out), methods
 
     def prepare_contour(self, contour, modality: str | None = None) -> torch.Tensor:
         """Contours -> the encoder's contour input (B, C, s, s) for ``modality`` (default: the model's).
@@ -168,26 +180,26 @@ class IDEPipeline:
         import torch.nn.functional as F
 
         from data.conditions import lr_contour, one_hot
-        from data.images import load_image, load_label_map
+        from data.contour_files import read_label_file, read_lr_file, read_sketch_file
         from data.resample import resize_to
 
         s, n_classes = self.input_size, self.contour_channels
         if self.modality == "mask":
             if _is_file_like(item):
-                labels = load_label_map(item, n_classes=n_classes)
+                labels = read_label_file(item, n_classes=n_classes)
             elif isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == n_classes:
                 labels = item.argmax(0)
             elif isinstance(item, torch.Tensor) and item.dim() == 2 and not item.dtype.is_floating_point:
                 labels = item.long()
             else:
-                raise ValueError("mask contours must be label-index PNG files (values 0-18), (H, W) int "
-                                 f"tensors or ({n_classes}, H, W) one-hot tensors")
+                raise ValueError("mask contours must be label-map files (class indices 0-18 or colour-coded), "
+                                 f"(H, W) int tensors or ({n_classes}, H, W) one-hot tensors")
             # Nearest keeps labels categorical.
             labels = F.interpolate(labels[None, None].float(), size=(s, s), mode="nearest")[0, 0].long()
             return one_hot(labels, n_classes)
         channels = 1 if self.modality == "sketch" else 3
         if _is_file_like(item):
-            img = load_image(item, channels=channels)
+            img = read_sketch_file(item) if channels == 1 else read_lr_file(item)
         elif isinstance(item, torch.Tensor):
             img = item.float()
         else:  # a PIL image, alpha composited on white like files
@@ -217,14 +229,16 @@ class IDEPipeline:
         generator seeded with it (reproducible, different per seed).
         """
         c = self.prepare_contour(contour, modality)
-        i = self.prepare_identity(identity, aligned=aligned)
+        i, aligners = self._prepare_identity(identity, aligned)
         if c.shape[0] != i.shape[0]:
             if min(c.shape[0], i.shape[0]) != 1:
                 raise ValueError(f"{c.shape[0]} contours and {i.shape[0]} identities: give equal numbers, "
                                  "or one of either to pair with all of the other")
             b = max(c.shape[0], i.shape[0])
-            c, i = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1)
-        return self.run_tensors(c, i, n_iters=n_iters, seed=seed)
+            c, i, aligners = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1), aligners * (b // len(aligners))
+        result = self.run_tensors(c, i, n_iters=n_iters, seed=seed)
+        result.aligners = aligners
+        return result
 
     @torch.no_grad()
     def run_tensors(self, contour: torch.Tensor, identity: torch.Tensor, n_iters: int | None = None,
@@ -331,7 +345,8 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or
     ``"toy"`` (the shipped toy encoder, else the README's toy run). weights_root: overrides the run's
     ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies when both are unset).
-    detector: face detector for identity photos (``data.align``: auto | insightface | cascade).
+    detector: face aligner for identity photos (``data.align.DETECTORS``: auto | dlib | dlib-mmod | insightface |
+    cascade; auto takes dlib, then insightface buffalo_l, then the cascade, whichever is there first).
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
     """

@@ -1,6 +1,7 @@
 """Face alignment on the real photos shipped in the insightface wheel, with the no-download cascade."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from data.align import (
     detect_cascade,
     ffhq_transform,
 )
-from data.images import BadImageError
+from data.images import BadImageError, to_uint8
 
 insightface = pytest.importorskip("insightface")
 PHOTOS = os.path.join(os.path.dirname(insightface.__file__), "data", "images")
@@ -142,9 +143,10 @@ def test_bad_inputs_get_one_clear_line(tmp_path):
         align_face(small, detector="cascade")
 
 
-def test_detector_choice_follows_the_weights_registry(tmp_path):
+def test_detector_choice_follows_the_weights_registry(tmp_path, monkeypatch):
     from models.weights import MissingWeightsError
 
+    monkeypatch.setitem(sys.modules, "dlib", None)  # dlib not installed: auto falls through to the registry
     assert choose_detector("auto", weights_root=tmp_path) == ("cascade", None)
     assert align_face(TOM, size=32, weights_root=tmp_path).method == "cascade"
     with pytest.raises(MissingWeightsError, match="buffalo_l"):
@@ -153,5 +155,113 @@ def test_detector_choice_follows_the_weights_registry(tmp_path):
     assert choose_detector("auto", weights_root=tmp_path) == ("insightface", tmp_path / "buffalo_l")
     with pytest.raises(MissingWeightsError, match="no insightface face-detection model"):
         align_face(TOM, weights_root=tmp_path)
-    with pytest.raises(ValueError, match="unknown detector 'dlib'"):
+    with pytest.raises(ValueError, match="unknown detector 'haar'"):
+        align_face(TOM, detector="haar")
+
+
+# ---- dlib (the align extra): FFHQ's own alignment, on scikit-image's bundled astronaut photo -------------
+
+def _dlib_ready():
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """Eileen Collins' NASA portrait (512 x 512, unaligned, shipped inside scikit-image) as uint8 RGB."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+def dlib_five(rgb):
+    """The five crop-rule points dlib finds on a photo (HOG detector, largest face, 68 landmarks)."""
+    from data.align import dlib_points, pick_face
+    from models import dlibface
+
+    box = pick_face(dlibface.detect(rgb))[0]
+    return dlib_points(dlibface.landmarks(rgb, box)[0])
+
+
+def roll_degrees(matrix) -> float:
+    return float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
+
+
+def test_auto_prefers_dlib_when_installed(tmp_path):
+    _dlib_ready()
+    (tmp_path / "buffalo_l").mkdir()  # dlib comes first even where buffalo_l is present
+    assert choose_detector("auto", weights_root=tmp_path) == ("dlib", None)
+
+
+def test_dlib_unavailable_is_one_line_with_the_install_command(monkeypatch):
+    from models.dlibface import DlibUnavailableError
+    from models.weights import MissingWeightsError
+
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(DlibUnavailableError, match=r'pip install -e "\.\[align\]"') as err:
         align_face(TOM, detector="dlib")
+    assert isinstance(err.value, MissingWeightsError) and "\n" not in str(err.value)
+
+
+def test_dlib_aligns_the_astronaut_onto_the_ffhq_template(astronaut):
+    """Landmarks found again on the aligned crop sit at the FFHQ template positions, and where the
+    crop rule sent the photo's landmarks: re-aligning the crop is (nearly) the identity."""
+    _dlib_ready()
+    size = 256
+    r = align_face(astronaut, size=size)
+    assert r.method == "dlib" and "(dlib)" in r.message
+    assert 160 < r.chosen_box[0] < 200 and 60 < r.chosen_box[1] < 100  # her face, not the suit's badge
+    crop = to_uint8(r.image)
+    found = dlib_five(crop)
+    template = alignment_template(size)
+    # Eyes and nose tip within 3 px of the mean-face template (her wide smile moves the mouth corners).
+    assert np.abs(found[:3] - template[:3]).max() < 3.0, found - template
+    assert abs(found[0, 1] - found[1, 1]) < 1.5  # eyes level: no roll left
+    np.testing.assert_allclose(found, apply_affine(r.matrix, r.landmarks), atol=2.5)
+    again = ffhq_transform(found, size)
+    np.testing.assert_allclose(again[:, :2], np.eye(2), atol=0.02)
+    np.testing.assert_allclose(again[:, 2], 0, atol=2.5)
+
+
+@pytest.mark.parametrize("angle,scale", [(20, 0.7), (-20, 1.5)])
+def test_dlib_measures_roll_and_scale(astronaut, angle, scale):
+    """A rotated and rescaled copy of the photo aligns to the same crop."""
+    import cv2
+
+    _dlib_ready()
+    face = (220, 120)  # about the face centre: the crop stays inside the rotated canvas
+    side = round(600 * scale)
+    m = cv2.getRotationMatrix2D(face, angle, scale)
+    m[:, 2] += np.array([side / 2, side / 2]) - face
+    # A plain grey surround: reflected borders would add mirrored copies of her face.
+    moved = cv2.warpAffine(astronaut, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=(128, 128, 128))
+    base, r = align_face(astronaut, size=256), align_face(moved, size=256)
+    assert abs(roll_degrees(r.matrix) - roll_degrees(base.matrix) - angle) < 1.0
+    # The photo's own landmarks, carried into the copy and through its crop, land where they did.
+    carried = apply_affine(r.matrix, apply_affine(m, base.landmarks))
+    np.testing.assert_allclose(carried, apply_affine(base.matrix, base.landmarks), atol=2.0)
+    centre = (slice(None), slice(64, 192), slice(64, 192))
+    assert (r.image[centre] - base.image[centre]).abs().mean() * 127.5 < 8.0
+
+
+def test_cascade_cannot_remove_roll(astronaut):
+    """The contrast that makes dlib the default: the cascade's crop keeps the photo's tilt."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((220, 120), 10, 1.0)  # at 12 degrees the cascade no longer finds her
+    moved = cv2.warpAffine(astronaut, m, (512, 512), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    assert abs(roll_degrees(align_face(moved, size=128, detector="cascade").matrix)) < 0.5
+
+
+def test_dlib_no_face_is_one_line(tmp_path):
+    from skimage import data
+
+    _dlib_ready()
+    path = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(path)
+    with pytest.raises(FaceNotFoundError, match=r"coffee.png: no face found \(dlib detector\)") as err:
+        align_face(path)
+    assert "\n" not in str(err.value) and "--detector dlib-mmod" in str(err.value)

@@ -1,7 +1,11 @@
-"""`python -m data.prepare celebahq`: cached label maps and sketches, resumability, bad-file list."""
+"""`python -m data.prepare celebahq`: cached label maps and sketches, resumability, bad-file list;
+`python -m data.prepare align`: raw photos aligned into a folder."""
+
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from data.celebahq import (
     CelebAHQ,
@@ -117,3 +121,46 @@ def test_cli(mini_celebahq, tmp_path, capsys):
     assert err.startswith("error:") and "not a folder" in err
     with pytest.raises(SystemExit):
         main(["ffhq", "--root", "x"])
+
+
+# ---- python -m data.prepare align: raw photos -> aligned faces ------------------------------------------
+
+def test_align_folder_aligns_resumes_and_lists_bad_photos(tmp_path, capsys):
+    """Real photos (scikit-image's astronaut, and mirrored) in per-person sub-folders, a photo without a
+    face and a broken file; two processes; a second run does no work and keeps the records."""
+    from skimage import data
+
+    from data.prepare import align_folder
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+    src = tmp_path / "raw"
+    (src / "eileen").mkdir(parents=True)
+    (src / "cups").mkdir()
+    Image.fromarray(data.astronaut()).save(src / "eileen" / "portrait.jpg", quality=95)
+    Image.fromarray(data.astronaut()[:, ::-1]).save(src / "eileen" / "mirrored.png")
+    Image.fromarray(data.coffee()).save(src / "cups" / "coffee.png")
+    (src / "cups" / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
+    out = tmp_path / "aligned"
+    report = align_folder(src, out, size=128, workers=2, progress=False)
+    assert (report.aligned, report.skipped, report.aligners) == (2, 0, {"dlib": 2})
+    assert sorted((Path(p).name, kind) for p, kind, _ in report.bad) == [("broken.jpg", "unreadable"),
+                                                                        ("coffee.png", "no_face")]
+    face = Image.open(out / "eileen" / "portrait.png")
+    assert face.size == (128, 128) and face.text["ideface.aligner"] == "dlib"
+    assert len(face.text["ideface.points"].split(",")) == 10
+    rows = (out / "alignment.tsv").read_text().splitlines()
+    assert rows[0].startswith("file\taligner") and [r.split("\t")[:2] for r in rows[1:]] == [
+        ["eileen/mirrored.png", "dlib"], ["eileen/portrait.jpg", "dlib"]]
+    bad = (out / "bad_files.tsv").read_text().splitlines()
+    assert len(bad) == 3 and "coffee.png\tno_face\tno face found (dlib detector)" in bad[2]
+
+    before = (out / "eileen" / "portrait.png").stat().st_mtime_ns
+    again = align_folder(src, out, size=128, progress=False)
+    assert (again.aligned, again.skipped, len(again.bad)) == (0, 2, 2)
+    assert (out / "eileen" / "portrait.png").stat().st_mtime_ns == before
+    assert (out / "alignment.tsv").read_text().splitlines() == rows
+
+    assert main(["align", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -81,3 +81,10 @@ def test_bad_device_is_a_usage_error(capsys):
         benchmark.main(["generator", "--device", "gpu0"])
     assert exit_info.value.code == 2
     assert "--device gpu0: not a torch device" in capsys.readouterr().err
+
+
+def test_demo_rows(capsys):
+    pytest.importorskip("gradio", reason="the demo benchmark needs gradio: pip install -e '.[demo]'")
+    result = run(["demo", "--iters", "1", "--warmup", "0"], capsys)
+    assert [r["row"] for r in result["results"]] == ["pipeline", "click", "round_trip"]
+    assert all(r["seconds"] > 0 and r["cpu_seconds"] > 0 and r["faces"] == 4 for r in result["results"])

@@ -53,6 +53,7 @@ def test_merge_order_presets_then_overrides():
     (["world=celebahq"], "data.root is required"),
     (["model.n_iters=0"], "n_iters"),
     (["train.warmup_steps=-5"], "train.warmup_steps must be >= 0"),
+    (["eval.idsim_model=toy_arcface_onnx"], "is the ID loss's own network (loss.id_network=toy_arcface)"),
 ])
 def test_bad_input_is_one_clear_error(argv, needle):
     with pytest.raises(ConfigError) as info:

@@ -80,3 +80,26 @@ def test_results_json_resume_and_two_processes(trained_run, tmp_path):
     assert two["processes"] == 2 and two["n_pairs"] == results["n_pairs"]
     for key in ("lpips", "idsim", "identity_following", "fid"):
         assert two["metrics"][key]["value"] == pytest.approx(m[key]["value"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
+    """eval.dlib_judge=true (the celebahq world's setting) adds dlib's distance and same-person rate, with
+    intervals, to results.json, the networks record and the table; toy faces are not human, so only the
+    plumbing is checked here (tests/metrics/test_dlib_idsim.py judges real faces)."""
+    from experiments.evaluate import evaluate, format_table, load_eval_config
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+    cfg, run_dir = load_eval_config([f"checkpoint={trained_run}", "eval.max_pairs=6", "eval.dlib_judge=true",
+                                     "wandb.mode=disabled"])
+    results = evaluate(cfg, run_dir, out_dir=tmp_path / "eval")
+    m = results["metrics"]
+    for key in ("dlib_distance", "dlib_same_person"):
+        lo, hi = m[key]["ci"]
+        assert lo <= m[key]["value"] <= hi
+    assert m["dlib_distance"]["value"] > 0 and 0 <= m["dlib_same_person"]["value"] <= 1
+    assert results["networks"]["dlib"].startswith("dlib-resnet(")
+    table = format_table([results])
+    assert "dlib same person (higher)" in table.splitlines()[0] and table.splitlines()[2].count("|") == 7

@@ -111,6 +111,30 @@ def test_skip_bad_keeps_the_good_files(run, inputs, tmp_path, capsys):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["c0__good.png"]
 
 
+def test_real_photos_with_dlib_one_without_a_face(run, inputs, tmp_path, capsys):
+    """Folder mode on real photos: the astronaut is aligned by dlib (named in the log and in the PNG),
+    the coffee cup (no face) is listed and skipped."""
+    from skimage import data
+
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    Image.fromarray(data.astronaut()).save(ids / "astronaut.jpg", quality=95)
+    Image.fromarray(data.coffee()).save(ids / "coffee.png")
+    rc, out, err = cli(capsys, "--checkpoint", run, "--identity-dir", ids, "--contour",
+                       inputs / "contours" / "c0.png", "--out", tmp_path / "out", "--skip-bad")
+    assert rc == 0, err
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
+    assert len(skipped) == 1 and "coffee.png: no face found (dlib detector)" in skipped[0]
+    assert "identity photos aligned by dlib (dlib HOG detector + 68 landmarks" in out and "): 1" in out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["c0__astronaut.png"]
+    meta = Image.open(tmp_path / "out" / "c0__astronaut.png").text
+    assert meta["ideface.aligner"] == "dlib" and meta["ideface.identity"] == "astronaut.jpg"
+
+
 def _bad_cases(run, inputs, tmp):
     ident, contour = inputs / "ids" / "id0.png", inputs / "contours" / "c0.png"
     (tmp / "notes.png").write_text("not an image")

@@ -125,11 +125,25 @@ def test_files_pil_and_broadcast(lr_run, tmp_path):
     as_pil = Image.open(tmp_path / "c.png")
     out = pipe([tmp_path / "c.png", as_pil], tmp_path / "id.png", aligned=True)  # one identity, two contours
     assert out.image.shape[0] == 2 and torch.equal(out.image[0], out.image[1])
+    assert out.aligners == ["aligned", "aligned"]
     quantised = lambda x: torch.round((x + 1) * 127.5) / 127.5 - 1
     from_tensors = pipe(quantised(contour), quantised(identity))
     torch.testing.assert_close(out.image[:1], from_tensors.image, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="2 contours and 3 identities"):
         pipe(rand_images(2, 8, 0), rand_images(3, 64, 0))
+
+
+def test_result_records_the_aligner(lr_run):
+    from skimage import data
+
+    from models import dlibface
+
+    if not dlibface.available():
+        pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
+    pipe = load_pipeline(lr_run[0])
+    out = pipe(rand_images(1, 8, 3), [data.astronaut(), Image.fromarray(data.astronaut())])
+    assert out.aligners == ["dlib", "dlib"] and torch.equal(out.identity[0], out.identity[1])
+    assert pipe.run_tensors(out.contour, out.identity).aligners is None
 
 
 def test_mask_and_sketch_modalities(tmp_path):
@@ -158,6 +172,26 @@ def test_mask_and_sketch_modalities(tmp_path):
     assert out.contour[0, 0, 0, 0] == 1 and out.contour[0, 0, 28, :].max() < 0  # white paper, black line
     rgba = Image.fromarray(np.stack([0 * sketch] * 3 + [255 - sketch], -1))  # black ink on transparency
     torch.testing.assert_close(pipe.prepare_contour(rgba), out.contour, atol=1e-5, rtol=0)
+
+
+def test_ecosystem_mask_files(tmp_path):
+    """pSp's kind of input_mask.png (512 px, class indices) and the same mask colour-coded with the
+    CelebAMask-HQ palette give the same contour; a bad one is one line naming it."""
+    from data.contour_files import CELEBAMASK_HQ_PALETTE
+    from data.images import BadImageError
+    from tests.data.test_contour_files import face_labels
+
+    run, _ = make_tiny_run(tmp_path, "mask")
+    pipe = load_pipeline(run)
+    labels = face_labels(512)
+    Image.fromarray(labels, mode="L").save(tmp_path / "input_mask.png")
+    Image.fromarray(CELEBAMASK_HQ_PALETTE[labels]).save(tmp_path / "colour.png")
+    index, colour = pipe.prepare_contour([tmp_path / "input_mask.png", tmp_path / "colour.png"])
+    assert torch.equal(index, colour) and index.shape == (19, 64, 64)
+    assert torch.equal(index.argmax(0), torch.from_numpy(labels[::8, ::8].astype(np.int64)))
+    Image.fromarray(np.full((32, 32, 3), (10, 200, 90), np.uint8)).save(tmp_path / "green.png")
+    with pytest.raises(BadImageError, match=r"green.png: an RGB mask, but 100% of its pixels"):
+        pipe.prepare_contour(tmp_path / "green.png")
 
 
 def test_grid_layout(lr_run):
