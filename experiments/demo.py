@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.align import DETECTORS
 from experiments.generate import DTYPES
 
 # Set before gradio is imported: it reads the variable at import time.
@@ -553,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute precision (autocast below float32)")
-    p.add_argument("--detector", choices=("auto", "insightface", "cascade"), default="auto")
+    p.add_argument("--detector", choices=DETECTORS, default="auto")
     p.add_argument("--weights-root", type=Path, help="folder of the generator weights (else the run's)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     return p

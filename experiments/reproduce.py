@@ -266,7 +266,7 @@ def log_to_wandb(tabulated: list[tuple[Suite, str]], tables: list[list[dict]], c
         return None
     import wandb
 
-    suites = list(dict.fromkeys(s for s, _ in tabulated))
+    suites = [s for i, (s, _) in enumerate(tabulated) if all(s is not t for t, _ in tabulated[:i])]
     run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=suites[0].name, job_type="reproduce",
                      name=f"reproduce-{'-'.join('table' + s.number for s in suites)}", dir=str(out_dir), mode=mode,
                      config={"suites": [str(s.path) for s in suites], "seeds": suites[0].seeds,

@@ -102,4 +102,4 @@ def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
     assert m["dlib_distance"]["value"] > 0 and 0 <= m["dlib_same_person"]["value"] <= 1
     assert results["networks"]["dlib"].startswith("dlib-resnet(")
     table = format_table([results])
-    assert "dlib same person (higher)" in table.splitlines()[0] and table.splitlines()[2].count("|") == 7
+    assert "dlib same person (higher)" in table.splitlines()[0] and table.splitlines()[2].count("|") == 11

@@ -227,7 +227,7 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(mp, "TOY_SHIPPED", tmp_path / "not_shipped")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="experiments/run.py ablation=input_latent"):
+    with pytest.raises(CheckpointError, match="experiments/run.py ablation=pretrained_id"):
         load_pipeline("toy")
 
 
