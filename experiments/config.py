@@ -117,6 +117,9 @@ class TrainConfig:
     # linear warm-up of the lr over the first N optimisation steps (0 = the paper's constant lr)
     warmup_steps: int = 0
     mixed_precision: str = "no"  # no | fp16 | bf16
+    # compute a batch's constants once for all its refinement steps (loss targets, E_id's features; see
+    # EncoderMethod.train_step); false recomputes them at every step, the older and slower step
+    step_constants: bool = True
     # torch threads per process on a CPU device: None = as launched (`accelerate launch` pins 1 unless
     # given --num_cpu_threads_per_process), 0 = this machine's cores / local processes, N = N
     cpu_threads: int | None = None

@@ -19,8 +19,9 @@ Design choices (the paper is silent; knobs in brackets):
   FCNs for gamma and beta; the first conv also maps identity channels to H's channels when they differ.
 - Which bottlenecks get an IFM [``n_ifm_per_block``]: None = all; k = the first k of each stage (the
   rest of the stage then mixes the fused features).
-- F_id is recomputed at every refinement step when E_id is trainable (per-step backward frees its
-  graph); a frozen E_id runs once under no_grad and its features are reused.
+- F_id is a constant of a batch: a frozen E_id (or any E_id in eval mode without gradients) runs once
+  under no_grad and its features serve every refinement step; a training E_id also runs once per batch,
+  its features shared by the steps' per-step backwards (models.inversion.SharedIdentityFeatures).
 - Input-latent head: log2(S/64) x [conv3x3 stride 2 + LeakyReLU(0.01)] down to 4x4, conv3x3 +
   LeakyReLU(0.01), then a zero-initialised conv3x3, so refinement starts exactly at the constant input.
 - The identity image must have the main input's size, so F_id^i and H^{i,j} share spatial sizes.
@@ -141,10 +142,30 @@ class IDEEncoder(BackboneEncoder):
             self.identity.eval()  # frozen BN statistics too
         return self
 
-    def identity_features(self, identity: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, S, S) in [-1, 1] -> [F_id^1..F_id^4]; no graph when E_id is frozen."""
+    def identity_features(self, identity: torch.Tensor, uses: int = 1) -> list[torch.Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> [F_id^1..F_id^4]; no graph when E_id is frozen.
+
+        ``uses``: how many refinement steps share these features. A training-mode E_id run ``uses`` times on
+        one batch gives the same features each time and moves its BatchNorm running statistics ``uses``
+        times towards the same batch statistics; computed once, each running average takes that one step
+        with momentum 1 - (1 - m)^uses, which lands on the same value (up to rounding)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.identity_frozen):
-            return self.identity.stage_features(identity)
+            if uses == 1 or not self.identity.training:
+                return self.identity.stage_features(identity)
+            norms = [m for m in self.identity.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            momenta = [m.momentum for m in norms]
+            if None in momenta:
+                raise ValueError("identity_features(uses > 1) needs BatchNorm with a momentum (not None)")
+            try:
+                for m in norms:
+                    m.momentum = 1 - (1 - m.momentum) ** uses
+                feats = self.identity.stage_features(identity)
+            finally:
+                for m, momentum in zip(norms, momenta):
+                    m.momentum = momentum
+            for m in norms:
+                m.num_batches_tracked += uses - 1
+            return feats
 
     def forward(self, main_input, identity=None, id_feats=None):
         """``id_feats`` (from :meth:`identity_features`) replaces ``identity`` when given."""

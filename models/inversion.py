@@ -18,9 +18,11 @@ Training (ReStyle backprops at every step and steps the optimizer once per batch
         accelerator.backward(loss)                         # graphs of different steps are disjoint
     optimizer.step(); optimizer.zero_grad()
 
-Each step is one ``forward`` call (``model(contour, identity, n_iters=1, start=prev)``), so a
-DDP/Accelerate-wrapped model works through :func:`iterate`; ``model(contour, identity)`` runs all
-steps at once (same gradients as per-step backward since steps share no graph, more memory).
+A batch's E_id features are computed once and shared by its steps (:class:`SharedIdentityFeatures`,
+what ``EncoderMethod.train_step`` does). Each step is one ``forward`` call (``model(contour, identity,
+n_iters=1, start=prev)``), so a DDP/Accelerate-wrapped model works through :func:`iterate`;
+``model(contour, identity)`` runs all steps at once (same gradients as per-step backward since steps
+share no graph, more memory).
 
 The generator (``decoder``) is frozen: requires_grad False, always in eval mode; gradients flow through
 it to the encoder only. Noise: random in training, the generator's fixed buffers in eval (ReStyle's
@@ -54,6 +56,47 @@ class Step(NamedTuple):
 def pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, size, size) by adaptive average pooling (identity when already that size)."""
     return x if x.shape[-2:] == (size, size) else F.adaptive_avg_pool2d(x, size)
+
+
+class _AddGradient(torch.autograd.Function):
+    """x in forward; in backward, the incoming gradient plus ``extra`` (a gradient collected elsewhere)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        ctx.extra = extra
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad + ctx.extra, None
+
+
+class SharedIdentityFeatures:
+    """E_id's features of one training batch, computed once and shared by its ``n_steps`` refinement steps,
+    each of which backpropagates on its own (the training protocol of the module docstring).
+
+    The weights cannot change within a batch, so every step would recompute the same features; computing
+    them once saves n - 1 forwards and backwards of E_id. Steps before the last get detached copies whose
+    ``.grad`` collects each step's gradient; the last step gets the features with their graph, through an
+    op that adds the collected gradients in backward: E_id backpropagates once, inside the last step's
+    backward, with the sum of every step's gradient (what n backwards accumulate, up to summation order).
+    So only the last step's backward reaches E_id's parameters: under DDP the steps before it must not
+    synchronise gradients (``accelerator.no_sync``), which also saves their all-reduces. A frozen E_id's
+    features have no graph and are shared as they are.
+    """
+
+    def __init__(self, encoder: nn.Module, identity: torch.Tensor, n_steps: int):
+        self.n_steps = n_steps
+        self.graph = encoder.identity_features(identity, uses=n_steps)
+        self.tracked = self.graph[0].requires_grad
+        self.leaves = [f.detach().requires_grad_() for f in self.graph] if self.tracked else self.graph
+
+    def for_step(self, t: int) -> list[torch.Tensor]:
+        """The features for step ``t`` (0-based), in order: call each step's backward before the next."""
+        if not self.tracked or t < self.n_steps - 1:
+            return self.leaves
+        return [f if leaf.grad is None else _AddGradient.apply(f, leaf.grad)
+                for f, leaf in zip(self.graph, self.leaves)]
 
 
 @torch.no_grad()
@@ -116,21 +159,29 @@ class IterativeInverter(nn.Module):
             self.avg_image = image.float()
         return self.avg_image
 
-    def forward(self, contour, identity, n_iters=None, start=None, randomize_noise=None):
+    def forward(self, contour, identity, n_iters=None, start=None, randomize_noise=None, identity_features=None):
         """Run ``n_iters`` (default ``self.n_iters``) steps after ``start`` (a :class:`Step`; None = the
-        average) -> list of Steps. ``randomize_noise`` None = ``self.training``."""
+        average) -> list of Steps. ``randomize_noise`` None = ``self.training``. ``identity_features``
+        (ide only): E_id's features for these steps (e.g. :meth:`SharedIdentityFeatures.for_step`); None
+        computes them, once when they cannot change between steps (see :meth:`_reusable_identity`)."""
         noise = self.training if randomize_noise is None else randomize_noise
         steps, prev = [], start
         for _ in range(self.n_iters if n_iters is None else n_iters):
-            prev = self._step(contour, identity, prev, noise)
+            prev = self._step(contour, identity, prev, noise, identity_features)
             steps.append(prev)
         return steps
+
+    def _reusable_identity(self) -> bool:
+        """Whether E_id's features of one batch may serve every step: E_id in eval mode (no BatchNorm update)
+        and no graph through it (frozen, or gradients off), so recomputing would give the same tensor."""
+        grad = torch.is_grad_enabled() and not self.encoder.identity_frozen
+        return not self.encoder.identity.training and not grad
 
     def iterate(self, contour, identity, n_iters=None, randomize_noise=None) -> Iterator[Step]:
         """Yield the steps one at a time (see the module docstring for the training loop)."""
         return iterate(self, contour, identity, n_iters, randomize_noise)
 
-    def _step(self, contour, identity, prev: Step | None, randomize_noise: bool) -> Step:
+    def _step(self, contour, identity, prev: Step | None, randomize_noise: bool, given_feats=None) -> Step:
         b, size = contour.shape[0], contour.shape[-1]
         if prev is None:
             index, feats = 0, None
@@ -150,9 +201,11 @@ class IterativeInverter(nn.Module):
             if self.kind == "restyle":
                 dw, dlatent = self.encoder(torch.cat([contour, identity, feedback], 1)), None
             else:
-                if feats is None and self.encoder.identity_frozen:
+                feats = given_feats if given_feats is not None else feats
+                if feats is None:
                     feats = self.encoder.identity_features(identity)
                 dw, dlatent = self.encoder(torch.cat([contour, feedback], 1), identity, id_feats=feats)
+                feats = feats if given_feats is None and self._reusable_identity() else None
         w = w + dw
         if dlatent is not None:
             latent = latent + dlatent

@@ -62,3 +62,44 @@ def test_short_run_reduces_training_loss(row, tiny_nets, tmp_path):
     assert len(losses) == steps
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first, (first, last)
+
+
+def _three_steps(row, nets, out, step_constants: bool, **extra):
+    """Weights (parameters and buffers) and logs after 3 SGD steps of 3 refinement steps each (SGD, as Adam
+    would turn rounding-level differences of near-zero gradients into lr-sized steps)."""
+    cfg = load_config(row_tokens(row, nets, out, **{"train.step_constants": step_constants, **extra}))
+    if row != "method=psp":
+        cfg.model.n_iters = 3
+    torch.manual_seed(0)
+    method = build_method(cfg, torch.device("cpu"))
+    accelerator = Accelerator(cpu=True)
+    optimizer = torch.optim.SGD([p for p in method.trainable.parameters() if p.requires_grad], lr=1e-2)
+    method.trainable.train()
+    logs = []
+    for k in range(3):
+        logs.append(method.train_step(collate([method.world.train_set[i] for i in range(2 * k, 2 * k + 2)]),
+                                      accelerator))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {**dict(method.model.encoder.named_parameters()), **dict(method.model.encoder.named_buffers())}, logs
+
+
+# E_id's shared features change only the summation order of its gradients: the IDE rows whose E_id trains
+# agree to rounding, the rest (no E_id, or a frozen one; only loss targets hoisted) bitwise
+@pytest.mark.parametrize("row, extra, exact", [
+    ("ablation=baseline", {}, True), ("method=psp", {}, True), ("ablation=input_latent", {}, False),
+    ("ablation=pretrained_id", {"model.identity_freeze": "true"}, True),
+])
+def test_step_constants_train_as_recomputing_them(row, extra, exact, tiny_nets, tmp_path):
+    new_state, new_logs = _three_steps(row, tiny_nets, tmp_path, True, **extra)
+    old_state, old_logs = _three_steps(row, tiny_nets, tmp_path, False, **extra)
+    assert new_state.keys() == old_state.keys()
+    if exact:
+        assert new_logs == old_logs
+        assert all(torch.equal(new_state[k], old_state[k]) for k in new_state)
+    else:
+        assert new_logs[0] == old_logs[0]  # the first batch's forwards are the same computation
+        for new, old in zip(new_logs, old_logs):
+            assert new == pytest.approx(old, rel=1e-4, abs=1e-6)
+        for k in new_state:  # parameters, and E_id's BatchNorm statistics (one update of momentum 1 - 0.9^3)
+            torch.testing.assert_close(new_state[k], old_state[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -146,17 +146,49 @@ def test_per_step_backward_equals_summed_loss(generator):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
-def test_frozen_identity_features_computed_once(generator):
+def test_identity_features_computed_once_when_they_cannot_change(generator):
     model = make("ide", generator, n_iters=3, identity_freeze=True).eval()
     seen = record_inputs(model.encoder.identity.input_layer)
     with torch.no_grad():
         steps = model(*inputs())
     assert len(seen) == 1 and steps[2].identity_features is steps[0].identity_features
-    trainable = make("ide", generator, n_iters=3).eval()
+    trainable = make("ide", generator, n_iters=3)
     seen = record_inputs(trainable.encoder.identity.input_layer)
-    with torch.no_grad():
-        trainable(*inputs())
-    assert len(seen) == 3
+    with torch.no_grad():  # eval mode, no gradients: the same features at every step
+        trainable.eval()(*inputs())
+    assert len(seen) == 1
+    trainable.train()(*inputs())  # a graph per step (and BatchNorm updates): recomputed
+    assert len(seen) == 4
+
+
+def test_shared_identity_features_give_the_recomputed_gradients(generator):
+    """Per-step backward with E_id run once per batch (SharedIdentityFeatures) == recomputing it at every
+    step: the same losses, gradients up to summation order, BatchNorm statistics up to rounding."""
+    contour, identity = inputs()
+    results = []
+    for shared in (False, True):
+        model = make("ide", generator, n_iters=3).train()
+        randomize_fcns(model.encoder)
+        seen = record_inputs(model.encoder.identity.input_layer)
+        features = inversion.SharedIdentityFeatures(model.encoder, identity, 3) if shared else None
+        step, losses = None, []
+        for t in range(3):
+            (step,) = model(contour, identity, n_iters=1, start=step, randomize_noise=False,
+                            identity_features=features.for_step(t) if shared else None)
+            loss = step.image_loss_res.square().mean()
+            loss.backward()
+            losses.append(loss.item())
+        assert len(seen) == (1 if shared else 3)
+        grads = {n: p.grad.clone() for n, p in model.encoder.named_parameters()}
+        results.append((losses, grads, dict(model.encoder.identity.named_buffers())))
+    (losses, grads, buffers), (shared_losses, shared_grads, shared_buffers) = results
+    assert shared_losses == losses
+    assert any(grads[n].abs().sum() > 0 for n in grads if n.startswith("identity."))
+    for n in grads:  # float32 rounding of a different summation order, relative to the tensor's scale
+        scale = grads[n].abs().max().item()
+        torch.testing.assert_close(shared_grads[n], grads[n], rtol=1e-4, atol=1e-5 * scale, msg=n)
+    for n in buffers:
+        torch.testing.assert_close(shared_buffers[n], buffers[n], msg=n)
 
 
 def test_psp_single_pass(generator):
