@@ -3,6 +3,8 @@
     python experiments/benchmark.py generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
     python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare]
     python experiments/benchmark.py profile [--world toy] [--row input_latent] [--reference]
+    python experiments/benchmark.py inference [--checkpoint toy] [--pairs 100]
+    python experiments/benchmark.py trees --reference /tmp/f35 -- train --worlds toy --rows input_latent
     python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
 
 Worlds: ``toy`` is the toy world with its shipped weights; ``256`` / ``1024`` are the paper's world
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from functools import partial
@@ -30,8 +34,10 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# IDEFACE_CODE_ROOT: benchmark another checkout's packages (e.g. an older commit; see ``trees``)
+CODE_ROOT = Path(os.environ.get("IDEFACE_CODE_ROOT", REPO_ROOT)).resolve()
+if str(CODE_ROOT) not in sys.path:
+    sys.path.insert(0, str(CODE_ROOT))
 
 from experiments.device import resolve_device  # noqa: E402
 
@@ -56,7 +62,7 @@ def subcommand(name: str, help: str, *arguments):
 def environment(device: torch.device) -> dict:
     """What the figures depend on: device, versions, threads."""
     info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cpu_threads": torch.get_num_threads(), "machine": platform.machine()}
+            "cpu_threads": torch.get_num_threads(), "machine": platform.machine(), "code_root": str(CODE_ROOT)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -303,7 +309,8 @@ def train_step_fn(cfg, networks, device, accelerator, batch: int):
     data = synthetic_batch(cfg, batch, device)
 
     def step():
-        generator.set_factored_backward(cfg.generator.factored_backward)  # variants may share the generator
+        if hasattr(generator, "set_factored_backward"):  # variants may share the generator (older code: no knob)
+            generator.set_factored_backward(cfg.generator.factored_backward)
         method.train_step(data, accelerator)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -545,6 +552,91 @@ def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scal
     pulse_s = pulse_s / batch * pulse_scale
     return {"encoder_s_per_image": round(encoder, 5), "pulse_s_per_image": round(pulse_s, 4),
             "pulse_over_encoder": round(pulse_s / encoder, 1)}
+
+
+@subcommand(
+    "inference", "images/s of load_pipeline(checkpoint) and of the evaluation loop on the toy test pairs",
+    arg("--checkpoint", default="toy", help="a run folder, or toy (the shipped toy encoder)"),
+    arg("--batch", type=int, default=50, help="pairs per call (the toy eval batch)"),
+    arg("--pairs", type=int, default=100, help="test pairs timed per iteration"),
+    arg("--iters", type=int, default=3, help="timed passes over the pairs"),
+    arg("--warmup", type=int, default=1),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def inference(args) -> dict:
+    """``pipeline``: ``load_pipeline(checkpoint).run_tensors`` (every refinement step, no grad) over the
+    first ``--pairs`` toy test pairs in batches of ``--batch``; ``evaluation``: the evaluation loop's work
+    on them, the same outputs plus ``MetricSuite.per_pair`` (LPIPS, IDSIM, FID features). The pairs are
+    rendered beforehand: the renderer's cost is the data's, not the loop's. Only APIs older checkouts share,
+    so ``trees`` can time one against this."""
+    from experiments.config import load_config
+    from experiments.world import build_dataset
+    from metrics.suite import MetricSuite
+    from models.pipeline import load_pipeline
+
+    device = _setup(args)
+    cfg = load_config(["world=toy"])
+    test_set = build_dataset(cfg, "test")
+    items = [test_set[i] for i in range(min(args.pairs, len(test_set)))]
+    batches = [{k: torch.stack([it[k] for it in items[i:i + args.batch]]).to(device)
+                for k in ("contour", "identity", "target")} for i in range(0, len(items), args.batch)]
+    pipe = load_pipeline(args.checkpoint, device=device)
+    suite = MetricSuite.from_config(cfg, device)
+
+    def pipeline():
+        for b in batches:
+            pipe.run_tensors(b["contour"], b["identity"])
+
+    def evaluation():
+        for b in batches:
+            suite.per_pair(pipe.run_tensors(b["contour"], b["identity"]).image, b["target"], b["identity"])
+
+    seconds = interleaved({"pipeline": pipeline, "evaluation": evaluation}, device, args.iters, args.warmup)
+    n = len(items)
+    return {"benchmark": "inference", **environment(device), "checkpoint": args.checkpoint, "pairs": n,
+            "batch": args.batch, "iters": args.iters,
+            "results": [{"loop": name, "images_per_s": round(n / t, 2), "seconds_per_pass": round(t, 3)}
+                        for name, t in seconds.items()]}
+
+
+@subcommand(
+    "trees", "one subcommand timed on a reference checkout and on this one, alternately, in one run",
+    arg("--reference", required=True, help="the other checkout (e.g. git worktree add /tmp/f35 f35bfda)"),
+    arg("--rounds", type=int, default=3),
+    arg("command", nargs=argparse.REMAINDER, help="the subcommand and its arguments, after --"),
+)
+def trees(args) -> dict:
+    """Round r runs ``benchmark.py <command>`` once with the reference's packages (IDEFACE_CODE_ROOT) and
+    once with this checkout's, so the machine's load falls on both alike; each result row's figures are
+    reported per round and as medians, with reference / this for images_per_s. This file is the runner
+    either way: the command must exist here and use only APIs the reference has (train, inference)."""
+    import statistics
+
+    command = [a for a in args.command if a != "--"]
+    if not command:
+        raise SystemExit("trees: give the subcommand to time after --, e.g. -- inference --pairs 100")
+    reference = Path(args.reference).resolve()
+    if not (reference / "models").is_dir():
+        raise SystemExit(f"trees: --reference {reference} is not a checkout of this project (no models/)")
+    runs = {"reference": [], "this": []}
+    for _ in range(args.rounds):
+        for name, root in (("reference", reference), ("this", REPO_ROOT)):
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *command], capture_output=True,
+                                  text=True, env={**os.environ, "IDEFACE_CODE_ROOT": str(root)})
+            if proc.returncode != 0:
+                raise SystemExit(f"trees: {name} ({root}) failed: {proc.stderr.strip().splitlines()[-1:]}")
+            runs[name].append(json.loads(proc.stdout)["results"])
+            print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
+    medians = {}
+    for name, rounds in runs.items():
+        medians[name] = [{k: statistics.median(r[i][k] for r in rounds) if isinstance(v, (int, float)) else v
+                          for k, v in row.items()} for i, row in enumerate(rounds[0])]
+    speedups = [round(t["images_per_s"] / r["images_per_s"], 3) if "images_per_s" in r else None
+                for r, t in zip(medians["reference"], medians["this"])]
+    return {"benchmark": "trees", "reference": str(reference), "this": str(REPO_ROOT), "command": command,
+            "rounds": args.rounds, "results": medians["this"], "reference_results": medians["reference"],
+            "speedup_this_over_reference": speedups, "per_round": runs}
 
 
 def build_parser() -> argparse.ArgumentParser:
