@@ -60,19 +60,20 @@ class EncoderMethod:
         """Forward and backward every refinement step of one batch; returns per-step loss terms.
 
         The batch's constants are computed once (``train.step_constants``): the loss targets (the target's
-        LPIPS features, the identity's ArcFace embedding; bitwise the same losses) and E_id's features
-        (:class:`models.inversion.SharedIdentityFeatures`; the same gradients up to summation order).
+        LPIPS features, the identity's ArcFace embedding; bitwise the same losses) and the identity condition
+        (E_id's features and the IFMs' modulations, :class:`models.inversion.SharedIdentityCondition`; the
+        same gradients up to summation order).
         ``train.step_constants=false`` recomputes both at every step, as before (for comparison)."""
         if not self.cfg.train.step_constants:
             return self._train_step_recomputing(batch, accelerator)
-        from models.inversion import SharedIdentityFeatures
+        from models.inversion import SharedIdentityCondition
 
         module, n = self.trainable_module, self.n_iters
         targets = self.objective.targets(batch["target"], batch["identity"])
         shared = None
         if self.model.kind == "ide":
             with accelerator.autocast():  # as inside the prepared forward, where E_id ran before
-                shared = SharedIdentityFeatures(self.model.encoder, batch["identity"], n)
+                shared = SharedIdentityCondition(self.model.encoder, batch["identity"], n)
         logs: dict[str, float] = {}
         total, step = 0.0, None
         for t in range(n):
@@ -81,7 +82,7 @@ class EncoderMethod:
             with accelerator.no_sync(module) if t < n - 1 else contextlib.nullcontext():
                 (step,) = module(batch["contour"], batch["identity"], n_iters=1, start=step,
                                  randomize_noise=self.cfg.model.randomize_noise,
-                                 identity_features=shared.for_step(t) if shared is not None else None)
+                                 identity_condition=shared.for_step(t) if shared is not None else None)
                 loss, terms = self._losses(step, targets)
                 accelerator.backward(loss)
             total += loss.item()
@@ -90,8 +91,8 @@ class EncoderMethod:
         return logs
 
     def _train_step_recomputing(self, batch: dict, accelerator) -> dict[str, float]:
-        """The step of ``train.step_constants=false``: every refinement step recomputes E_id's features and
-        the loss targets (the objective's forward)."""
+        """The step of ``train.step_constants=false``: every refinement step recomputes the identity condition
+        (E_id's features too unless E_id is frozen) and the loss targets (the objective's forward)."""
         logs: dict[str, float] = {}
         total = 0.0
         for t, step in enumerate(self._steps(self.trainable_module, batch, self.cfg.model.randomize_noise)):

@@ -19,9 +19,10 @@ Design choices (the paper is silent; knobs in brackets):
   FCNs for gamma and beta; the first conv also maps identity channels to H's channels when they differ.
 - Which bottlenecks get an IFM [``n_ifm_per_block``]: None = all; k = the first k of each stage (the
   rest of the stage then mixes the fused features).
-- F_id is a constant of a batch: a frozen E_id (or any E_id in eval mode without gradients) runs once
-  under no_grad and its features serve every refinement step; a training E_id also runs once per batch,
-  its features shared by the steps' per-step backwards (models.inversion.SharedIdentityFeatures).
+- F_id and the IFMs' gamma/beta (the ``identity_condition``) are constants of a batch: without gradients
+  (evaluation) they are computed once and serve every refinement step, as a frozen E_id's features do; in
+  training they are computed once per batch too, shared by the steps' per-step backwards
+  (models.inversion.SharedIdentityCondition).
 - Input-latent head: log2(S/64) x [conv3x3 stride 2 + LeakyReLU(0.01)] down to 4x4, conv3x3 +
   LeakyReLU(0.01), then a zero-initialised conv3x3, so refinement starts exactly at the constant input.
 - The identity image must have the main input's size, so F_id^i and H^{i,j} share spatial sizes.
@@ -59,11 +60,15 @@ class IFM(nn.Module):
         """F_id (B, C_id, h, w) -> (gamma, beta), each (B, C, h, w); gamma = 1 at init, beta = 0."""
         return 1 + self.gamma(f_id), self.beta(f_id)
 
-    def forward(self, h, f_id):
-        if h.shape[-2:] != f_id.shape[-2:]:
-            raise ValueError(f"IFM needs aligned maps, got H {tuple(h.shape)} and F_id {tuple(f_id.shape)}")
-        gamma, beta = self.modulation(f_id)
+    @staticmethod
+    def modulate(h, gamma, beta):
+        """H (B, C, h, w) with a :meth:`modulation` of aligned size -> gamma * H + beta."""
+        if h.shape[-2:] != gamma.shape[-2:]:
+            raise ValueError(f"IFM needs aligned maps, got H {tuple(h.shape)} and F_id of {tuple(gamma.shape[-2:])}")
         return gamma * h + beta
+
+    def forward(self, h, f_id):
+        return self.modulate(h, *self.modulation(f_id))
 
 
 class InputLatentHead(nn.Module):
@@ -167,14 +172,23 @@ class IDEEncoder(BackboneEncoder):
                 m.num_batches_tracked += uses - 1
             return feats
 
-    def forward(self, main_input, identity=None, id_feats=None):
-        """``id_feats`` (from :meth:`identity_features`) replaces ``identity`` when given."""
-        if id_feats is None:
-            id_feats = self.identity_features(identity)
+    def identity_condition(self, id_feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[F_id^1..F_id^4] -> every IFM's (gamma, beta), flat: [gamma, beta of the first IFM, ...] in body
+        order. All the main encoder takes from the identity image; like F_id, a constant of the batch."""
+        condition = []
+        for k, ifm in self.ifms.items():
+            condition += ifm.modulation(id_feats[self.unit_stage[int(k)]])
+        return condition
+
+    def forward(self, main_input, identity=None, condition=None):
+        """``condition`` (from :meth:`identity_condition`) replaces ``identity`` when given."""
+        if condition is None:
+            condition = self.identity_condition(self.identity_features(identity))
+        modulations = dict(zip(self.ifms.keys(), zip(condition[::2], condition[1::2])))
         h = self.input_layer(main_input)
         for k, unit in enumerate(self.body):
             h = unit(h)
-            if str(k) in self.ifms:
-                h = self.ifms[str(k)](h, id_feats[self.unit_stage[k]])
+            if str(k) in modulations:
+                h = IFM.modulate(h, *modulations[str(k)])
         latent = self.latent_head(h) if self.latent_head is not None else None
         return self.style_codes(h), latent

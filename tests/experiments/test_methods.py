@@ -84,12 +84,13 @@ def _three_steps(row, nets, out, tokens):
     return {**dict(method.model.encoder.named_parameters()), **dict(method.model.encoder.named_buffers())}, logs
 
 
-# Hoisting the loss targets changes no arithmetic: rows without E_id, or with a frozen one, train bitwise
-# alike. E_id's shared features and the generator's factored backward change summation orders only: the
-# same first losses, then agreement to rounding (benchmark.REFERENCE_STEP is the step before both).
+# Hoisting the loss targets changes no arithmetic: the rows without an identity encoder train bitwise
+# alike. The shared identity condition (E_id's features, the IFMs' modulations) and the generator's factored
+# backward change summation orders only: the same first losses, then agreement to rounding
+# (benchmark.REFERENCE_STEP is the step before all three).
 @pytest.mark.parametrize("row, tokens, exact", [
     ("ablation=baseline", [], True), ("method=psp", [], True),
-    ("ablation=pretrained_id", ["model.identity_freeze=true"], True),
+    ("ablation=pretrained_id", ["model.identity_freeze=true"], False),
     ("ablation=input_latent", [], False), ("ablation=input_latent", ["generator.factored_backward=false"], False),
     ("ablation=baseline", [], False),
 ])
