@@ -93,7 +93,8 @@ def run_part(part: Part, limit_s: float) -> dict:
     """Run ``part`` for at most ``limit_s`` seconds (then kill its process group) -> its record."""
     started = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(part.cmd, cwd=REPO_ROOT, env={**os.environ, **part.env}, stdout=subprocess.PIPE,
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **part.env}  # this checkout's code in every part
+    proc = subprocess.Popen(part.cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=limit_s)
