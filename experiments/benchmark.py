@@ -1,7 +1,10 @@
 """Benchmarks, one subcommand each; every subcommand prints one JSON document on stdout.
 
     python experiments/benchmark.py generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
-    python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16]
+    python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare]
+    python experiments/benchmark.py profile [--world toy] [--row input_latent] [--reference]
+    python experiments/benchmark.py inference [--checkpoint toy] [--pairs 100]
+    python experiments/benchmark.py trees --reference /tmp/f35 -- train --worlds toy --rows input_latent
     python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
     python experiments/benchmark.py demo [--threads 2]                 # the web demo's Generate click
 
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from functools import partial
@@ -31,8 +36,10 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# IDEFACE_CODE_ROOT: benchmark another checkout's packages (e.g. an older commit; see ``trees``)
+CODE_ROOT = Path(os.environ.get("IDEFACE_CODE_ROOT", REPO_ROOT)).resolve()
+if str(CODE_ROOT) not in sys.path:
+    sys.path.insert(0, str(CODE_ROOT))
 
 from experiments.device import resolve_device  # noqa: E402
 
@@ -57,7 +64,7 @@ def subcommand(name: str, help: str, *arguments):
 def environment(device: torch.device) -> dict:
     """What the figures depend on: device, versions, threads."""
     info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cpu_threads": torch.get_num_threads(), "machine": platform.machine()}
+            "cpu_threads": torch.get_num_threads(), "machine": platform.machine(), "code_root": str(CODE_ROOT)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -232,6 +239,12 @@ def _run_row(row: dict, device: torch.device, fn) -> dict:
     return row
 
 
+# The knobs of the step as it was before this benchmark's --compare existed (f35bfda's arithmetic and work,
+# but for the bitwise-equal IR-SE shortcut): what ``train --compare`` measures the current step against, in
+# the same process, step for step.
+REFERENCE_STEP = ["train.step_constants=false", "generator.factored_backward=false"]
+
+
 @subcommand(
     "train", "training images/s and peak memory of every encoder method (Table 2 rows and pSp)",
     arg("--worlds", nargs="+", default=["toy", "1024"], help="toy and/or generator sizes (random weights)"),
@@ -241,12 +254,18 @@ def _run_row(row: dict, device: torch.device, fn) -> dict:
     arg("--n-iters", type=int, default=None, help="refinement steps (default: the config's; pSp is 1)"),
     arg("--iters", type=int, default=None, help="timed steps (default 10 on a GPU, 2 on the CPU)"),
     arg("--warmup", type=int, default=1),
+    arg("--compare", action="store_true",
+        help="also time the reference step (" + " ".join(REFERENCE_STEP) + "), alternating with the current "
+             "one step by step, and report reference / current"),
+    arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the current step"),
     arg("--device", default=None, help="default: cuda if available, else cpu"),
     arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
 )
 def train(args) -> dict:
     """One optimiser step of the training loop (every refinement step's forward and backward, Adam), the
-    method's own ``train_step`` under an Accelerator with the given mixed precision, on random inputs."""
+    method's own ``train_step`` under an Accelerator with the given mixed precision, on random inputs.
+    With ``--compare`` each timed iteration runs one reference step and one current step, so load that
+    comes and goes on a shared machine falls on both alike."""
     from accelerate.state import AcceleratorState
 
     device = _setup(args)
@@ -257,11 +276,14 @@ def train(args) -> dict:
             networks = frozen_networks(world_config(world, []), device)
             for name, precision in [(r, p) for r in args.rows for p in args.precisions]:
                 tokens = [ROWS[name]] + ([f"model.n_iters={args.n_iters}"] if args.n_iters and name != "psp" else [])
-                cfg = world_config(world, tokens)
+                variants = {"current": world_config(world, tokens + list(args.set))}
+                if args.compare:
+                    variants = {"reference": world_config(world, tokens + REFERENCE_STEP), **variants}
+                cfg = variants["current"]
                 batch = args.batch or cfg.train.batch_size
                 row = {"world": world, "row": name, "precision": precision, "batch": batch,
                        "n_iters": cfg.model.n_iters}
-                results.append(_run_row(row, device, partial(_train_figures, cfg, networks, device, precision,
+                results.append(_run_row(row, device, partial(_train_figures, variants, networks, device, precision,
                                                              batch, iters, args.warmup)))
     finally:
         # the Accelerator state is a process singleton: leave none behind (its mixed precision would pin
@@ -270,14 +292,14 @@ def train(args) -> dict:
     return {"benchmark": "train", "iters": iters, **environment(device), "results": results}
 
 
-def _train_figures(cfg, networks, device, precision: str, batch: int, iters: int, warmup: int) -> dict:
+def train_step_fn(cfg, networks, device, accelerator, batch: int):
+    """(one optimiser step of ``cfg``'s method on a fixed random batch, its trainable parameter count)."""
     from data.conditions import condition_channels
     from experiments.methods import EncoderMethod
     from losses import Objective
     from models.build import build_model
 
     generator, latent_avg, arcface, perceptual = networks
-    accelerator = _fresh_accelerator(device, precision)
     model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
                         input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
     objective = Objective.from_config(cfg.loss, cfg.weights_root, perceptual_net=perceptual, id_net=arcface)
@@ -289,14 +311,190 @@ def _train_figures(cfg, networks, device, precision: str, batch: int, iters: int
     data = synthetic_batch(cfg, batch, device)
 
     def step():
+        if hasattr(generator, "set_factored_backward"):  # variants may share the generator (older code: no knob)
+            generator.set_factored_backward(cfg.generator.factored_backward)
         method.train_step(data, accelerator)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = timed(step, device, iters, warmup)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"images_per_s": round(batch / seconds, 3), "seconds_per_step": round(seconds, 4),
-            "trainable_params_m": round(trainable / 1e6, 3)}
+    return step, method
+
+
+def _train_figures(variants: dict, networks, device, precision: str, batch: int, iters: int,
+                   warmup: int) -> dict:
+    accelerator = _fresh_accelerator(device, precision)
+    steps = {}
+    for name, cfg in variants.items():
+        steps[name], method = train_step_fn(cfg, networks, device, accelerator, batch)
+    trainable = sum(p.numel() for p in method.model.parameters() if p.requires_grad)
+    seconds = interleaved(steps, device, iters, warmup)
+    out = {"images_per_s": round(batch / seconds["current"], 3), "seconds_per_step": round(seconds["current"], 4),
+           "trainable_params_m": round(trainable / 1e6, 3)}
+    if "reference" in seconds:
+        out.update(reference_images_per_s=round(batch / seconds["reference"], 3),
+                   reference_seconds_per_step=round(seconds["reference"], 4),
+                   speedup=round(seconds["reference"] / seconds["current"], 3))
+    return out
+
+
+def interleaved(fns: dict, device: torch.device, iters: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each of ``fns`` (name -> callable), timed in turn: round r calls every
+    fn once, so the machine's load during a round falls on all of them. The median resists a round that
+    another process slowed down."""
+    import statistics
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, device, 1, 0))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@subcommand(
+    "profile", "where one training step's time goes: forward and backward by module and by op; GFLOP/s vs peak",
+    arg("--world", default="toy", help="toy or a generator size (random weights)"),
+    arg("--row", default="input_latent", choices=list(ROWS)),
+    arg("--precision", default="fp32", choices=["fp32", "bf16"]),
+    arg("--batch", type=int, default=None, help="global batch (default: the config's, 8)"),
+    arg("--reference", action="store_true", help="profile the reference step (" + " ".join(REFERENCE_STEP) + ")"),
+    arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides"),
+    arg("--top", type=int, default=15, help="ops listed per direction"),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def profile(args) -> dict:
+    """torch.profiler over one training step (after a warm-up step). Forward time is attributed to the
+    module group (encoder children, generator, the loss networks) whose forward ran the op; backward time
+    to the group whose forward op created the autograd node (matched by sequence number); ``other`` is the
+    glue between modules (losses' arithmetic, pooling, concatenation). Self times, in ms; the profiler's
+    own overhead inflates them a little against ``seconds_per_step``, timed without it. FLOPs are
+    counted by torch's FlopCounterMode (grouped-conv weight gradients corrected, see
+    :func:`step_flops`); the peak is the best of a large matmul and a large conv on this device."""
+    from accelerate.state import AcceleratorState
+
+    device = _setup(args)
+    tokens = [ROWS[args.row], *(REFERENCE_STEP if args.reference else []), *args.set]
+    cfg = world_config(args.world, tokens)
+    batch = args.batch or cfg.train.batch_size
+    try:
+        accelerator = _fresh_accelerator(device, args.precision)
+        step, method = train_step_fn(cfg, frozen_networks(cfg, device), device, accelerator, batch)
+        step()
+        seconds = timed(step, device, 1, 0)
+        figures = profile_step(step, module_groups(method), args.top)
+        flops = step_flops(step)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    peak = peak_gflops(device)
+    achieved = flops / seconds / 1e9
+    return {"benchmark": "profile", **environment(device), "world": args.world, "row": args.row,
+            "precision": args.precision, "batch": batch, "n_iters": cfg.model.n_iters, "tokens": tokens,
+            "seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 2),
+            "achieved_gflop_s": round(achieved, 1), "peak_gflop_s": peak,
+            "fraction_of_peak": round(achieved / max(peak.values()), 3), **figures}
+
+
+def module_groups(method) -> dict[str, torch.nn.Module]:
+    """The named parts of a training step: the encoder's children, the generator, the loss networks."""
+    groups = {f"encoder.{name}": child for name, child in method.model.encoder.named_children()}
+    groups["generator"] = method.model.decoder
+    for name in ("perceptual", "identity"):
+        if getattr(method.objective, name) is not None:
+            groups[f"loss.{name}"] = getattr(method.objective, name)
+    return groups
+
+
+def profile_step(step, groups: dict[str, torch.nn.Module], top: int) -> dict:
+    """Run ``step`` under torch.profiler with every module of ``groups`` scoped; ms by group and by op."""
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, record_function
+
+    open_scopes, handles = {}, []
+    for name, root in groups.items():
+        for module in root.modules():
+            def enter(m, _args, name=name):
+                scope = record_function(f"group::{name}")
+                scope.__enter__()
+                open_scopes.setdefault(id(m), []).append(scope)
+
+            def leave(m, _args, _out):
+                open_scopes[id(m)].pop().__exit__(None, None, None)
+
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+    finally:
+        for h in handles:
+            h.remove()
+    backward_marker = "autograd::engine::evaluate_function: "
+
+    def ancestors(event):
+        while event is not None:
+            yield event
+            event = event.cpu_parent
+
+    def group_of(event) -> str:
+        for a in ancestors(event):
+            if a.name.startswith("group::"):
+                return a.name[len("group::"):]
+            if a.name.startswith("Optimizer.step"):
+                return "optimizer"
+        return "other"
+
+    events = [e for e in prof.events() if e.name.startswith(("aten::", backward_marker))]
+    node_of = {id(e): next((a for a in ancestors(e) if a.name.startswith(backward_marker)), None) for e in events}
+    created_by = {e.sequence_nr: group_of(e) for e in events if node_of[id(e)] is None and e.sequence_nr >= 0}
+    ms = {k: defaultdict(float) for k in ("fwd_group", "bwd_group", "fwd_op", "bwd_op")}
+    for e in events:
+        t = e.self_cpu_time_total / 1e3
+        node = node_of[id(e)]
+        if node is None:
+            ms["fwd_group"][group_of(e)] += t
+            ms["fwd_op"][e.name] += t
+        else:
+            ms["bwd_group"][created_by.get(node.sequence_nr, "unattributed")] += t
+            ms["bwd_op"][node.name[len(backward_marker):]] += t
+    ranked = lambda d, n=None: {k: round(v, 1) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]}  # noqa: E731
+    return {"profiled_forward_ms": round(sum(ms["fwd_group"].values()), 1),
+            "profiled_backward_ms": round(sum(ms["bwd_group"].values()), 1),
+            "forward_ms_by_module": ranked(ms["fwd_group"]), "backward_ms_by_module": ranked(ms["bwd_group"]),
+            "forward_ms_by_op": ranked(ms["fwd_op"], top), "backward_ms_by_node": ranked(ms["bwd_op"], top)}
+
+
+def step_flops(fn) -> int:
+    """Floating-point operations of one call of ``fn`` (torch's FlopCounterMode: 2 per multiply-add).
+
+    torch's formula for a convolution's weight gradient ignores groups (it counts a grouped conv's as
+    if every group saw every channel): the modulated convs of StyleGAN2, grouped by batch, would count
+    B times too many. A conv's input gradient and weight gradient each cost what its forward costs,
+    which is counted right."""
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                      _output_padding, _groups, output_mask, out_shape=None, **_):
+        forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+        return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward}) as c:
+        fn()
+    return c.get_total_flops()
+
+
+def peak_gflops(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of a 2048^3 fp32 matmul and of a 3x3 conv (batch 8, 256 -> 256 channels, 64x64) here."""
+    import torch.nn.functional as F
+
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    x, w = torch.randn(8, 256, 64, 64, device=device), torch.randn(256, 256, 3, 3, device=device)
+    matmul = timed(lambda: a @ b, device, 5, 1)
+    conv = timed(lambda: F.conv2d(x, w, padding=1), device, 3, 1)
+    return {"matmul_2048": round(2 * 2048**3 / matmul / 1e9, 1),
+            "conv3x3_b8_c256_64px": round(2 * 8 * 256 * 256 * 9 * 64 * 64 / conv / 1e9, 1)}
 
 
 @subcommand(
@@ -359,6 +557,91 @@ def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scal
 
 
 @subcommand(
+    "inference", "images/s of load_pipeline(checkpoint) and of the evaluation loop on the toy test pairs",
+    arg("--checkpoint", default="toy", help="a run folder, or toy (the shipped toy encoder)"),
+    arg("--batch", type=int, default=50, help="pairs per call (the toy eval batch)"),
+    arg("--pairs", type=int, default=100, help="test pairs timed per iteration"),
+    arg("--iters", type=int, default=3, help="timed passes over the pairs"),
+    arg("--warmup", type=int, default=1),
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+def inference(args) -> dict:
+    """``pipeline``: ``load_pipeline(checkpoint).run_tensors`` (every refinement step, no grad) over the
+    first ``--pairs`` toy test pairs in batches of ``--batch``; ``evaluation``: the evaluation loop's work
+    on them, the same outputs plus ``MetricSuite.per_pair`` (LPIPS, IDSIM, FID features). The pairs are
+    rendered beforehand: the renderer's cost is the data's, not the loop's. Only APIs older checkouts share,
+    so ``trees`` can time one against this."""
+    from experiments.config import load_config
+    from experiments.world import build_dataset
+    from metrics.suite import MetricSuite
+    from models.pipeline import load_pipeline
+
+    device = _setup(args)
+    cfg = load_config(["world=toy"])
+    test_set = build_dataset(cfg, "test")
+    items = [test_set[i] for i in range(min(args.pairs, len(test_set)))]
+    batches = [{k: torch.stack([it[k] for it in items[i:i + args.batch]]).to(device)
+                for k in ("contour", "identity", "target")} for i in range(0, len(items), args.batch)]
+    pipe = load_pipeline(args.checkpoint, device=device)
+    suite = MetricSuite.from_config(cfg, device)
+
+    def pipeline():
+        for b in batches:
+            pipe.run_tensors(b["contour"], b["identity"])
+
+    def evaluation():
+        for b in batches:
+            suite.per_pair(pipe.run_tensors(b["contour"], b["identity"]).image, b["target"], b["identity"])
+
+    seconds = interleaved({"pipeline": pipeline, "evaluation": evaluation}, device, args.iters, args.warmup)
+    n = len(items)
+    return {"benchmark": "inference", **environment(device), "checkpoint": args.checkpoint, "pairs": n,
+            "batch": args.batch, "iters": args.iters,
+            "results": [{"loop": name, "images_per_s": round(n / t, 2), "seconds_per_pass": round(t, 3)}
+                        for name, t in seconds.items()]}
+
+
+@subcommand(
+    "trees", "one subcommand timed on a reference checkout and on this one, alternately, in one run",
+    arg("--reference", required=True, help="the other checkout (e.g. git worktree add /tmp/f35 f35bfda)"),
+    arg("--rounds", type=int, default=3),
+    arg("command", nargs=argparse.REMAINDER, help="the subcommand and its arguments, after --"),
+)
+def trees(args) -> dict:
+    """Round r runs ``benchmark.py <command>`` once with the reference's packages (IDEFACE_CODE_ROOT) and
+    once with this checkout's, so the machine's load falls on both alike; each result row's figures are
+    reported per round and as medians, with reference / this for images_per_s. This file is the runner
+    either way: the command must exist here and use only APIs the reference has (train, inference)."""
+    import statistics
+
+    command = [a for a in args.command if a != "--"]
+    if not command:
+        raise SystemExit("trees: give the subcommand to time after --, e.g. -- inference --pairs 100")
+    reference = Path(args.reference).resolve()
+    if not (reference / "models").is_dir():
+        raise SystemExit(f"trees: --reference {reference} is not a checkout of this project (no models/)")
+    runs = {"reference": [], "this": []}
+    for _ in range(args.rounds):
+        for name, root in (("reference", reference), ("this", REPO_ROOT)):
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *command], capture_output=True,
+                                  text=True, env={**os.environ, "IDEFACE_CODE_ROOT": str(root)})
+            if proc.returncode != 0:
+                raise SystemExit(f"trees: {name} ({root}) failed: {proc.stderr.strip().splitlines()[-1:]}")
+            runs[name].append(json.loads(proc.stdout)["results"])
+            print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
+    medians = {}
+    for name, rounds in runs.items():
+        medians[name] = [{k: statistics.median(r[i][k] for r in rounds) if isinstance(v, (int, float)) else v
+                          for k, v in row.items()} for i, row in enumerate(rounds[0])]
+    speedups = [round(t["images_per_s"] / r["images_per_s"], 3) if "images_per_s" in r else None
+                for r, t in zip(medians["reference"], medians["this"])]
+    return {"benchmark": "trees", "reference": str(reference), "this": str(REPO_ROOT), "command": command,
+            "rounds": args.rounds, "results": medians["this"], "reference_results": medians["reference"],
+            "speedup_this_over_reference": speedups, "per_round": runs}
+
+
+@subcommand(
     "demo", "the web demo (experiments/demo.py): seconds per Generate click of one contour and four identity photos",
     arg("--checkpoint", default="toy", help="a toy-world checkpoint (the examples are its test identities)"),
     arg("--iters", type=int, default=5, help="timed calls of each"),
@@ -399,8 +682,6 @@ def demo(args) -> dict:
             with contextlib.redirect_stdout(sys.stderr):  # gradio says goodbye on stdout, which is for the JSON
                 app.close()
         d.close()
-    import os
-
     return {"benchmark": "demo", "checkpoint": str(args.checkpoint), **environment(device),
             "load_average_1min": round(os.getloadavg()[0], 2), "results": results}
 
@@ -426,7 +707,7 @@ def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
     return app, partial(client.predict, mode, *files, True, d.pipe.n_iters, "", api_name="/generate")
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (fn, help_text, arguments) in SUBCOMMANDS.items():
@@ -434,6 +715,11 @@ def main(argv=None) -> dict:
         for flags, kwargs in arguments:
             p.add_argument(*flags, **kwargs)
         p.set_defaults(run=fn)
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         resolve_device(getattr(args, "device", None))

@@ -49,6 +49,10 @@ class GeneratorConfig:
     channel_multiplier: int = 2
     channels: dict[int, int] | None = None  # {resolution: channels}; None = rosinality's
     weights: str = "stylegan2_ffhq_1024"  # registry name or a path
+    # gradients through the frozen generator's modulated convs by one input-gradient conv through the shared
+    # weight instead of autograd's per-sample weight gradients (models.stylegan2._FrozenModulatedConv): the
+    # same images, the same gradients up to rounding, a faster backward; false = autograd's
+    factored_backward: bool = True
 
 
 @dataclass
@@ -124,6 +128,9 @@ class TrainConfig:
     # linear warm-up of the lr over the first N optimisation steps (0 = the paper's constant lr)
     warmup_steps: int = 0
     mixed_precision: str = "no"  # no | fp16 | bf16
+    # compute a batch's constants once for all its refinement steps (loss targets, E_id's features; see
+    # EncoderMethod.train_step); false recomputes them at every step, the older and slower step
+    step_constants: bool = True
     # torch threads per process on a CPU device: None = as launched (`accelerate launch` pins 1 unless
     # given --num_cpu_threads_per_process), 0 = this machine's cores / local processes, N = N
     cpu_threads: int | None = None

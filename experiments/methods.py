@@ -9,6 +9,8 @@ encoder alone: the generator stays frozen inside the inverter and is never ``pre
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
@@ -46,21 +48,56 @@ class EncoderMethod:
     def attach(self, prepared: torch.nn.Module) -> None:
         self.trainable_module = prepared
 
-    def _losses(self, step, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.objective(step.image_loss_res, batch["target"], identity=batch["identity"], w=step.w,
-                              w_avg=self.model.latent_avg)
-
     def _steps(self, module, batch: dict, randomize_noise: bool | None = None):
         from models.inversion import iterate
 
         return iterate(module, batch["contour"], batch["identity"], self.n_iters, randomize_noise)
 
+    def _losses(self, step, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.objective.losses(step.image_loss_res, targets, w=step.w, w_avg=self.model.latent_avg)
+
     def train_step(self, batch: dict, accelerator) -> dict[str, float]:
-        """Forward and backward every refinement step of one batch; returns per-step loss terms."""
+        """Forward and backward every refinement step of one batch; returns per-step loss terms.
+
+        The batch's constants are computed once (``train.step_constants``): the loss targets (the target's
+        LPIPS features, the identity's ArcFace embedding; bitwise the same losses) and the identity condition
+        (E_id's features and the IFMs' modulations, :class:`models.inversion.SharedIdentityCondition`; the
+        same gradients up to summation order).
+        ``train.step_constants=false`` recomputes both at every step, as before (for comparison)."""
+        if not self.cfg.train.step_constants:
+            return self._train_step_recomputing(batch, accelerator)
+        from models.inversion import SharedIdentityCondition
+
+        module, n = self.trainable_module, self.n_iters
+        targets = self.objective.targets(batch["target"], batch["identity"])
+        shared = None
+        if self.model.kind == "ide":
+            with accelerator.autocast():  # as inside the prepared forward, where E_id ran before
+                shared = SharedIdentityCondition(self.model.encoder, batch["identity"], n)
+        logs: dict[str, float] = {}
+        total, step = 0.0, None
+        for t in range(n):
+            # only the last step's backward reaches everything (E_id through the shared features): the
+            # gradients of the others accumulate locally and are synchronised with it
+            with accelerator.no_sync(module) if t < n - 1 else contextlib.nullcontext():
+                (step,) = module(batch["contour"], batch["identity"], n_iters=1, start=step,
+                                 randomize_noise=self.cfg.model.randomize_noise,
+                                 identity_condition=shared.for_step(t) if shared is not None else None)
+                loss, terms = self._losses(step, targets)
+                accelerator.backward(loss)
+            total += loss.item()
+            logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
+        logs["loss"] = total / n
+        return logs
+
+    def _train_step_recomputing(self, batch: dict, accelerator) -> dict[str, float]:
+        """The step of ``train.step_constants=false``: every refinement step recomputes the identity condition
+        (E_id's features too unless E_id is frozen) and the loss targets (the objective's forward)."""
         logs: dict[str, float] = {}
         total = 0.0
         for t, step in enumerate(self._steps(self.trainable_module, batch, self.cfg.model.randomize_noise)):
-            loss, terms = self._losses(step, batch)
+            loss, terms = self.objective(step.image_loss_res, batch["target"], identity=batch["identity"],
+                                         w=step.w, w_avg=self.model.latent_avg)
             accelerator.backward(loss)
             total += loss.item()
             logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
@@ -72,8 +109,9 @@ class EncoderMethod:
         dev = self.model.latent_avg.device
         batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         images, logs = [], {}
+        targets = self.objective.targets(batch["target"], batch["identity"])
         for t, step in enumerate(self._steps(self.model, batch)):
-            loss, terms = self._losses(step, batch)
+            loss, terms = self._losses(step, targets)
             images.append(step.image_loss_res.cpu())
             logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
             logs[f"step{t + 1}/loss"] = loss.item()

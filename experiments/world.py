@@ -56,7 +56,7 @@ def load_frozen_generator(cfg: DictConfig, device: torch.device):
     generator, latent_avg = load_generator(resolve_path(g.weights, cfg.weights_root), g.size,
                                            style_dim=g.style_dim, n_mlp=g.n_mlp,
                                            channel_multiplier=g.channel_multiplier, channels=channels)
-    generator.eval().requires_grad_(False).to(device)
+    generator.eval().requires_grad_(False).set_factored_backward(g.factored_backward).to(device)
     return generator, latent_avg.to(device)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -14,6 +14,14 @@ from losses.identity import PSP_CROP, IdentityLoss, load_arcface
 from losses.perceptual import PerceptualLoss
 from losses.reconstruction import ReconstructionL2, resize_to
 from losses.wnorm import WNormLoss
+
+
+class LossTargets(NamedTuple):
+    """A batch's loss targets (:meth:`Objective.targets`): shared by all its refinement steps."""
+
+    image: torch.Tensor  # (B, 3, R, R) in [-1, 1], the real face x_hat_c at the loss resolution R
+    perceptual: list[torch.Tensor] | None  # PerceptualLoss.features(image); None when lpips is off
+    identity_embedding: torch.Tensor | None  # (B, D) unit ArcFace embeddings of the identity images
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Objective(nn.Module):
     target's resolution R (the loss resolution) once, and every image term is computed there.
     ``terms`` maps "l2", "lpips", "id", "wnorm" to the unweighted scalar of each term whose weight is
     non-zero; a term with weight 0 is not computed and absent from ``terms`` (its network need not exist).
+    A training step that compares several outputs with one batch (the refinement steps) computes the
+    batch's :meth:`targets` once and calls :meth:`losses` per output: the same values, bitwise.
     """
 
     def __init__(
@@ -79,25 +89,37 @@ class Objective(nn.Module):
             identity = IdentityLoss(embedder, crop=crop)
         return cls(weights, perceptual, identity, wnorm_squared=bool(loss_cfg.get("wnorm_squared", False)))
 
-    def forward(
+    @torch.no_grad()
+    def targets(self, target: torch.Tensor, identity: torch.Tensor | None = None) -> LossTargets:
+        """What the loss compares against, computed once per batch: every refinement step of a batch has the
+        same target (B, 3, R, R) and identity images, so their LPIPS features and ArcFace embedding are
+        constants of the batch (no graph)."""
+        wt = self.weights
+        if wt.id and identity is None:
+            raise ValueError("loss weight id > 0 needs the identity images")
+        return LossTargets(
+            target,
+            self.perceptual.features(target) if wt.lpips else None,
+            self.identity.embed(identity) if wt.id else None,
+        )
+
+    def losses(
         self,
         output: torch.Tensor,
-        target: torch.Tensor,
-        identity: torch.Tensor | None = None,
+        targets: LossTargets,
         w: torch.Tensor | None = None,
         w_avg: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(total, terms)`` of ``output`` against the batch's :meth:`targets`; same values as :meth:`forward`."""
         wt = self.weights
-        output = resize_to(output, target.shape[-2:])
+        output = resize_to(output, targets.image.shape[-2:])
         terms: dict[str, torch.Tensor] = {}
         if wt.l2:
-            terms["l2"] = self.l2(output, target)
+            terms["l2"] = self.l2(output, targets.image)
         if wt.lpips:
-            terms["lpips"] = self.perceptual(output, target)
+            terms["lpips"] = self.perceptual.distance(output, targets.perceptual)
         if wt.id:
-            if identity is None:
-                raise ValueError("loss weight id > 0 needs the identity images")
-            terms["id"] = self.identity(output, identity)
+            terms["id"] = self.identity.distance(output, targets.identity_embedding).mean()
         if wt.wnorm:
             if w is None or w_avg is None:
                 raise ValueError("loss weight wnorm > 0 needs w and w_avg")
@@ -106,3 +128,13 @@ class Objective(nn.Module):
             raise ValueError("every loss weight is 0: nothing to optimise")
         total = sum(getattr(wt, k) * v for k, v in terms.items())
         return total, terms
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        identity: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
+        w_avg: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.losses(output, self.targets(target, identity), w, w_avg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lpips
 import torch
 from torch import nn
 
@@ -55,5 +56,22 @@ class PerceptualLoss(nn.Module):
         self.net.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) in [-1, 1] -> the channel-unit-normalised feature maps LPIPS compares, one per level.
+
+        A target's features are a per-batch constant: :class:`losses.Objective` computes them once for all
+        refinement steps of a batch instead of once per step."""
+        levels = self.net.net(self.net.scaling_layer(x))
+        return [lpips.normalize_tensor(levels[k]) for k in range(self.net.L)]
+
+    def distance(self, output: torch.Tensor, target_features: list[torch.Tensor]) -> torch.Tensor:
+        """Mean LPIPS of output (B, 3, R, R) in [-1, 1] to the target whose :meth:`features` are given:
+        ``lpips.LPIPS.forward``'s arithmetic (non-spatial), in its order, so the value is bitwise its own."""
+        net, value = self.net, 0
+        for k, (f_out, f_tgt) in enumerate(zip(self.features(output), target_features)):
+            diff = (f_out - f_tgt) ** 2
+            value += lpips.spatial_average(net.lins[k](diff) if net.lpips else diff.sum(dim=1, keepdim=True))
+        return value.mean()
+
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.net(resize_to(output, target.shape[-2:]), target).mean()
+        return self.distance(resize_to(output, target.shape[-2:]), self.features(target))

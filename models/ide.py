@@ -19,8 +19,10 @@ Design choices (the paper is silent; knobs in brackets):
   FCNs for gamma and beta; the first conv also maps identity channels to H's channels when they differ.
 - Which bottlenecks get an IFM [``n_ifm_per_block``]: None = all; k = the first k of each stage (the
   rest of the stage then mixes the fused features).
-- F_id is recomputed at every refinement step when E_id is trainable (per-step backward frees its
-  graph); a frozen E_id runs once under no_grad and its features are reused.
+- F_id and the IFMs' gamma/beta (the ``identity_condition``) are constants of a batch: without gradients
+  (evaluation) they are computed once and serve every refinement step, as a frozen E_id's features do; in
+  training they are computed once per batch too, shared by the steps' per-step backwards
+  (models.inversion.SharedIdentityCondition).
 - Input-latent head: log2(S/64) x [conv3x3 stride 2 + LeakyReLU(0.01)] down to 4x4, conv3x3 +
   LeakyReLU(0.01), then a zero-initialised conv3x3, so refinement starts exactly at the constant input.
 - The identity image must have the main input's size, so F_id^i and H^{i,j} share spatial sizes.
@@ -58,11 +60,15 @@ class IFM(nn.Module):
         """F_id (B, C_id, h, w) -> (gamma, beta), each (B, C, h, w); gamma = 1 at init, beta = 0."""
         return 1 + self.gamma(f_id), self.beta(f_id)
 
-    def forward(self, h, f_id):
-        if h.shape[-2:] != f_id.shape[-2:]:
-            raise ValueError(f"IFM needs aligned maps, got H {tuple(h.shape)} and F_id {tuple(f_id.shape)}")
-        gamma, beta = self.modulation(f_id)
+    @staticmethod
+    def modulate(h, gamma, beta):
+        """H (B, C, h, w) with a :meth:`modulation` of aligned size -> gamma * H + beta."""
+        if h.shape[-2:] != gamma.shape[-2:]:
+            raise ValueError(f"IFM needs aligned maps, got H {tuple(h.shape)} and F_id of {tuple(gamma.shape[-2:])}")
         return gamma * h + beta
+
+    def forward(self, h, f_id):
+        return self.modulate(h, *self.modulation(f_id))
 
 
 class InputLatentHead(nn.Module):
@@ -141,19 +147,48 @@ class IDEEncoder(BackboneEncoder):
             self.identity.eval()  # frozen BN statistics too
         return self
 
-    def identity_features(self, identity: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, S, S) in [-1, 1] -> [F_id^1..F_id^4]; no graph when E_id is frozen."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.identity_frozen):
-            return self.identity.stage_features(identity)
+    def identity_features(self, identity: torch.Tensor, uses: int = 1) -> list[torch.Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> [F_id^1..F_id^4]; no graph when E_id is frozen.
 
-    def forward(self, main_input, identity=None, id_feats=None):
-        """``id_feats`` (from :meth:`identity_features`) replaces ``identity`` when given."""
-        if id_feats is None:
-            id_feats = self.identity_features(identity)
+        ``uses``: how many refinement steps share these features. A training-mode E_id run ``uses`` times on
+        one batch gives the same features each time and moves its BatchNorm running statistics ``uses``
+        times towards the same batch statistics; computed once, each running average takes that one step
+        with momentum 1 - (1 - m)^uses, which lands on the same value (up to rounding)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.identity_frozen):
+            if uses == 1 or not self.identity.training:
+                return self.identity.stage_features(identity)
+            norms = [m for m in self.identity.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            momenta = [m.momentum for m in norms]
+            if None in momenta:
+                raise ValueError("identity_features(uses > 1) needs BatchNorm with a momentum (not None)")
+            try:
+                for m in norms:
+                    m.momentum = 1 - (1 - m.momentum) ** uses
+                feats = self.identity.stage_features(identity)
+            finally:
+                for m, momentum in zip(norms, momenta):
+                    m.momentum = momentum
+            for m in norms:
+                m.num_batches_tracked += uses - 1
+            return feats
+
+    def identity_condition(self, id_feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[F_id^1..F_id^4] -> every IFM's (gamma, beta), flat: [gamma, beta of the first IFM, ...] in body
+        order. All the main encoder takes from the identity image; like F_id, a constant of the batch."""
+        condition = []
+        for k, ifm in self.ifms.items():
+            condition += ifm.modulation(id_feats[self.unit_stage[int(k)]])
+        return condition
+
+    def forward(self, main_input, identity=None, condition=None):
+        """``condition`` (from :meth:`identity_condition`) replaces ``identity`` when given."""
+        if condition is None:
+            condition = self.identity_condition(self.identity_features(identity))
+        modulations = dict(zip(self.ifms.keys(), zip(condition[::2], condition[1::2])))
         h = self.input_layer(main_input)
         for k, unit in enumerate(self.body):
             h = unit(h)
-            if str(k) in self.ifms:
-                h = self.ifms[str(k)](h, id_feats[self.unit_stage[k]])
+            if str(k) in modulations:
+                h = IFM.modulate(h, *modulations[str(k)])
         latent = self.latent_head(h) if self.latent_head is not None else None
         return self.style_codes(h), latent

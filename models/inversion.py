@@ -18,9 +18,11 @@ Training (ReStyle backprops at every step and steps the optimizer once per batch
         accelerator.backward(loss)                         # graphs of different steps are disjoint
     optimizer.step(); optimizer.zero_grad()
 
-Each step is one ``forward`` call (``model(contour, identity, n_iters=1, start=prev)``), so a
-DDP/Accelerate-wrapped model works through :func:`iterate`; ``model(contour, identity)`` runs all
-steps at once (same gradients as per-step backward since steps share no graph, more memory).
+A batch's identity condition is computed once and shared by its steps (:class:`SharedIdentityCondition`,
+what ``EncoderMethod.train_step`` does). Each step is one ``forward`` call (``model(contour, identity,
+n_iters=1, start=prev)``), so a DDP/Accelerate-wrapped model works through :func:`iterate`;
+``model(contour, identity)`` runs all steps at once (same gradients as per-step backward since steps
+share no graph, more memory).
 
 The generator (``decoder``) is frozen: requires_grad False, always in eval mode; gradients flow through
 it to the encoder only. Noise: random in training, the generator's fixed buffers in eval (ReStyle's
@@ -49,11 +51,53 @@ class Step(NamedTuple):
     w: torch.Tensor  # (B, n_latent, style_dim)
     input_latent: torch.Tensor | None  # (B, C4, 4, 4) or None (constant input)
     identity_features: list[torch.Tensor] | None = None  # frozen-E_id features reused by later steps
+    identity_condition: list[torch.Tensor] | None = None  # IFM modulations reused by later steps (no grad)
 
 
 def pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, size, size) by adaptive average pooling (identity when already that size)."""
     return x if x.shape[-2:] == (size, size) else F.adaptive_avg_pool2d(x, size)
+
+
+class _AddGradient(torch.autograd.Function):
+    """x in forward; in backward, the incoming gradient plus ``extra`` (a gradient collected elsewhere)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        ctx.extra = extra
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad + ctx.extra, None
+
+
+class SharedIdentityCondition:
+    """The IDE encoder's identity condition of one training batch (E_id's features and the IFMs' gamma and
+    beta, ``IDEEncoder.identity_condition``), computed once and shared by its ``n_steps`` refinement steps,
+    each of which backpropagates on its own (the training protocol of the module docstring).
+
+    The weights cannot change within a batch, so every step would recompute the same tensors; computing
+    them once saves n - 1 forwards and backwards of E_id and the IFMs' FCNs. Steps before the last get
+    detached copies whose ``.grad`` collects each step's gradient; the last step gets the tensors with their
+    graph, through an op that adds the collected gradients in backward: E_id and the FCNs backpropagate
+    once, inside the last step's backward, with the sum of every step's gradient (what n backwards
+    accumulate, up to summation order). So only the last step's backward reaches their parameters: under
+    DDP the steps before it must not synchronise gradients (``accelerator.no_sync``), which also saves
+    their all-reduces.
+    """
+
+    def __init__(self, encoder: nn.Module, identity: torch.Tensor, n_steps: int):
+        self.n_steps = n_steps
+        self.graph = encoder.identity_condition(encoder.identity_features(identity, uses=n_steps))
+        self.leaves = [c.detach().requires_grad_(c.requires_grad) for c in self.graph]
+
+    def for_step(self, t: int) -> list[torch.Tensor]:
+        """The condition for step ``t`` (0-based), in order: call each step's backward before the next."""
+        if t < self.n_steps - 1:
+            return self.leaves
+        return [c if leaf.grad is None else _AddGradient.apply(c, leaf.grad)
+                for c, leaf in zip(self.graph, self.leaves)]
 
 
 @torch.no_grad()
@@ -116,22 +160,32 @@ class IterativeInverter(nn.Module):
             self.avg_image = image.float()
         return self.avg_image
 
-    def forward(self, contour, identity, n_iters=None, start=None, randomize_noise=None):
+    def forward(self, contour, identity, n_iters=None, start=None, randomize_noise=None, identity_condition=None):
         """Run ``n_iters`` (default ``self.n_iters``) steps after ``start`` (a :class:`Step`; None = the
-        average) -> list of Steps. ``randomize_noise`` None = ``self.training``."""
+        average) -> list of Steps. ``randomize_noise`` None = ``self.training``. ``identity_condition``
+        (ide only): the IFMs' modulations for these steps (e.g. :meth:`SharedIdentityCondition.for_step`);
+        None computes them, once when they cannot change between steps (see :meth:`_reusable`)."""
         noise = self.training if randomize_noise is None else randomize_noise
         steps, prev = [], start
         for _ in range(self.n_iters if n_iters is None else n_iters):
-            prev = self._step(contour, identity, prev, noise)
+            prev = self._step(contour, identity, prev, noise, identity_condition)
             steps.append(prev)
         return steps
+
+    def _reusable(self, fcns: bool) -> bool:
+        """Whether E_id's features (``fcns`` False) or the whole identity condition (True) of one batch may
+        serve every step: E_id in eval mode (no BatchNorm update) and no graph through them (gradients off,
+        or for the features a frozen E_id), so recomputing would give the same tensors."""
+        grad = torch.is_grad_enabled() and (fcns or not self.encoder.identity_frozen)
+        return not self.encoder.identity.training and not grad
 
     def iterate(self, contour, identity, n_iters=None, randomize_noise=None) -> Iterator[Step]:
         """Yield the steps one at a time (see the module docstring for the training loop)."""
         return iterate(self, contour, identity, n_iters, randomize_noise)
 
-    def _step(self, contour, identity, prev: Step | None, randomize_noise: bool) -> Step:
+    def _step(self, contour, identity, prev: Step | None, randomize_noise: bool, given_condition=None) -> Step:
         b, size = contour.shape[0], contour.shape[-1]
+        condition = given_condition
         if prev is None:
             index, feats = 0, None
             w = self.latent_avg.expand(b, -1, -1)
@@ -140,6 +194,7 @@ class IterativeInverter(nn.Module):
             raise ValueError("psp is single-pass: it has no step after step 0")
         else:
             index, feats = prev.index + 1, prev.identity_features
+            condition = condition if condition is not None else prev.identity_condition
             w, latent = prev.w.detach(), prev.input_latent
             latent = latent.detach() if latent is not None else None
         if self.kind == "psp":
@@ -150,16 +205,21 @@ class IterativeInverter(nn.Module):
             if self.kind == "restyle":
                 dw, dlatent = self.encoder(torch.cat([contour, identity, feedback], 1)), None
             else:
-                if feats is None and self.encoder.identity_frozen:
-                    feats = self.encoder.identity_features(identity)
-                dw, dlatent = self.encoder(torch.cat([contour, feedback], 1), identity, id_feats=feats)
+                if condition is None:
+                    if feats is None:
+                        feats = self.encoder.identity_features(identity)
+                    condition = self.encoder.identity_condition(feats)
+                dw, dlatent = self.encoder(torch.cat([contour, feedback], 1), condition=condition)
+                feats = feats if given_condition is None and self._reusable(fcns=False) else None
+                condition = condition if given_condition is None and self._reusable(fcns=True) else None
         w = w + dw
         if dlatent is not None:
             latent = latent + dlatent
         image, _ = self.decoder(
             [w], input_is_latent=True, randomize_noise=randomize_noise, input_latent=latent
         )
-        return Step(index, image, pool(image, self.loss_resolution), w, latent, feats)
+        return Step(index, image, pool(image, self.loss_resolution), w, latent, feats,
+                    condition if self.kind == "ide" else None)
 
 
 def iterate(model, contour, identity, n_iters=None, randomize_noise=None) -> Iterator[Step]:

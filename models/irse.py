@@ -79,17 +79,36 @@ class SEModule(nn.Module):
         return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
 
 
+class Subsample(nn.Module):
+    """(B, C, H, W) -> every ``stride``-th row and column, (B, C, ceil(H/stride), ceil(W/stride)).
+
+    TreB1eN's identity shortcut is ``MaxPool2d(1, stride)``, a max over one pixel: the same values (and
+    gradients) as this strided view, which costs no kernel of its own (the pooling was ~2% of a toy step).
+    """
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x[:, :, :: self.stride, :: self.stride]
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
 class Bottleneck(nn.Module):
     """IR (``se=False``) or IR-SE unit: (B, in_c, H, W) -> (B, depth, H/stride, W/stride).
 
     residual = BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN [-> SE]; shortcut = subsampling
-    (MaxPool2d(1, stride)) when in_c == depth, else conv1x1(stride) + BN; no output activation.
+    (:class:`Subsample`, TreB1eN's MaxPool2d(1, stride)) when in_c == depth, else conv1x1(stride) + BN;
+    no output activation.
     """
 
     def __init__(self, in_c: int, depth: int, stride: int, se: bool = True):
         super().__init__()
         if in_c == depth:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
+            self.shortcut_layer = Subsample(stride)
         else:
             self.shortcut_layer = nn.Sequential(
                 nn.Conv2d(in_c, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)

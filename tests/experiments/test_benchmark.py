@@ -88,3 +88,56 @@ def test_demo_rows(capsys):
     result = run(["demo", "--iters", "1", "--warmup", "0"], capsys)
     assert [r["row"] for r in result["results"]] == ["pipeline", "click", "round_trip"]
     assert all(r["seconds"] > 0 and r["cpu_seconds"] > 0 and r["faces"] == 4 for r in result["results"])
+
+
+def test_train_compare_times_the_reference_step_alongside(capsys):
+    result = run(["train", "--worlds", "toy", "--rows", "baseline", "--precisions", "fp32", "--batch", "2",
+                  "--n-iters", "2", "--iters", "1", "--warmup", "0", "--compare"], capsys)
+    (row,) = result["results"]
+    assert row["reference_seconds_per_step"] > 0 and row["seconds_per_step"] > 0
+    assert row["speedup"] == pytest.approx(row["reference_seconds_per_step"] / row["seconds_per_step"], rel=0.01)
+
+
+def test_profile_attributes_the_step_to_modules_and_ops(capsys):
+    result = benchmark.main(["profile", "--row", "input_latent", "--batch", "2", "--set", "model.n_iters=2",
+                             "--top", "5"])
+    capsys.readouterr()
+    fwd, bwd = result["forward_ms_by_module"], result["backward_ms_by_module"]
+    for part in ("generator", "encoder.body", "encoder.identity", "encoder.ifms", "loss.perceptual",
+                 "loss.identity"):
+        assert fwd[part] > 0, part
+    for part in ("generator", "encoder.body", "loss.perceptual"):  # backprop reaches them all
+        assert bwd[part] > 0, part
+    assert len(result["forward_ms_by_op"]) == 5 and "ConvolutionBackward0" in result["backward_ms_by_node"]
+    assert result["profiled_forward_ms"] == pytest.approx(sum(fwd.values()), abs=1)
+    assert result["gflop_per_step"] > 0 and 0 < result["fraction_of_peak"]
+    assert result["achieved_gflop_s"] == pytest.approx(result["gflop_per_step"] / result["seconds_per_step"],
+                                                       rel=0.02)
+
+
+def test_step_flops_count_grouped_conv_weight_gradients_right():
+    """A grouped conv's weight gradient costs its forward: torch's own formula would count groups x that."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 8 * 4, 6, 6, requires_grad=True)
+    w = torch.randn(8 * 5, 4, 3, 3, requires_grad=True)
+    forward = 2 * (8 * 5) * 4 * 9 * 36  # multiply-adds of the forward, x2
+
+    def fwd_bwd():
+        F.conv2d(x, w, padding=1, groups=8).sum().backward()
+
+    assert benchmark.step_flops(fwd_bwd) == 3 * forward  # forward, input gradient, weight gradient
+
+
+@pytest.mark.slow
+def test_inference_and_trees_against_a_checkout(capsys):
+    result = run(["inference", "--pairs", "4", "--batch", "2", "--iters", "1", "--warmup", "0"], capsys)
+    assert [r["loop"] for r in result["results"]] == ["pipeline", "evaluation"]
+    assert all(r["images_per_s"] > 0 for r in result["results"]) and result["pairs"] == 4
+    # this checkout as its own reference: the runner, the environment switch and the medians
+    trees = benchmark.main(["trees", "--reference", str(benchmark.REPO_ROOT), "--rounds", "1", "--", "inference",
+                            "--pairs", "2", "--batch", "2", "--iters", "1", "--warmup", "0"])
+    capsys.readouterr()
+    assert len(trees["per_round"]["reference"]) == 1 and len(trees["speedup_this_over_reference"]) == 2
+    assert all(s > 0 for s in trees["speedup_this_over_reference"])

@@ -99,3 +99,22 @@ def test_from_config_loads_the_arcface_by_path_with_the_configured_crop(tmp_path
     _, target = batch(4)
     _, terms = objective(target, target, identity=target)
     assert terms["id"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_losses_against_batch_targets_equal_forward_bitwise(perceptual):  # noqa: F811
+    """A batch's targets computed once serve every output (refinement step) with forward's values."""
+    identity = IdentityLoss(small_arcface(), (0.0, 1.0, 0.0, 1.0))
+    objective = Objective(LossWeights(), perceptual, identity)
+    enc = TinyEncoder()
+    x, target = batch(2)
+    targets = objective.targets(target, identity=x)
+    assert targets.identity_embedding.requires_grad is False and targets.perceptual[0].grad_fn is None
+    for _ in range(2):  # two outputs of the same batch
+        out, w = enc(x)
+        total, terms = objective(out, target, identity=x, w=w, w_avg=torch.zeros(4))
+        total_t, terms_t = objective.losses(out, targets, w=w, w_avg=torch.zeros(4))
+        assert torch.equal(total_t, total) and terms_t.keys() == terms.keys()
+        assert all(torch.equal(terms_t[k], terms[k]) for k in terms)
+        enc.conv.weight.data.add_(0.01)
+    with pytest.raises(ValueError, match="identity images"):
+        objective.targets(target)

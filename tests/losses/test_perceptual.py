@@ -55,3 +55,23 @@ def test_alex_backbone_offline_stops_with_the_registry_message(tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
         PerceptualLoss.from_backbone("alex")
+
+
+@pytest.mark.parametrize("backbone", ["alex", "toy"])
+def test_distance_to_precomputed_features_is_lpips_bitwise(perceptual, backbone):
+    """features() once + distance() per output reproduces lpips.LPIPS.forward exactly (learned linear
+    layers for alex, channel sums for the toy trunk), with the same gradient."""
+    from tests.losses.test_identity import small_arcface
+
+    loss = perceptual if backbone == "alex" else PerceptualLoss.from_backbone("toy", toy_network=small_arcface())
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).requires_grad_()
+    target = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    expected = loss.net(x, target).mean()
+    (expected_grad,) = torch.autograd.grad(expected, x)
+    with torch.no_grad():
+        features = loss.features(target)
+    got = loss.distance(x, features)
+    (got_grad,) = torch.autograd.grad(got, x)
+    assert torch.equal(got, expected) and torch.equal(got_grad, expected_grad)
+    assert torch.equal(loss(x, target), expected)

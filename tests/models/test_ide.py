@@ -124,7 +124,7 @@ def test_frozen_identity_encoder():
     assert not any(p.requires_grad for p in model.identity.parameters())
     feats = model.identity_features(torch.randn(2, 3, 64, 64))
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4] and not any(f.requires_grad for f in feats)
-    w, _ = model(torch.randn(2, 6, 64, 64), id_feats=feats)
+    w, _ = model(torch.randn(2, 6, 64, 64), condition=model.identity_condition(feats))
     w.sum().backward()
     assert all(p.grad is None for p in model.identity.parameters())
     assert model.ifms["0"].gamma[0].weight.grad.abs().sum() > 0

@@ -86,9 +86,11 @@ def test_residuals_accumulate_with_input_latent(generator):
     assert [s.index for s in steps] == [0, 1, 2]
     prev_w, prev_lat = model.latent_avg.expand(2, -1, -1), generator.constant_input(2)
     prev_img = model.average_image().expand(2, -1, -1, -1)
-    for step, ((x, ident), (dw, dlat)) in zip(steps, [(a, o) for a, o in seen]):
+    with torch.no_grad():
+        condition = model.encoder.identity_condition(model.encoder.identity_features(identity))
+    assert all(torch.equal(a, b) for a, b in zip(steps[0].identity_condition, condition))
+    for step, ((x,), (dw, dlat)) in zip(steps, [(a, o) for a, o in seen]):
         torch.testing.assert_close(x, torch.cat([contour, prev_img], 1))
-        assert torch.equal(ident, identity)
         assert dlat.abs().amax() > 0
         torch.testing.assert_close(step.w, prev_w + dw)
         torch.testing.assert_close(step.input_latent, prev_lat + dlat)
@@ -146,17 +148,56 @@ def test_per_step_backward_equals_summed_loss(generator):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
-def test_frozen_identity_features_computed_once(generator):
+def test_identity_features_computed_once_when_they_cannot_change(generator):
     model = make("ide", generator, n_iters=3, identity_freeze=True).eval()
     seen = record_inputs(model.encoder.identity.input_layer)
     with torch.no_grad():
         steps = model(*inputs())
     assert len(seen) == 1 and steps[2].identity_features is steps[0].identity_features
-    trainable = make("ide", generator, n_iters=3).eval()
+    fcn = record_inputs(model.encoder.ifms["0"].gamma)
+    model.train()(*inputs())  # training: the frozen features once, the IFMs' FCNs (a graph each) per step
+    assert len(seen) == 2 and len(fcn) == 3
+    trainable = make("ide", generator, n_iters=3)
     seen = record_inputs(trainable.encoder.identity.input_layer)
-    with torch.no_grad():
-        trainable(*inputs())
-    assert len(seen) == 3
+    fcn = record_inputs(trainable.encoder.ifms["0"].gamma)
+    with torch.no_grad():  # eval mode, no gradients: the same condition at every step
+        steps = trainable.eval()(*inputs())
+    assert len(seen) == 1 and len(fcn) == 1 and steps[2].identity_condition is steps[0].identity_condition
+    trainable.train()(*inputs())  # a graph per step (and BatchNorm updates): recomputed
+    assert len(seen) == 4 and len(fcn) == 4
+
+
+def test_shared_identity_features_give_the_recomputed_gradients(generator):
+    """Per-step backward with E_id and the IFMs' FCNs run once per batch (SharedIdentityCondition) ==
+    recomputing them at every step: the same losses, gradients up to summation order, BatchNorm statistics
+    up to rounding."""
+    contour, identity = inputs()
+    results = []
+    for shared in (False, True):
+        model = make("ide", generator, n_iters=3).train()
+        randomize_fcns(model.encoder)
+        seen = record_inputs(model.encoder.identity.input_layer)
+        features = inversion.SharedIdentityCondition(model.encoder, identity, 3) if shared else None
+        step, losses = None, []
+        for t in range(3):
+            (step,) = model(contour, identity, n_iters=1, start=step, randomize_noise=False,
+                            identity_condition=features.for_step(t) if shared else None)
+            loss = step.image_loss_res.square().mean()
+            loss.backward()
+            losses.append(loss.item())
+        assert len(seen) == (1 if shared else 3)
+        grads = {n: p.grad.clone() for n, p in model.encoder.named_parameters()}
+        results.append((losses, grads, dict(model.encoder.identity.named_buffers())))
+    (losses, grads, buffers), (shared_losses, shared_grads, shared_buffers) = results
+    assert shared_losses == losses
+    assert any(grads[n].abs().sum() > 0 for n in grads if n.startswith("identity."))
+    # float32 rounding of a different summation order, relative to the gradients' scale (a gradient that
+    # cancels to ~0, as that of a bias BatchNorm removes, keeps the rounding of its terms)
+    scale = max(g.abs().max().item() for g in grads.values())
+    for n in grads:
+        torch.testing.assert_close(shared_grads[n], grads[n], rtol=1e-4, atol=1e-5 * scale, msg=n)
+    for n in buffers:
+        torch.testing.assert_close(shared_buffers[n], buffers[n], msg=n)
 
 
 def test_psp_single_pass(generator):

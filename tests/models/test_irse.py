@@ -117,7 +117,6 @@ def test_stage_features_sizes_and_consistency():
 
 def test_bottleneck_shortcuts():
     same = irse.Bottleneck(8, 8, 2)
-    assert isinstance(same.shortcut_layer, torch.nn.MaxPool2d)
     x = torch.randn(1, 8, 6, 6)
     assert same(x).shape == (1, 8, 3, 3)
     wider = irse.Bottleneck(8, 16, 1, se=False)
@@ -154,3 +153,15 @@ def test_published_ir_se50_loads_strictly_when_installed():
     model.load_state_dict(irse.load_checkpoint(path), strict=True)
     emb = model(torch.zeros(1, 3, 112, 112))
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(1))
+
+
+@pytest.mark.parametrize("stride, size", [(1, 6), (2, 6), (2, 7), (3, 8)])
+def test_subsample_is_treb1en_max_pool_shortcut_bitwise(stride, size):
+    """The identity shortcut's values and input gradients are MaxPool2d(1, stride)'s, bit for bit."""
+    x = torch.randn(2, 4, size, size, requires_grad=True)
+    grad = torch.randn(2, 4, -(-size // stride), -(-size // stride))
+    pooled = torch.nn.MaxPool2d(1, stride)(x)
+    (expected,) = torch.autograd.grad(pooled, x, grad)
+    sub = irse.Subsample(stride)(x)
+    (got,) = torch.autograd.grad(sub, x, grad)
+    assert torch.equal(sub, pooled) and torch.equal(got, expected)

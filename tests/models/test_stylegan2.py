@@ -243,6 +243,47 @@ def test_modulated_convs_match_per_sample_formulation(tiny):
         assert out.shape[-1] == (16 if up else 8)
 
 
+@pytest.mark.parametrize("kind", ["conv", "upsample", "downsample", "to_rgb"])
+def test_frozen_modulated_conv_backward_is_autograds(kind):
+    """With the weight frozen, the factored backward gives autograd's gradients (float64, to rounding)
+    and the forward is the same computation, bit for bit."""
+    from models.stylegan2 import ModulatedConv2d
+
+    torch.manual_seed(3)
+    conv = ModulatedConv2d(4, 5, 1 if kind == "to_rgb" else 3, 6, demodulate=kind != "to_rgb",
+                           upsample=kind == "upsample", downsample=kind == "downsample").double()
+    conv.requires_grad_(False)
+    x = torch.randn(3, 4, 8, 8, dtype=torch.double, requires_grad=True)
+    style = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
+    results = []
+    for factored in (False, True):
+        conv.factored_backward = factored
+        out = conv(x, style)
+        results.append((out, *torch.autograd.grad(out, (x, style), out.detach().sin())))
+    (out, gx, gs), (out_f, gx_f, gs_f) = results
+    assert torch.equal(out_f, out)
+    torch.testing.assert_close(gx_f, gx, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gs_f, gs, rtol=1e-10, atol=1e-12)
+
+
+def test_frozen_generator_w_gradient_in_float32(tiny):
+    """The whole frozen generator: the same images, the W+ gradient to float32 rounding."""
+    tiny.requires_grad_(False)
+    w = torch.randn(2, tiny.n_latent, 16)
+    results = []
+    for factored in (False, True):
+        for m in tiny.modules():
+            if hasattr(m, "factored_backward"):
+                m.factored_backward = factored
+        wi = w.clone().requires_grad_()
+        image, _ = tiny([wi], input_is_latent=True, randomize_noise=False)
+        image.square().mean().backward()
+        results.append((image.detach(), wi.grad))
+    (image, grad), (image_f, grad_f) = results
+    assert torch.equal(image_f, image)
+    torch.testing.assert_close(grad_f, grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+
+
 def test_discriminator_any_batch_and_r1_double_backward():
     """R1 = |dD/dx|^2 differentiated w.r.t. the weights (double backward) matches central differences."""
     torch.manual_seed(3)
