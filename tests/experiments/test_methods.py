@@ -66,14 +66,16 @@ def test_short_run_reduces_training_loss(row, tiny_nets, tmp_path):
 
 def _three_steps(row, nets, out, tokens):
     """Weights (parameters and buffers) and logs after 3 SGD steps of 3 refinement steps each (SGD, as Adam
-    would turn rounding-level differences of near-zero gradients into lr-sized steps)."""
+    would turn rounding-level differences of near-zero gradients into lr-sized steps; lr 1e-3, as at 1e-2 the
+    tiny pretrained-ID run diverges on the toy world's per-photo looks, L2 1.2 -> 19.9 in 3 steps, and
+    amplifies summation-order rounding past any fixed tolerance)."""
     cfg = load_config(row_tokens(row, nets, out) + list(tokens))
     if row != "method=psp":
         cfg.model.n_iters = 3
     torch.manual_seed(0)
     method = build_method(cfg, torch.device("cpu"))
     accelerator = Accelerator(cpu=True)
-    optimizer = torch.optim.SGD([p for p in method.trainable.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.SGD([p for p in method.trainable.parameters() if p.requires_grad], lr=1e-3)
     method.trainable.train()
     logs = []
     for k in range(3):
@@ -108,8 +110,5 @@ def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets
     assert new_logs[0] == old_logs[0]  # the first batch's forwards are the same computation
     for new, old in zip(new_logs, old_logs):
         assert new == pytest.approx(old, rel=1e-4, abs=1e-6)
-    # parameters, and E_id's BatchNorm statistics (one update of momentum 1 - 0.9^3). On the toy world with
-    # per-photo looks the tiny pretrained-ID run diverges (L2 1.2 -> 19.9 in 3 steps) and amplifies the
-    # summation-order rounding to at most 6e-5 on weights of scale 0.1-2.6 while the losses agree to 1e-6.
-    for k in new_state:
-        torch.testing.assert_close(new_state[k], old_state[k], rtol=1e-4, atol=1e-4, msg=k)
+    for k in new_state:  # parameters, and E_id's BatchNorm statistics (one update of momentum 1 - 0.9^3)
+        torch.testing.assert_close(new_state[k], old_state[k], rtol=1e-4, atol=1e-5, msg=k)
