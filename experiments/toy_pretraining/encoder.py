@@ -1,0 +1,51 @@
+"""Ship the toy IDE encoder: the paper's full model on the toy world (``ablation=pretrained_id``, the
+Ours row), trained by ``experiments/run.py``'s recipe unless a finished run is given, its ``final/``
+exported in fp16 to ``<out-dir>/toy_ide/`` (``encoder.safetensors`` + ``config.yaml``); it needs the
+toy ArcFaces and generator first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from experiments.toy_pretraining.export import fp16_state, print_hashes
+
+
+def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
+    """Train the toy run (``seed``), or take the finished ``run`` folder, and export its ``final/`` to
+    ``out_dir/toy_ide/`` with the generator fingerprint; returns {"name", "run", "sha256"}."""
+    from safetensors.torch import load_file, save_file
+
+    from models.pipeline import TOY_RUN_ARGS, recorded_generator
+
+    if run:
+        final = Path(run) / "final"
+    else:
+        from experiments.config import load_config
+        from experiments.train import train
+
+        final = train(load_config([*TOY_RUN_ARGS, f"seed={seed}"])) / "final"
+    if not (final / "encoder.safetensors").is_file():
+        raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
+    out = Path(out_dir) / "toy_ide"
+    out.mkdir(parents=True, exist_ok=True)
+    source = final / "encoder.safetensors"
+    state = fp16_state(load_file(str(source)))
+    generator = recorded_generator(source)
+    if generator is None:
+        # exported before encoders recorded their generator: stamp the one its config names today
+        from experiments.world import load_frozen_generator
+        from models.pipeline import load_run_config
+        from models.weights import state_fingerprint
+
+        generator = state_fingerprint(load_frozen_generator(load_run_config(final), torch.device("cpu"))[0])
+        print(f"{source}: no generator fingerprint recorded; stamping {generator}, the generator its "
+              "config names now (retrain the run if that generator changed since)")
+    tmp = out / "encoder.safetensors.partial"
+    save_file(state, str(tmp), metadata={"generator": generator})  # one key: byte-reproducible (methods.export)
+    os.replace(tmp, out / "encoder.safetensors")
+    (out / "config.yaml").write_text((final / "config.yaml").read_text())
+    hashes = print_hashes({"encoder": out / "encoder.safetensors"})
+    return {"name": "toy_ide", "run": str(final.parent), "sha256": hashes}

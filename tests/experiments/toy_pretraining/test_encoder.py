@@ -1,0 +1,39 @@
+"""Shipping the toy IDE encoder from a finished run."""
+
+import pytest
+import torch
+
+from experiments.toy_pretraining.cli import main
+from experiments.toy_pretraining.encoder import ship_encoder
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recorded):
+    """`encoder --run` writes <out>/toy_ide/ (fp16 encoder + the run's config) that load_pipeline loads;
+    the generator fingerprint is carried over, or (a run exported before fingerprints) stamped from the
+    generator its config names."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from models.pipeline import load_pipeline
+    from models.weights import state_fingerprint
+    from tests.models.test_pipeline import make_tiny_run
+
+    run, model = make_tiny_run(tmp_path / "world")
+    source = run / "final" / "encoder.safetensors"
+    if not recorded:
+        save_file(load_file(str(source)), str(source))
+    main(["encoder", "--run", str(run), "--out-dir", str(tmp_path / "out")])
+    shipped = tmp_path / "out" / "toy_ide"
+    assert (shipped / "config.yaml").read_text() == (run / "final" / "config.yaml").read_text()
+    with safe_open(str(shipped / "encoder.safetensors"), framework="pt") as f:
+        assert f.metadata()["generator"] == state_fingerprint(model.decoder)
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    first = (shipped / "encoder.safetensors").read_bytes()
+    for _ in range(3):  # identical re-exports are byte-identical (a registered sha256 can be re-made)
+        assert ship_encoder(tmp_path / "out", run)["run"] == str(run)
+        assert (shipped / "encoder.safetensors").read_bytes() == first
+    pipe = load_pipeline(shipped)
+    for (k, v), (k2, v2) in zip(sorted(pipe.model.encoder.state_dict().items()),
+                                sorted(model.encoder.state_dict().items())):
+        assert k == k2 and torch.equal(v, v2.half().to(v.dtype) if v.is_floating_point() else v2), k
