@@ -36,11 +36,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
-from experiments.errors import check_output_dir, one_line_errors
-from experiments.provenance import chunk_key, evaluation_settings, results_provenance
-from experiments.runlock import RunLock
-from experiments.tracking import atomic_write_text, provenance, wandb_mode
+# this checkout's packages when run as a script (its sys.path[0] is experiments/), as run.py does
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate  # noqa: E402
+from experiments.errors import check_output_dir, one_line_errors  # noqa: E402
+from experiments.provenance import chunk_key, evaluation_settings, results_provenance  # noqa: E402
+from experiments.runlock import RunLock  # noqa: E402
+from experiments.tracking import atomic_write_text, provenance, wandb_mode  # noqa: E402
 
 # Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
 PAIR_METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following")

@@ -1071,6 +1071,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from experiments.errors import one_line_errors
+
+    code = one_line_errors(lambda: _main(argv))
+    if code:
+        raise SystemExit(code)
+
+
+def _main(argv=None):
     args = parse_args(argv)
     try:
         resolve_device(args.device)

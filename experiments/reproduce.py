@@ -40,9 +40,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from data.pairs import PAIRING_MODES
-from experiments.config import ABLATION_DIR, ConfigError, load_config
-from experiments.tracking import atomic_write_text, wandb_mode
+# this checkout's packages when run as a script (its sys.path[0] is experiments/), as run.py does
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data.pairs import PAIRING_MODES  # noqa: E402
+from experiments.config import ABLATION_DIR, ConfigError, load_config  # noqa: E402
+from experiments.tracking import atomic_write_text, wandb_mode  # noqa: E402
 
 # Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
 PROTOCOLS = ("random", "same_identity")
