@@ -63,6 +63,7 @@ def results_provenance(checkpoint_sha256: str | None, manifest_sha256: str, sett
 def results_match(results: dict, expected: dict) -> str | None:
     """None when ``results`` (a results.json) was computed from ``expected`` (:func:`results_provenance`),
     else what differs, as words for a log line."""
+    expected = json.loads(json.dumps(expected))  # as results.json holds it (e.g. int dict keys become str)
     differ = [key for key in expected if results.get(key) != expected[key]]
     return None if not differ else f"its {', '.join(differ)} differ from this evaluation's"
 
