@@ -352,7 +352,9 @@ def reproduce(argv: list[str]) -> dict:
     for suite in suites:
         suite.world = worlds[-1] if worlds else suite.world
     base = load_config([f"world={suites[0].world}", *overrides])
-    out_dir = Path(base.output_dir).expanduser() / "tables"
+    from experiments.errors import check_output_dir
+
+    out_dir = check_output_dir(Path(base.output_dir).expanduser() / "tables", "output_dir")
     log: list[str] = []
     written, records, tabulated = {}, [], []
     for suite in suites:

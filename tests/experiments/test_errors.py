@@ -2,6 +2,7 @@
 expected outcome (one line on stderr and exit code 2, or correct handling); and the handler's rule that an
 internal error keeps its traceback."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from experiments.config import load_config
 from experiments.errors import check_output_dir, check_output_file, one_line_errors
 
 from .conftest import tiny_overrides
+
+AS_ROOT = os.geteuid() == 0
 
 
 class Payload:
@@ -108,8 +111,7 @@ def test_run_output_dir_that_is_a_file_is_refused_before_any_work(tiny_nets, tmp
     assert "is a file, not a folder" in one_error_line(capsys)
 
 
-@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
-                    reason="root writes into read-only folders")
+@pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
 def test_run_read_only_output_dir(tiny_nets, tmp_path, capsys):
     (tmp_path / "ro").mkdir(mode=0o555)
     assert run_main(tiny_overrides(tiny_nets, tmp_path / "ro")) == 2
@@ -335,3 +337,31 @@ def test_large_photo_is_read_without_a_float_copy(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert rgb.shape == (side, side, 3) and peak < 2.5 * side * side * 3  # float32 alone would be 4x
+
+
+# ---- the final export --------------------------------------------------------------------------------------
+def test_final_export_is_swapped_in_whole(trained, tmp_path):
+    """An export that fails midway leaves the previous final/ as it was; one that succeeds replaces it whole
+    and leaves no partial or old folder behind."""
+    from experiments.methods import build_method
+    from experiments.train import export_final
+    from models.pipeline import load_run_config
+
+    copy = copy_run(trained[0], tmp_path)
+    before = {p.name: p.read_bytes() for p in (copy / "final").iterdir()}
+    method = build_method(load_run_config(copy / "final"), torch.device("cpu"))
+    (copy / "final.partial").write_text("a file where the export's folder goes")
+    with pytest.raises(OSError):
+        export_final(method, method.model, copy)
+    assert {p.name: p.read_bytes() for p in (copy / "final").iterdir()} == before
+    (copy / "final.partial").unlink()
+    export_final(method, method.model, copy)
+    assert sorted(p.name for p in copy.iterdir() if p.name.startswith("final")) == ["final"]
+    assert (copy / "final" / "encoder.safetensors").read_bytes() != before["encoder.safetensors"]
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
+def test_generate_read_only_out(trained, photos, tmp_path, capsys):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    assert gen_main(trained[0], photos, out=tmp_path / "ro" / "o.png") == 2
+    assert "is not writable" in one_error_line(capsys)
