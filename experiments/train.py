@@ -87,12 +87,13 @@ def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
     return lr * min(1.0, step / warmup_steps) if warmup_steps else lr
 
 
-def check_fresh_start(run_dir: Path) -> None:
-    """A run started without ``resume=`` needs a folder no run has used; else :class:`RunFolderError` with
-    the two ways on."""
+def check_fresh_start(run_dir: Path, resume: str | None) -> None:
+    """A new run needs a folder no run has used (``resume=auto`` with no checkpoint: no finished run, as a
+    run killed before its first checkpoint restarts); else :class:`RunFolderError` with the two ways on."""
     ckpts = list_checkpoints(run_dir / "checkpoints")
     finished = (run_dir / "final").exists()
-    if not (finished or ckpts or (run_dir / "config.yaml").exists()):
+    started = bool(ckpts) or (run_dir / "config.yaml").exists()
+    if not (finished or (started and resume is None)):
         return
     what = "a finished run" if finished else \
         f"a started run (last checkpoint {ckpts[-1].name})" if ckpts else "a started run (no checkpoint yet)"
@@ -128,7 +129,7 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
     ckpt_root = run_dir / "checkpoints"
     resume_from = find_resume(cfg.resume, ckpt_root)
     if resume_from is None and is_main:
-        check_fresh_start(run_dir)
+        check_fresh_start(run_dir, cfg.resume)
     state = read_state(resume_from) if resume_from else TrainerState(run_id=uuid.uuid4().hex)
     if state.step > cfg.train.max_steps:
         raise ResumeError(f"{resume_from} is at step {state.step}, past train.max_steps={cfg.train.max_steps}; "

@@ -56,3 +56,22 @@ def test_keep_last_only_deletes_the_current_runs_checkpoints(tmp_path):
     assert [p.name for p in list_checkpoints(root, "this-run")] == ["step_5", "step_6"]
     assert all(p.is_dir() for p in other)
     assert read_state(root / "step_6").run_id == "this-run" and model is not None
+
+
+def test_fresh_start_rules(tmp_path):
+    from experiments.runlock import RunFolderError
+    from experiments.train import check_fresh_start
+
+    run = tmp_path / "run"
+    check_fresh_start(run, None)  # an unused folder
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")  # killed before its first checkpoint
+    with pytest.raises(RunFolderError, match=r"already holds a started run \(no checkpoint yet\); pass resume="):
+        check_fresh_start(run, None)
+    check_fresh_start(run, "auto")  # resume=auto restarts it
+    fake_checkpoint(run / "checkpoints", 4, "a")
+    with pytest.raises(RunFolderError, match=r"a started run \(last checkpoint step_4\)"):
+        check_fresh_start(run, None)
+    (run / "final").mkdir()
+    with pytest.raises(RunFolderError, match="already holds a finished run"):
+        check_fresh_start(run, "auto")
