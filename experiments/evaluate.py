@@ -8,9 +8,11 @@ Usage::
 
 The pairs of the test manifest are cut into fixed chunks of ``eval.batch_size``; process ``r`` of
 ``P`` evaluates chunks ``r, r + P, ...``. Each chunk's per-pair values (LPIPS, IDSIM, FID features'
-running sums) are saved atomically under ``<eval dir>/chunks/``, so an interrupted evaluation
-resumes where it stopped and every pair is counted exactly once whatever the number of processes
-(this file-based merge stands in for ``gather_for_metrics``: it is what makes resuming possible).
+running sums) are saved atomically under ``<eval dir>/chunks/`` with the key of what they were
+computed from (checkpoint sha256, manifest sha256, per-pair settings: ``experiments.provenance``), so an
+interrupted evaluation resumes where it stopped, a chunk of another checkpoint or setting is recomputed,
+and every pair is counted exactly once whatever the number of processes (this file-based merge stands
+in for ``gather_for_metrics``: it is what makes resuming possible).
 ``eval.max_pairs`` keeps the first ``ceil(max_pairs / n_per_contour)`` contours with all their pairs,
 so a subset still bootstraps over whole contours. Chunks end at contour boundaries.
 
