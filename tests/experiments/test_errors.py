@@ -136,6 +136,13 @@ def test_run_generator_of_other_shapes_names_the_file(tiny_nets, tmp_path, capsy
     assert str(tiny_nets["g"]) in line and "size mismatch" in line and "style_dim=16" in line
 
 
+@pytest.mark.parametrize("key", ["model.identity_weights", "loss.id_network"])
+def test_run_arcface_weights_that_are_another_network_name_the_file(tiny_nets, tmp_path, capsys, key):
+    assert run_main(tiny_overrides(tiny_nets, tmp_path), **{key: tiny_nets["g"]}) == 2  # the generator's file
+    line = one_error_line(capsys)
+    assert str(tiny_nets["g"]) in line and "IR-SE" in line
+
+
 def test_run_relaunch_of_a_finished_run_is_refused(trained, capsys):
     run_dir, tokens = trained
     before = (run_dir / "final" / "encoder.safetensors").read_bytes()
