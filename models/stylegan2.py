@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import WeightsMismatchError, load_state_file, load_torch_file, mismatch_detail
+from models.weights import load_state_file, load_torch_file
 from ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 
 
@@ -444,14 +444,7 @@ def load_generator(path_or_state, size, n_mean_latent=10_000, **kwargs):
     ckpt = _read_checkpoint(path_or_state)
     state = ckpt.get("g_ema", ckpt)
     generator = Generator(size, **kwargs)
-    try:
-        generator.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        where = path_or_state if not isinstance(path_or_state, dict) else "the generator state"
-        raise WeightsMismatchError(
-            f"{where} does not fit Generator(size={size}, {', '.join(f'{k}={v}' for k, v in kwargs.items())}) "
-            f"({mismatch_detail(err)}); set generator.size/style_dim/n_mlp/channels to the file's, or point "
-            "generator.weights at the file these sizes were made for") from None
+    generator.load_state_dict(state, strict=True)
     if ckpt.get("latent_avg") is not None:
         latent_avg = ckpt["latent_avg"].float().reshape(generator.style_dim)
     else:
