@@ -168,9 +168,13 @@ def load_rgb(image) -> np.ndarray:
     """
     from PIL import Image
 
-    from data.images import load_image, to_uint8
+    from data.images import load_image, open_image, to_uint8
 
     if isinstance(image, (str, Path)):
+        im = open_image(image)
+        if im.mode in ("RGB", "L") and "transparency" not in im.info:
+            # 8-bit without alpha: the same values as the float path, without a float copy of a large photo
+            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
         return to_uint8(load_image(image))
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3):

@@ -135,10 +135,17 @@ class CelebAHQIndex:
                                    f"It should hold {IMAGE_DIR}/, {MASK_DIR}/, {MAPPING_FILE} from "
                                    f"{CELEBAMASK_SOURCE}; and {IDENTITY_FILE}, {PARTITION_FILE} from "
                                    f"{CELEBA_SOURCE}.")
-        self.image_dir = locate(self.root, IMAGE_DIR)
-        mapping_path = locate(self.root, MAPPING_FILE)
-        identity_path = locate(self.root, IDENTITY_FILE)
-        partition_path = locate(self.root, PARTITION_FILE)
+        found, missing = {}, []
+        for name in (IMAGE_DIR, MAPPING_FILE, IDENTITY_FILE, PARTITION_FILE):
+            try:
+                found[name] = locate(self.root, name)
+            except MissingDataError as err:
+                missing.append(str(err))
+        if missing:  # every missing item at once, not one per attempt
+            raise MissingDataError(" ".join(missing) if len(missing) == 1 else
+                                   f"{len(missing)} items missing from {self.root}: " + " ".join(missing))
+        self.image_dir = found[IMAGE_DIR]
+        mapping_path, identity_path, partition_path = (found[n] for n in (MAPPING_FILE, IDENTITY_FILE, PARTITION_FILE))
         mapping = read_mapping(mapping_path)
         identities = read_celeba_list(identity_path)
         partitions = read_celeba_list(partition_path)

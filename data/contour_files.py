@@ -114,8 +114,14 @@ def read_sketch_file(path: str | os.PathLike) -> torch.Tensor:
 
 
 def read_lr_file(path: str | os.PathLike) -> torch.Tensor:
-    """An LR (or any resolution) face image file -> (3, H, W) in [-1, 1]."""
+    """An LR (or any resolution) face image file -> (3, H, W) in [-1, 1]. A single-channel file whose values are
+    all class indices (0 to N_CLASSES - 1: a label map, which shows as a near-black image) is a BadImageError."""
     path = Path(path)
+    im = open_image(path)
+    if im.mode == "L" and int(np.asarray(im).max()) < N_CLASSES:
+        raise BadImageError(path, f"a label map (every value a class index 0-{N_CLASSES - 1}), not an LR face "
+                                  "image; this checkpoint takes LR contours: give it a face image, or use a mask "
+                                  "checkpoint for label maps")
     image = load_image(path, channels=3)
     _check_square(path, image.shape[2], image.shape[1])
     return image

@@ -44,6 +44,8 @@ class BadImageError(ValueError):
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open, fully decode and EXIF-orient an image file; raises ``BadImageError`` if it is unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise BadImageError(path, "a folder, not an image file; give the path of one image")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.stat().st_size == 0:

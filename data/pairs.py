@@ -101,6 +101,10 @@ class TestManifest:
         return hashlib.sha256(manifest_csv(self.rows).encode()).hexdigest()
 
 
+class ManifestError(ValueError):
+    """A test manifest file that is malformed or no longer the one its data builds; the message names it."""
+
+
 def _contour_rng(seed: int, key: str) -> np.random.Generator:
     # Seeded per contour from a stable digest (not Python's salted hash()), so each contour's draw
     # is the same in every run and does not depend on which other items are present.
@@ -167,22 +171,29 @@ def write_manifest(manifest: TestManifest | Sequence[PairRow], path: str | os.Pa
 
 
 def read_manifest(path: str | os.PathLike) -> list[PairRow]:
-    """Read a manifest CSV written by ``write_manifest``; malformed files raise ValueError with the line."""
+    """Read a manifest CSV written by ``write_manifest``; a malformed, empty or binary file raises
+    :class:`ManifestError` naming the file (and the line)."""
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: not a pair manifest, missing columns {missing} "
-                             f"(expected {', '.join(MANIFEST_COLUMNS)})")
-        rows = []
-        for line, rec in enumerate(reader, start=2):
-            try:
-                rows.append(PairRow(int(rec["pair"]), rec["contour"], int(rec["contour_identity_id"]),
-                                    rec["identity"], int(rec["identity_id"]),
-                                    {"1": True, "0": False}[rec["same_identity"]]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{line}: malformed manifest row {rec} ({e!r})") from None
+    advice = "delete it to rebuild it from the data"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{path}: not a pair manifest, missing columns {missing} "
+                                    f"(expected {', '.join(MANIFEST_COLUMNS)}); {advice}")
+            rows = []
+            for line, rec in enumerate(reader, start=2):
+                try:
+                    rows.append(PairRow(int(rec["pair"]), rec["contour"], int(rec["contour_identity_id"]),
+                                        rec["identity"], int(rec["identity_id"]),
+                                        {"1": True, "0": False}[rec["same_identity"]]))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ManifestError(f"{path}:{line}: malformed manifest row {rec} ({e!r}); {advice}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{path}: not a text CSV manifest ({type(e).__name__}); {advice}") from None
+    if not rows:
+        raise ManifestError(f"{path}: a manifest with no pairs (header only); {advice}")
     return rows
 
 
@@ -196,9 +207,10 @@ def load_or_build_manifest(path: str | os.PathLike | None, items: Iterable[tuple
                            seed: int = 0) -> TestManifest:
     """The manifest at ``path`` if it exists (written once, then only read), else build and write it.
 
-    An existing file that differs from a fresh build (the data changed) is still used, with a
-    warning; delete it to rebuild. If ``path`` is None or not writable the pairs stay in memory
-    (same rows, same hash) and ``.path`` is None.
+    An existing file must hold exactly the pairs a fresh build gives (same rows, so the same sha256): a file
+    edited by hand, or written for other data (images added or removed since), raises
+    :class:`ManifestError` naming it; deleting it asks for a rebuild. If ``path`` is None or not writable
+    the pairs stay in memory (same rows, same hash) and ``.path`` is None.
     """
     fresh = build_test_manifest(items, n_per_contour, mode, seed)
     if path is None:
@@ -206,10 +218,15 @@ def load_or_build_manifest(path: str | os.PathLike | None, items: Iterable[tuple
     path = Path(path)
     if path.exists():
         rows = tuple(read_manifest(path))
-        if rows != fresh.rows:
-            warnings.warn(f"test manifest {path} differs from a fresh build for the current data "
-                          f"(files added or removed since it was written); using it as written. "
-                          f"Delete it to rebuild.", stacklevel=2)
+        if rows != fresh.rows or manifest_hash(path) != fresh.hash:
+            changed = [r.pair for r, f in zip(rows, fresh.rows) if r != f]
+            what = (f"{len(rows)} rows where the data gives {len(fresh.rows)}" if len(rows) != len(fresh.rows)
+                    else f"{len(changed)} rows differ (first: pair {changed[0]})" if changed
+                    else "its bytes differ from the canonical CSV")
+            raise ManifestError(
+                f"test manifest {path} is not the one the current data builds ({what}): it was edited, or the "
+                "data changed since it was written; delete it to rebuild it (results of the old pairs are then "
+                "recomputed, as their manifest sha256 no longer matches)")
         return TestManifest(rows, fresh.excluded, mode, n_per_contour, seed, path)
     try:
         write_manifest(fresh, path)

@@ -54,7 +54,7 @@ from data.celebahq import (
     locate,
 )
 from data.images import BadImageError, open_image, save_image, save_label_map
-from data.pairs import PAIRING_MODES, build_test_manifest, read_manifest, write_manifest
+from data.pairs import PAIRING_MODES, ManifestError, build_test_manifest, read_manifest, write_manifest
 
 MANIFEST_SPLITS = ("val", "test")
 
@@ -71,6 +71,7 @@ class PrepareReport:
     # "<split>/<mode>" -> (path, sha256, status)
     manifests: dict[str, tuple[Path, str, str]] = field(default_factory=dict)
     counts: str = ""
+    warnings: list[str] = field(default_factory=list)  # what a user must act on (e.g. a split left empty)
 
     def text(self) -> str:
         lines = [self.counts, f"prepared files in {self.out}: built {self.built_labels} label maps and "
@@ -82,6 +83,7 @@ class PrepareReport:
             lines.append("no bad files")
         lines += [f"manifest {name}: {path} sha256={digest[:16]} ({status})"
                   for name, (path, digest, status) in self.manifests.items()]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -128,8 +130,15 @@ def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = No
                      n_per_contour: int = 10, seed: int = 0, modes: Sequence[str] = PAIRING_MODES,
                      workers: int = 0, progress: bool = True) -> PrepareReport:
     """Validate ``root``, build label maps and sketches at ``size`` into ``out``, write manifests."""
-    index = CelebAHQIndex(root)
-    locate(root, MASK_DIR)
+    missing = []
+    for check in (lambda: locate(root, MASK_DIR), lambda: CelebAHQIndex(root)):
+        try:
+            found = check()
+        except MissingDataError as err:  # name every missing item in one error, not the first only
+            missing.append(str(err))
+    if missing:
+        raise MissingDataError(" ".join(missing))
+    index = found
     out = Path(out) if out is not None else default_cache_dir(root)
     cache = PreparedCache(out)
     report = PrepareReport(out=out)
@@ -156,11 +165,16 @@ def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = No
     bad_idx = {b.idx for b in report.bad}
     test_manifest = None
     for split in MANIFEST_SPLITS:
-        items = [(r.key, r.identity) for r in index.split(split) if r.idx not in bad_idx]
+        records = index.split(split)
+        items = [(r.key, r.identity) for r in records if r.idx not in bad_idx]
+        if records and not items:
+            report.warnings.append(f"every one of the {len(records)} {split} images is bad (see bad_files.tsv): "
+                                   f"no {split} manifest written; replace those files and run prepare again")
+            continue
         for mode in modes:
             manifest = build_test_manifest(items, n_per_contour, mode, seed)
             path = cache.manifest(split, mode, n_per_contour, seed)
-            if path.is_file() and tuple(read_manifest(path)) == manifest.rows:
+            if path.is_file() and _manifest_rows(path) == manifest.rows:
                 status = "unchanged"
             else:
                 status = "rewritten: the data changed since it was written" if path.is_file() else "written"
@@ -170,6 +184,14 @@ def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = No
                 test_manifest = manifest
     report.counts = count_report(index, test_manifest)
     return report
+
+
+def _manifest_rows(path: Path) -> tuple | None:
+    """The rows of an existing manifest, or None when it is malformed (prepare then rewrites it)."""
+    try:
+        return tuple(read_manifest(path))
+    except ManifestError:
+        return None
 
 
 def _tally(report: PrepareReport, result: tuple[int, int, list[BadFile]]) -> None:
@@ -342,11 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = prepare_celebahq(args.root, args.out, args.size, args.n_per_contour, args.seed, args.modes,
                                   args.workers, progress=not args.no_progress)
     except (MissingDataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(report.text())
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

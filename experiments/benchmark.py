@@ -725,7 +725,12 @@ def main(argv=None) -> dict:
         resolve_device(getattr(args, "device", None))
     except ValueError as err:
         parser.error(str(err))
-    result = args.run(args)
+    from experiments.errors import one_line_errors
+
+    result: dict = {}
+    code = one_line_errors(lambda: result.update(args.run(args)))
+    if code:
+        raise SystemExit(code)
     print(json.dumps(result, indent=2))
     return result
 

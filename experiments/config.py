@@ -198,7 +198,9 @@ class Config:
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None  # None = <method|ablation>-<world>-<condition>-s<seed>
-    resume: str | None = None  # None | latest | <checkpoint dir>
+    # None (a new run: refused in a folder a run has used) | latest (the newest checkpoint; an error when there
+    # is none) | auto (the newest checkpoint if any, else a new run) | <checkpoint dir>
+    resume: str | None = None
     weights_root: str | None = None  # None = $IDEFACE_WEIGHTS or ~/.cache/ideface/weights
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -349,18 +351,80 @@ def validate(cfg: DictConfig) -> None:
             "data.root is required for data.dataset=celebahq: pass data.root=<folder with the "
             "CelebAMask-HQ layout> (see README, 'Real data')"
         )
-    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
-        raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
-    if cfg.train.warmup_steps < 0:
-        raise ConfigError(f"train.warmup_steps must be >= 0 (0 = constant lr), got {cfg.train.warmup_steps}")
-    if cfg.model.n_iters < 1:
-        raise ConfigError("model.n_iters must be >= 1")
+    check_ranges(cfg)
     # The judge must not be the network the ID loss trains against (a method could score by fitting it):
     # a registry name's ONNX export is '<name>_onnx'.
     loss_net = str(cfg.loss.id_network)
     if str(cfg.eval.idsim_model) in (loss_net, f"{loss_net}_onnx"):
         raise ConfigError(f"eval.idsim_model={cfg.eval.idsim_model} is the ID loss's own network "
                           f"(loss.id_network={loss_net}); evaluate identity with a different network")
+
+
+# ---- value ranges -----------------------------------------------------------------------------------------
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _power_of_two(v) -> bool:
+    return v >= 4 and v & (v - 1) == 0
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _crop(v) -> bool:
+    return len(v) == 4 and all(0 <= x <= 1 for x in v) and v[0] < v[1] and v[2] < v[3]
+
+
+def _four_positive(v) -> bool:
+    return v is None or (len(v) == 4 and all(x > 0 for x in v))
+
+
+# (key, check, what the value must be): every numeric schema value a run, an evaluation or PULSE reads
+RANGES = [
+    *[(k, _non_negative, ">= 0") for k in (
+        "seed", "data.manifest_seed", "data.num_workers", "train.warmup_steps", "train.val_metric_pairs",
+        "train.keep_last", "pulse.eps", "pulse.w_l2", "pulse.w_geo", "pulse.w_id", "pulse.n_trainable_noise",
+        "pulse.seed", "loss.l2", "loss.lpips", "loss.id", "loss.wnorm")],
+    *[(k, _positive, ">= 1") for k in (
+        "generator.style_dim", "generator.n_mlp", "generator.channel_multiplier", "model.n_iters",
+        "model.encoder_layers", "model.ifm_hidden", "model.loss_resolution", "data.lr_size",
+        "data.n_identity_per_contour", "data.toy_train_identities", "data.toy_photos_per_identity",
+        "data.toy_test_identities", "data.toy_test_photos_per_identity", "train.max_steps", "train.batch_size",
+        "train.grad_accum", "train.log_every", "train.val_every", "train.val_batch", "train.ckpt_every",
+        "eval.batch_size", "eval.lpips_resolution", "eval.fid_reference_size", "eval.n_boot", "eval.fid_blocks",
+        "pulse.steps", "pulse.gaussian_fit_samples")],
+    ("train.lr", _positive, "> 0"),
+    ("pulse.lr", _positive, "> 0"),
+    ("generator.size", _power_of_two, "a power of two >= 4"),
+    ("data.input_size", _power_of_two, "a power of two >= 4"),
+    ("model.n_ifm_per_block", _optional(_positive), "null or >= 1"),
+    ("model.stage_channels", _four_positive, "null or 4 positive channel counts"),
+    ("model.stage_units", _four_positive, "null or 4 positive unit counts"),
+    ("train.cpu_threads", _optional(_non_negative), "null or >= 0"),
+    ("eval.max_pairs", _optional(_positive), "null or >= 1"),
+    ("eval.n_iters", _optional(_positive), "null or >= 1"),
+    ("loss.id_crop", _crop, "[x0, x1, y0, y1] fractions in [0, 1] with x0 < x1, y0 < y1"),
+    ("eval.id_crop", _crop, "[x0, x1, y0, y1] fractions in [0, 1] with x0 < x1, y0 < y1"),
+]
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every value of :data:`RANGES` in its range, and the sizes consistent; else one-line ConfigError."""
+    for key, check, must in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        if not check(value):
+            raise ConfigError(f"bad value for '{key}': {value!r}; it must be {must}")
+    if cfg.data.lr_size > cfg.data.input_size:
+        raise ConfigError(f"data.lr_size={cfg.data.lr_size} is larger than data.input_size={cfg.data.input_size}; "
+                          "the LR contour is a downsampled input")
 
 
 def run_name(cfg: DictConfig) -> str:

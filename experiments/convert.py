@@ -163,7 +163,20 @@ def main(argv=None) -> dict:
     p.add_argument("--flip-up-weights", action="store_true", help="flip up-conv kernels (raw TF values only)")
     p.add_argument("--check-images", type=int, default=4, help="images for the pixel-difference report")
     args = p.parse_args(argv)
+    from experiments.errors import one_line_errors
 
+    report: dict = {}
+    code = one_line_errors(lambda: report.update(convert(args)))
+    if code:
+        raise SystemExit(code)
+    return report
+
+
+def convert(args) -> dict:
+    """The conversion of ``main``'s arguments; returns the report it prints."""
+    from experiments.errors import check_output_file
+
+    check_output_file(args.dest, "dest")
     state, source = load_source(args.source, args.trust_pickle, args.nvlabs_repo)
     cfg = nvlabs_config(state)
     ckpt = nvlabs_to_rosinality(state, args.affine_bias_offset, args.flip_up_weights)

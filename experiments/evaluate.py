@@ -8,9 +8,11 @@ Usage::
 
 The pairs of the test manifest are cut into fixed chunks of ``eval.batch_size``; process ``r`` of
 ``P`` evaluates chunks ``r, r + P, ...``. Each chunk's per-pair values (LPIPS, IDSIM, FID features'
-running sums) are saved atomically under ``<eval dir>/chunks/``, so an interrupted evaluation
-resumes where it stopped and every pair is counted exactly once whatever the number of processes
-(this file-based merge stands in for ``gather_for_metrics``: it is what makes resuming possible).
+running sums) are saved atomically under ``<eval dir>/chunks/`` with the key of what they were
+computed from (checkpoint sha256, manifest sha256, per-pair settings: ``experiments.provenance``), so an
+interrupted evaluation resumes where it stopped, a chunk of another checkpoint or setting is recomputed,
+and every pair is counted exactly once whatever the number of processes (this file-based merge stands
+in for ``gather_for_metrics``: it is what makes resuming possible).
 ``eval.max_pairs`` keeps the first ``ceil(max_pairs / n_per_contour)`` contours with all their pairs,
 so a subset still bootstraps over whole contours. Chunks end at contour boundaries.
 
@@ -33,10 +35,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
-from experiments.tracking import atomic_write_text, provenance, wandb_mode
+# this checkout's packages when run as a script (its sys.path[0] is experiments/), as run.py does
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate  # noqa: E402
+from experiments.errors import check_output_dir, one_line_errors  # noqa: E402
+from experiments.provenance import chunk_key, evaluation_settings, results_provenance  # noqa: E402
+from experiments.runlock import RunLock  # noqa: E402
+from experiments.tracking import atomic_write_text, provenance, wandb_mode  # noqa: E402
 
 # Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
 PAIR_METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following")
@@ -55,12 +66,17 @@ def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
     if not cfg_path.is_file():
         raise ConfigError(f"checkpoint={ckpt}: {cfg_path} not found; pass a finished run folder "
                           f"(one that has final/encoder.safetensors and final/config.yaml)")
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(cfg_path))
-    if rest:
-        bad = [a for a in rest if "." not in a.split("=", 1)[0] or "=" not in a]
-        if bad:
-            raise ConfigError(f"with checkpoint= only dotted overrides (e.g. eval.max_pairs=100) apply; got {bad}")
+    bad = [a for a in rest if "." not in a.split("=", 1)[0] or "=" not in a]
+    if bad:
+        raise ConfigError(f"with checkpoint= only dotted overrides (e.g. eval.max_pairs=100) apply; got {bad}")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(cfg_path))
+    except Exception as err:  # yaml and omegaconf errors: the file and the first line, not a traceback
+        raise ConfigError(f"{cfg_path}: {str(err).splitlines()[0]}") from None
+    try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad override in {rest}: {str(err).splitlines()[0]}") from None
     validate(cfg)
     return cfg, run_dir
 
@@ -144,10 +160,15 @@ class Runner:
                 raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method "
                                   "(or method=pulse)")
             self.pipe = load_pipeline(run_dir, device=device)
-            from models.weights import sha256_of
-
-            self.checkpoint_hash = sha256_of(run_dir / "final" / "encoder.safetensors")
+            self.checkpoint_hash = self.checkpoint_sha256(run_dir)
         self.n_iters = cfg.eval.n_iters or cfg.model.n_iters
+
+    @staticmethod
+    def checkpoint_sha256(run_dir: Path | None) -> str | None:
+        """sha256 of a run's exported encoder (None for PULSE, which has no run folder)."""
+        from models.weights import sha256_of
+
+        return sha256_of(run_dir / "final" / "encoder.safetensors") if run_dir is not None else None
 
     @torch.no_grad()
     def __call__(self, contour: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
@@ -160,7 +181,27 @@ class Runner:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None = None) -> dict:
-    """Evaluate on every process of the current launch; returns results (main process) or {}."""
+    """Evaluate on every process of the current launch; returns results (main process) or {}.
+
+    The main process holds the lock of the run folder (of ``out_dir`` without one) throughout."""
+    out_dir = check_output_dir(out_dir or eval_dir(cfg, run_dir), "the evaluation folder")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(run_dir or out_dir, "evaluating", enabled=is_main):
+        return _evaluate(cfg, run_dir, out_dir)
+
+
+def _reusable(path: Path, key: str) -> bool:
+    """A saved chunk computed from the same checkpoint, manifest and per-pair settings."""
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as chunk:
+            return "provenance_key" in chunk and str(chunk["provenance_key"]) == key
+    except (OSError, ValueError, EOFError):  # a damaged chunk is recomputed
+        return False
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
     from accelerate import Accelerator
 
     from experiments.train import apply_cpu_threads
@@ -173,7 +214,6 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     device = accelerator.device
     name = (run_dir.name if run_dir else run_name(cfg)) + "-eval"
-    out_dir = Path(out_dir or eval_dir(cfg, run_dir))
     chunk_dir = out_dir / "chunks"
     if accelerator.is_main_process:
         chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -189,10 +229,12 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     runner = Runner(cfg, run_dir, device)
     suite = MetricSuite.from_config(cfg, device)
     suite.set_gallery(test_set.photo_batches())
+    settings = evaluation_settings(cfg)
+    key = chunk_key(runner.checkpoint_hash, manifest.hash, settings)
     t0, n_done = time.perf_counter(), 0
     for start, stop in tqdm(mine, desc=f"eval {name}", disable=not accelerator.is_local_main_process):
         path = chunk_dir / f"chunk_{start:07d}_{stop:07d}.npz"
-        if path.exists():
+        if _reusable(path, key):
             continue
         items = [test_set[i] for i in range(start, stop)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
@@ -201,6 +243,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
         values["eps_reached"] = np.array(runner.stats["eps_reached"][-len(items):] if runner.kind == "pulse"
                                          else [], dtype=bool)
+        values["provenance_key"] = np.array(key)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **values)
         os.replace(tmp, path)
@@ -218,6 +261,9 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         return {}
 
     parts = [np.load(chunk_dir / f"chunk_{s:07d}_{e:07d}.npz") for s, e in chunks]
+    stale = [s for (s, _), p in zip(chunks, parts) if str(p["provenance_key"]) != key]
+    if stale:  # every process recomputes the stale chunks it owns, so this is a bug, not a user error
+        raise RuntimeError(f"{chunk_dir}: chunks starting at {stale[:3]} were not recomputed for this evaluation")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in ("contour_index", *PAIR_METRICS)}
     fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
     metrics = {}
@@ -244,9 +290,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         "condition": cfg.data.condition, "pairing": cfg.data.pairing, "test_pairing": cfg.data.test_pairing,
         "seed": cfg.seed,
         "n_pairs": n_total, "n_contours": int(len(np.unique(merged["contour_index"]))),
-        "manifest": str(manifest.path) if manifest.path else None, "manifest_sha256": manifest.hash,
-        "n_per_contour": manifest.n_per_contour,
-        "checkpoint_sha256": runner.checkpoint_hash,
+        "manifest": str(manifest.path) if manifest.path else None, "n_per_contour": manifest.n_per_contour,
+        **results_provenance(runner.checkpoint_hash, manifest.hash, settings),
         "metrics": {**metrics, "fid": fid},
         "networks": suite.describe(),
         "wall_time_s": time.perf_counter() - t0,
@@ -283,17 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__.split("The pairs")[0].strip())
         return 0
-    from models.weights import MissingWeightsError
 
-    try:
+    def body() -> int:
         cfg, run_dir = load_eval_config(argv)
         results = evaluate(cfg, run_dir)
-    except (ConfigError, MissingWeightsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if results:
-        print(format_table([results]))
-    return 0
+        if results:
+            print(format_table([results]))
+        return 0
+
+    return one_line_errors(body)
 
 
 if __name__ == "__main__":

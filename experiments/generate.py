@@ -180,6 +180,7 @@ def run(args) -> int:
     from data.images import save_image
     from data.resample import resize_to
     from experiments.device import resolve_device
+    from experiments.errors import check_output_dir, check_output_file
     from models.pipeline import load_pipeline
 
     if args.make_lr is not None and args.make_lr < 1:
@@ -195,7 +196,18 @@ def run(args) -> int:
     if not folder_mode and args.out.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"--out {args.out}: use an image file name ending in "
                          f"{', '.join(sorted(IMAGE_SUFFIXES))}")
-    device = resolve_device(args.device)
+    if args.n_iters is not None and args.n_iters < 1:
+        raise InputError(f"--n-iters must be >= 1, got {args.n_iters}")
+    # every output path is checked before the model is built
+    (check_output_dir if folder_mode else check_output_file)(args.out, "--out")
+    if args.steps_out:
+        check_output_dir(args.steps_out, "--steps-out")
+    if args.grid:
+        check_output_file(args.grid, "--grid")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise InputError(f"--device: {err}") from None
     pipe = load_pipeline(args.checkpoint, device=device, dtype=getattr(torch, args.dtype),
                          weights_root=args.weights_root, detector=args.detector)
     if args.modality and args.modality != pipe.modality:
@@ -203,6 +215,8 @@ def run(args) -> int:
                          f"{args.modality} needs a checkpoint trained on that modality")
     if args.make_lr and pipe.modality != "lr":
         raise InputError(f"--make-lr makes LR contours, but the checkpoint takes {pipe.modality!r} contours")
+    if args.n_iters not in (None, 1) and pipe.model.kind == "psp":
+        raise InputError(f"--n-iters {args.n_iters}: a psp checkpoint is single-pass (--n-iters 1)")
     if args.make_lr and args.make_lr > pipe.input_size:
         raise InputError(f"--make-lr {args.make_lr} is larger than the encoder input ({pipe.input_size})")
 
@@ -246,12 +260,10 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from experiments.errors import one_line_errors
+
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+    return one_line_errors(lambda: run(args), extra=(InputError,))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ Usage::
 file lists rows (name, presets, optional overrides with ``{seed}``, the paper's numbers); every
 other token is a preset or dotted override applied to every row (``world=``, ``output_dir=``, ...).
 
-Each row x seed is one run folder ``<output_dir>/<run name>``: a run whose
-``final/encoder.safetensors`` exists is not trained again, an unfinished one resumes from its
-latest checkpoint, a run with ``eval/<test pairing>/results.json`` is not evaluated again; PULSE rows (model.kind
-pulse) have nothing to train and are only evaluated. Every row is evaluated on the same test
+Each row x seed is one run folder ``<output_dir>/<run name>``: a run whose completion record says it
+finished ``train.max_steps`` steps and exported the ``final/encoder.safetensors`` found is not trained again,
+an unfinished one resumes from its latest checkpoint (a folder started with another training config is
+refused), and ``eval/<test pairing>/results.json`` is reused only when its checkpoint sha256, manifest sha256
+and evaluation settings are this evaluation's; PULSE rows (model.kind pulse) have nothing to train and are
+only evaluated. Every row is evaluated on the same test
 manifest (``data.manifest_seed``), checked by its hash. The tables go to
 ``<output_dir>/tables/table<n>-<protocol>.{md,csv,json}`` (one per test protocol of ``protocols=``,
 by default ``random``, the paper's cross-identity pairs, and ``same_identity``) and, unless W&B is
@@ -38,9 +40,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from data.pairs import PAIRING_MODES
-from experiments.config import ABLATION_DIR, ConfigError, load_config
-from experiments.tracking import atomic_write_text, wandb_mode
+# this checkout's packages when run as a script (its sys.path[0] is experiments/), as run.py does
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data.pairs import PAIRING_MODES  # noqa: E402
+from experiments.config import ABLATION_DIR, ConfigError, load_config  # noqa: E402
+from experiments.tracking import atomic_write_text, wandb_mode  # noqa: E402
 
 # Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
 PROTOCOLS = ("random", "same_identity")
@@ -135,30 +142,57 @@ def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> Dict
     return load_config(tokens)
 
 
+def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """A run folder that a run of another training config started is refused (run names leave
+    hyperparameters out, so a changed value would otherwise land in, and be reported from, the same folder)."""
+    from experiments.provenance import config_difference
+    from experiments.runlock import RunFolderError
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    differ = config_difference(OmegaConf.load(saved), cfg)
+    if differ:
+        raise RunFolderError(f"{run_dir} holds a run of another config (differs in {', '.join(differ[:5])}); "
+                             "choose a new output_dir= for this one, or delete that folder")
+
+
 def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
     """Train (or skip/resume) and evaluate (or skip) one run on ``cfg.data.test_pairing``'s test pairs;
-    returns its folder and results."""
-    from experiments.evaluate import eval_dir, evaluate, load_eval_config
+    returns its folder and results. A run counts as finished by its completion record; results.json is
+    reused only when it was computed from this checkpoint, manifest and evaluation settings."""
+    from experiments.evaluate import Runner, eval_dir, evaluate, load_eval_config
+    from experiments.provenance import completed_run, evaluation_settings, results_match, results_provenance
     from experiments.train import run_dir_of, train
+    from experiments.world import build_dataset
 
     run_dir = run_dir_of(cfg)
     if cfg.model.kind == "pulse":
         eval_cfg, ckpt = cfg, None
     else:
-        if (run_dir / "final" / "encoder.safetensors").is_file():
+        check_same_run(run_dir, cfg)
+        unfinished = completed_run(run_dir, cfg.train.max_steps)
+        if unfinished is None:
             log.append(f"skip-train {run_dir.name}")
         else:
             log.append(f"train {run_dir.name}")
-            train(OmegaConf.merge(cfg, {"resume": "latest"}))
+            train(OmegaConf.merge(cfg, {"resume": "auto"}))
         # The finished run's saved config, with this invocation's eval settings on top.
         eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
         eval_cfg = OmegaConf.merge(eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb,
                                               "data": {"test_pairing": cfg.data.test_pairing}})
     out_dir = eval_dir(eval_cfg, ckpt or run_dir)
     if (out_dir / "results.json").is_file():
-        log.append(f"skip-eval {run_dir.name} {cfg.data.test_pairing}")
-        return run_dir, json.loads((out_dir / "results.json").read_text())
-    log.append(f"eval {run_dir.name} {cfg.data.test_pairing}")
+        previous = json.loads((out_dir / "results.json").read_text())
+        expected = results_provenance(Runner.checkpoint_sha256(ckpt), build_dataset(eval_cfg, "test").manifest.hash,
+                                      evaluation_settings(eval_cfg))
+        stale = results_match(previous, expected)
+        if stale is None:
+            log.append(f"skip-eval {run_dir.name} {cfg.data.test_pairing}")
+            return run_dir, previous
+        log.append(f"re-eval {run_dir.name} {cfg.data.test_pairing} ({out_dir / 'results.json'}: {stale})")
+    else:
+        log.append(f"eval {run_dir.name} {cfg.data.test_pairing}")
     return run_dir, evaluate(eval_cfg, ckpt, out_dir=out_dir)
 
 
@@ -318,7 +352,9 @@ def reproduce(argv: list[str]) -> dict:
     for suite in suites:
         suite.world = worlds[-1] if worlds else suite.world
     base = load_config([f"world={suites[0].world}", *overrides])
-    out_dir = Path(base.output_dir).expanduser() / "tables"
+    from experiments.errors import check_output_dir
+
+    out_dir = check_output_dir(Path(base.output_dir).expanduser() / "tables", "output_dir")
     log: list[str] = []
     written, records, tabulated = {}, [], []
     for suite in suites:
@@ -338,18 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__.split("Each row")[0].strip())
         return 0 if argv else 2
-    from models.weights import MissingWeightsError
+    from experiments.errors import one_line_errors
 
-    try:
+    def body() -> int:
         out = reproduce(argv)
-    except (ConfigError, MissingWeightsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for paths in out["tables"].values():
-        print(paths["md"].read_text())
-    print("\n".join(out["log"]))
-    return 0
+        for paths in out["tables"].values():
+            print(paths["md"].read_text())
+        print("\n".join(out["log"]))
+        return 0
 
+    return one_line_errors(body)
 
 if __name__ == "__main__":
     sys.exit(main())

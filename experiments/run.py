@@ -39,22 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     dry_run = "--dry-run" in argv
     argv = [a for a in argv if a != "--dry-run"]
 
-    from experiments.config import ConfigError, load_config, to_yaml
+    from experiments.config import load_config, to_yaml
+    from experiments.errors import one_line_errors
 
-    try:
+    def body() -> int:
         cfg = load_config(argv)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if is_main_process():
-        print("# resolved config\n" + to_yaml(cfg), flush=True)
-    if dry_run:
-        return 0
+        if is_main_process():
+            print("# resolved config\n" + to_yaml(cfg), flush=True)
+        if dry_run:
+            return 0
+        from experiments.train import train
 
-    from experiments.train import train
-    from models.weights import MissingWeightsError
-
-    try:
         run_dir = train(cfg)
         if cfg.eval.at_end:
             from experiments.evaluate import evaluate_run, format_table
@@ -62,11 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             results = evaluate_run(run_dir)
             if is_main_process() and results:
                 print(format_table([results]))
-    except (ConfigError, MissingWeightsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
 
+    return one_line_errors(body)
 
 if __name__ == "__main__":
     sys.exit(main())

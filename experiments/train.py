@@ -9,8 +9,11 @@ generator, the ArcFace, the perceptual network) are moved to the device by the m
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +24,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from experiments.checkpointing import TrainerState, find_resume, read_state, save_checkpoint
+from experiments.checkpointing import (
+    ResumeError,
+    TrainerState,
+    find_resume,
+    list_checkpoints,
+    read_state,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from experiments.config import ConfigError, run_name, to_container, to_yaml
+from experiments.errors import check_output_dir
+from experiments.provenance import completion_record
+from experiments.runlock import RunFolderError, RunLock
 from experiments.tracking import RunRecord, image_grid, provenance, wandb_mode, wandb_run_info
 
 
@@ -73,18 +87,57 @@ def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
     return lr * min(1.0, step / warmup_steps) if warmup_steps else lr
 
 
+def check_fresh_start(run_dir: Path, resume: str | None) -> None:
+    """A new run needs a folder no run has used (``resume=auto`` with no checkpoint: no finished run, as a
+    run killed before its first checkpoint restarts); else :class:`RunFolderError` with the two ways on."""
+    ckpts = list_checkpoints(run_dir / "checkpoints")
+    finished = (run_dir / "final").exists()
+    started = bool(ckpts) or (run_dir / "config.yaml").exists()
+    if not (finished or (started and resume is None)):
+        return
+    what = "a finished run" if finished else \
+        f"a started run (last checkpoint {ckpts[-1].name})" if ckpts else "a started run (no checkpoint yet)"
+    raise RunFolderError(f"{run_dir} already holds {what}; pass resume=latest to continue it, or choose a new "
+                         "output_dir= or run_name= for a new run (run names leave hyperparameters out)")
+
+
+def export_final(method, model, run_dir: Path) -> None:
+    """``method.export`` into ``final.partial/``, then swapped in for ``final/``: a reader sees the old export
+    or the new one, never a mix of both."""
+    final, partial, old = run_dir / "final", run_dir / "final.partial", run_dir / f"final.old{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    method.export(model, partial)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def train(cfg: DictConfig) -> Path:
-    """Train ``cfg``'s method; returns the run directory (same path on every rank)."""
+    """Train ``cfg``'s method; returns the run directory (same path on every rank). The main process holds
+    the run folder's lock (:class:`experiments.runlock.RunLock`) throughout."""
+    run_dir = run_dir_of(cfg)
+    check_output_dir(run_dir, "output_dir")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(run_dir, "training", enabled=is_main):
+        return _train(cfg, run_dir, is_main)
+
+
+def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
     from experiments.methods import build_method
 
-    run_dir = run_dir_of(cfg)
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = find_resume(cfg.resume, ckpt_root)
+    if resume_from is None and is_main:
+        check_fresh_start(run_dir, cfg.resume)
+    state = read_state(resume_from) if resume_from else TrainerState(run_id=uuid.uuid4().hex)
+    if state.step > cfg.train.max_steps:
+        raise ResumeError(f"{resume_from} is at step {state.step}, past train.max_steps={cfg.train.max_steps}; "
+                          f"resume with train.max_steps>={state.step}, or start a new run (new output_dir=)")
     accelerator = make_accelerator(cfg, run_dir)
     apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     set_seed(cfg.seed)
     batch = per_process_batch(cfg, accelerator.num_processes)
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = find_resume(cfg.resume, ckpt_root)
-    state = read_state(resume_from) if resume_from else TrainerState()
 
     method = build_method(cfg, accelerator.device)
     train_set = method.world.train_set
@@ -99,6 +152,7 @@ def train(cfg: DictConfig) -> Path:
 
     record = RunRecord(run_dir, enabled=accelerator.is_main_process)
     record.start(to_yaml(cfg), resume_step=state.step)
+    record.update_summary({"completed": None})  # until this launch's final export is in place
     if accelerator.log_with:
         init = {"name": run_name(cfg), "dir": str(run_dir), "group": cfg.wandb.group, "tags": list(cfg.wandb.tags),
                 "entity": cfg.wandb.entity, "mode": wandb_mode(cfg.wandb.mode)}
@@ -109,7 +163,7 @@ def train(cfg: DictConfig) -> Path:
     info = wandb_run_info(accelerator) if accelerator.is_main_process else {}
     state.wandb_id = info.get("wandb_id", state.wandb_id)
     if resume_from:
-        accelerator.load_state(str(resume_from))
+        restore_checkpoint(accelerator, resume_from, trainable, optimizer)
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
 
     def log(values: dict, step: int) -> None:
@@ -172,13 +226,14 @@ def train(cfg: DictConfig) -> Path:
     checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters() if p.requires_grad]).sum()
     rank_checksums = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
     if accelerator.is_main_process:
-        method.export(unwrapped, run_dir / "final")
+        export_final(method, unwrapped, run_dir)
         final = {k: v for k, v in RunRecord.read_metrics(run_dir)[-1].items() if k != "step"} \
             if record.metrics_path.exists() else {}
         record.update_summary({"train": final, "steps": state.step, "epochs_completed": state.epoch,
                                "steps_per_epoch": steps_per_epoch, **info,
                                "processes": accelerator.num_processes, "rank_weight_checksums": rank_checksums,
-                               "provenance": provenance(), "run_dir": str(run_dir)})
+                               "provenance": provenance(), "run_dir": str(run_dir), "run_id": state.run_id,
+                               "completed": completion_record(run_dir, state.step)})
         accelerator.print(f"finished {state.step} steps; run record and final weights in {run_dir}")
     # every rank tears the process group down together: a rank that destroys its gloo group and exits
     # while rank 0 still exports can die in gloo's thread teardown (SIGABRT, seen once under CI load)

@@ -49,13 +49,19 @@ def reference_images(cfg: DictConfig, n: int, batch_size: int):
 def load_frozen_generator(cfg: DictConfig, device: torch.device):
     """The pretrained generator (eval, no grad) and its average latent (style_dim,)."""
     from models.stylegan2 import load_generator
-    from models.weights import resolve_path
+    from models.weights import WeightsMismatchError, mismatch_detail, resolve_path
 
     g = cfg.generator
     channels = {int(k): int(v) for k, v in g.channels.items()} if g.channels else None
-    generator, latent_avg = load_generator(resolve_path(g.weights, cfg.weights_root), g.size,
-                                           style_dim=g.style_dim, n_mlp=g.n_mlp,
-                                           channel_multiplier=g.channel_multiplier, channels=channels)
+    path = resolve_path(g.weights, cfg.weights_root)
+    try:
+        generator, latent_avg = load_generator(path, g.size, style_dim=g.style_dim, n_mlp=g.n_mlp,
+                                               channel_multiplier=g.channel_multiplier, channels=channels)
+    except RuntimeError as err:  # load_state_dict: the file is another generator than the config describes
+        raise WeightsMismatchError(
+            f"{path} does not fit the generator of generator.size={g.size}, style_dim={g.style_dim}, "
+            f"n_mlp={g.n_mlp}, channels={channels} ({mismatch_detail(err)}); set generator.* to the file's "
+            "sizes, or point generator.weights at the file these sizes were made for") from None
     generator.eval().requires_grad_(False).set_factored_backward(g.factored_backward).to(device)
     return generator, latent_avg.to(device)
 

@@ -106,10 +106,17 @@ def load_arcface(name_or_path: str | Path, root: str | Path | None = None, **bac
     ``.safetensors`` path. The architecture is read from the state dict; ``backbone_kwargs`` override it.
     """
     from models.irse import Backbone, load_checkpoint
-    from models.weights import resolve_path
+    from models.weights import WeightsMismatchError, mismatch_detail, resolve_path
 
-    state = load_checkpoint(resolve_path(name_or_path, root))
-    kwargs = {**backbone_kwargs_from_state(state), **backbone_kwargs}
-    net = Backbone(**kwargs)
-    net.load_state_dict(state, strict=True)
+    path = resolve_path(name_or_path, root)
+    state = load_checkpoint(path)
+    try:
+        kwargs = {**backbone_kwargs_from_state(state), **backbone_kwargs}
+        net = Backbone(**kwargs)
+        net.load_state_dict(state, strict=True)
+    except (KeyError, IndexError, ValueError, RuntimeError) as err:  # not an IR-SE state dict, or other shapes
+        detail = mismatch_detail(err) if isinstance(err, RuntimeError) else \
+            f"no {err} tensor" if isinstance(err, KeyError) else str(err)
+        raise WeightsMismatchError(f"{path}: not the weights of an ArcFace IR-SE backbone ({detail}); point it at "
+                                   "an IR-SE file (e.g. model_ir_se50.pth)") from None
     return freeze(net)

@@ -24,6 +24,7 @@ from torch import nn
 
 from models.irse import IRSEBody, body_state, load_checkpoint
 from models.stylegan2 import EqualLinear
+from models.weights import WeightsMismatchError, mismatch_detail
 
 
 class GradualStyleBlock(nn.Module):
@@ -125,23 +126,27 @@ def init_from_irse(module: IRSEBody, irse: str | Path | dict) -> None:
     other keys (heads, IFMs) are left alone. Extra input channels: RGB filters in channels 0-2, the
     rest ~ N(0, 1) (ReStyle).
     """
-    hint = "IR-SE weights do not fit the encoder body (check encoder_layers/stage_channels/stage_units)"
+    source = "the IR-SE state" if isinstance(irse, dict) else str(irse)
+    hint = f"{source}: IR-SE weights that do not fit the encoder body (check encoder_layers/stage_channels/" \
+           "stage_units, or model.identity_weights)"
     state = body_state(load_checkpoint(irse))
+    if "input_layer.0.weight" not in state:
+        raise WeightsMismatchError(f"{hint}: no 'input_layer.0.weight' (not an IR-SE state dict)")
     rgb = state["input_layer.0.weight"]
     target = module.input_layer[0].weight
     if target.shape[1] != rgb.shape[1]:
         if target.shape[0] != rgb.shape[0] or target.shape[1] < rgb.shape[1]:
-            raise ValueError(f"{hint}: input layer {tuple(rgb.shape)} vs {tuple(target.shape)}")
+            raise WeightsMismatchError(f"{hint}: input layer {tuple(rgb.shape)} vs {tuple(target.shape)}")
         w = torch.randn(target.shape, dtype=target.dtype)
         w[:, : rgb.shape[1]] = rgb.to(target.dtype)
         state["input_layer.0.weight"] = w
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as err:
-        raise ValueError(f"{hint}: {err}") from None
+        raise WeightsMismatchError(f"{hint}: {mismatch_detail(err)}") from None
     missing = [k for k in missing if k.startswith(("input_layer.", "body."))]
     if missing or unexpected:
-        raise ValueError(f"{hint}: missing {missing}, unexpected {unexpected}")
+        raise WeightsMismatchError(f"{hint}: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def load_official_encoder(encoder: nn.Module, checkpoint: str | Path | dict) -> torch.Tensor | None:

@@ -332,10 +332,15 @@ def load_run_config(folder: Path):
 def recorded_generator(encoder_file) -> str | None:
     """The generator fingerprint an exported ``encoder.safetensors`` records (``EncoderMethod.export``),
     or None for files exported before encoders recorded it."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(encoder_file), framework="pt") as f:
-        return (f.metadata() or {}).get("generator")
+    from models.weights import unreadable_error
+
+    try:
+        with safe_open(str(encoder_file), framework="pt") as f:
+            return (f.metadata() or {}).get("generator")
+    except SafetensorError as err:
+        raise unreadable_error(encoder_file, err) from None
 
 
 def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -350,12 +355,10 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
     """
-    from safetensors.torch import load_file
-
     from data.conditions import condition_channels
     from experiments.world import load_frozen_generator
     from models.build import build_model
-    from models.weights import resolve_path, state_fingerprint
+    from models.weights import load_state_file, mismatch_detail, resolve_path, state_fingerprint
 
     folder = toy_checkpoint() if str(checkpoint) == "toy" else _find_final(checkpoint)
     cfg = load_run_config(folder)
@@ -378,7 +381,7 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
             "generator.weights at the generator it was trained with, or retrain the encoder for this one")
     model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
                         input_size=cfg.data.input_size)
-    state = load_file(str(weights))
+    state = load_state_file(weights)
     encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")
     if stray or not encoder_state:
@@ -387,9 +390,8 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
     try:
         model.encoder.load_state_dict(encoder_state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
         raise CheckpointError(f"{weights} does not match the encoder its config describes "
-                              f"({first})") from None
+                              f"({mismatch_detail(err)})") from None
     if "latent_avg" in state:
         model.set_latent_avg(state["latent_avg"])
     return IDEPipeline(model, cfg, device=device, dtype=dtype, detector=detector)

@@ -163,14 +163,16 @@ def gaussian_fit(
     The file is read when present (unless ``recompute``) and written after a fit; an unwritable
     ``cache_dir`` only warns. Returns (mean, std) on the generator's device.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
+
+    from models.weights import load_state_file
 
     device = next(generator.parameters()).device
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"gaussian_fit-{mapping_hash(generator)}-{n_samples}-{seed}.safetensors"
         if path.is_file() and not recompute:
-            fit = load_file(str(path))
+            fit = load_state_file(path)
             return fit["mean"].to(device), fit["std"].to(device)
     mean, std = fit_gaussian(generator, n_samples, seed)
     if path is not None:

@@ -130,7 +130,19 @@ class UnreadableCheckpointError(ValueError):
     """A weights file exists but cannot be parsed (truncated, corrupted or not a checkpoint at all)."""
 
 
-def _unreadable(path, err: BaseException, detail: str | None = None) -> UnreadableCheckpointError:
+class WeightsMismatchError(ValueError):
+    """A readable weights file whose tensors do not fit the network the config describes."""
+
+
+def mismatch_detail(err: RuntimeError, limit: int = 3) -> str:
+    """``load_state_dict``'s error -> one line: its first ``limit`` problems (size mismatches, missing or
+    unexpected keys), without the module's repr."""
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more if lines else str(err).strip()
+
+
+def unreadable_error(path, err: BaseException, detail: str | None = None) -> UnreadableCheckpointError:
     """``detail``: the telling part of ``err``'s message (default: its first non-empty line)."""
     detail = detail or next((line.strip() for line in str(err).splitlines() if line.strip()), "")
     return UnreadableCheckpointError(
@@ -160,7 +172,7 @@ def load_torch_file(path) -> object:
     except pickle.UnpicklingError as err:
         garbage = re.search(r"Unsupported operand \d+", str(err))  # bytes that are no pickle opcode
         if garbage:
-            raise _unreadable(path, err, garbage.group(0)) from None
+            raise unreadable_error(path, err, garbage.group(0)) from None
         found = re.search(r"GLOBAL (\S+)", str(err))
         refused = f"a {found.group(1)} object" if found else "objects beyond tensors and plain containers"
         raise UnsafeCheckpointError(
@@ -170,7 +182,7 @@ def load_torch_file(path) -> object:
             "by `python experiments/convert.py SRC DST --trust-pickle`."
         ) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:  # torch's errors on damaged files
-        raise _unreadable(path, err) from None
+        raise unreadable_error(path, err) from None
 
 
 def load_state_file(path) -> dict:
@@ -185,7 +197,7 @@ def load_state_file(path) -> dict:
         except FileNotFoundError:
             raise
         except SafetensorError as err:
-            raise _unreadable(path, err) from None
+            raise unreadable_error(path, err) from None
     return load_torch_file(path)
 
 

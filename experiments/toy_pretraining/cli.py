@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from experiments.device import resolve_device
+from experiments.errors import one_line_errors
 from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceConfig, export_arcface, train_arcface
 from experiments.toy_pretraining.check import check
 from experiments.toy_pretraining.encoder import ship_encoder
@@ -120,6 +121,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """The command line; user errors (the project's own and OS errors about the user's paths) are one
+    line and exit code 2."""
+    code = one_line_errors(lambda: _main(argv))
+    if code:
+        raise SystemExit(code)
+
+
+def _main(argv=None):
     args = parse_args(argv)
     try:
         resolve_device(args.device)

@@ -9,6 +9,7 @@ import torch
 from data.pairs import (
     MANIFEST_COLUMNS,
     IdentityDraw,
+    ManifestError,
     TrainPairSampler,
     apply_draw,
     augment_identity,
@@ -102,10 +103,10 @@ def test_load_or_build_writes_once_then_reads(tmp_path):
     mtime = path.stat().st_mtime_ns
     again = load_or_build_manifest(path, ITEMS, 10, "same_identity", 0)
     assert again.rows == first.rows and path.stat().st_mtime_ns == mtime
-    # the data changed: the written manifest is kept (same pairs for every method), with a warning
-    with pytest.warns(UserWarning, match="differs from a fresh build"):
-        changed = load_or_build_manifest(path, ITEMS[:-1], 10, "same_identity", 0)
-    assert changed.rows == first.rows
+    # the data changed: an error naming the file (deleting it rebuilds), never pairs other than the data's
+    with pytest.raises(ManifestError, match="test.csv is not the one the current data builds"):
+        load_or_build_manifest(path, ITEMS[:-1], 10, "same_identity", 0)
+    assert path.stat().st_mtime_ns == mtime
     in_memory = load_or_build_manifest(None, ITEMS, 10, "same_identity", 0)
     assert in_memory.path is None and in_memory.hash == first.hash
 

@@ -164,3 +164,18 @@ def test_align_folder_aligns_resumes_and_lists_bad_photos(tmp_path, capsys):
 
     assert main(["align", "--src", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_split_of_only_bad_images_writes_no_manifest_and_warns(mini_celebahq, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "CelebAMask-HQ"
+    shutil.copytree(mini_celebahq.root, root)
+    test_images = [r[0] for r in mini_celebahq.split(2)]
+    for idx in test_images:
+        (root / "CelebA-HQ-img" / f"{idx}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "prepared"
+    assert main(["celebahq", "--root", str(root), "--out", str(out), "--size", str(S), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: every one of the {len(test_images)} test images is bad" in err and "no test manifest" in err
+    assert not list(out.rglob("*test*.csv")) and list(out.rglob("*val*.csv"))
