@@ -41,7 +41,7 @@ from data.pairs import (
     item_generator,
     load_or_build_manifest,
 )
-from data.resample import resize_to
+from ops.resize import resize_to
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"

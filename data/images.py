@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data.resample import resize_to
+from ops.resize import resize_to
 
 _ADVICE = "Re-download or replace this file (`python -m data.prepare` lists every bad file)."
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -90,7 +90,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
                channels: int = 3) -> torch.Tensor:
     """Read an image file as a float tensor (channels, H, W) in [-1, 1].
 
-    ``size``: resize to (size, size) or (h, w) with the anti-aliased bicubic of ``data.resample``
+    ``size``: resize to (size, size) or (h, w) with the anti-aliased bicubic of ``ops.resize``
     (aspect ratio not preserved). ``channels=1`` gives luminance (ITU-R 601 weights).
     """
     if channels not in (1, 3):

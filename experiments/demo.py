@@ -121,7 +121,7 @@ def _display(x: torch.Tensor, size: int, nearest: bool = False) -> list[np.ndarr
     """(B, 3, H, W) in [-1, 1] -> B images (size, size, 3) uint8 (bicubic, or nearest for label colours)."""
     import torch.nn.functional as F
 
-    from data.resample import resize_to
+    from ops.resize import resize_to
 
     x = x.float().cpu()
     if x.shape[-1] != size:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from losses.perceptual import freeze
-from losses.reconstruction import resize_to
+from ops.resize import resize_to
 
 PSP_CROP = (35 / 256, 223 / 256, 32 / 256, 220 / 256)  # pSp's [35:223, 32:220] of a 256 face
 FULL_CROP = (0.0, 1.0, 0.0, 1.0)
@@ -37,7 +37,7 @@ def arcface_input(x: torch.Tensor, crop: Sequence[float], size: int = 112) -> to
     Crop by fractions, then average-pool to ``size`` (pSp's AdaptiveAvgPool2d(112)); a crop smaller
     than ``size`` (toy world: 64 -> 112) is enlarged bilinearly instead.
     """
-    return resize_to(crop_fraction(x, crop), size)
+    return resize_to(crop_fraction(x, crop), size, "area")
 
 
 class IdentityLoss(nn.Module):

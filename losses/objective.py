@@ -12,8 +12,9 @@ from torch import nn
 
 from losses.identity import PSP_CROP, IdentityLoss, load_arcface
 from losses.perceptual import PerceptualLoss
-from losses.reconstruction import ReconstructionL2, resize_to
+from losses.reconstruction import ReconstructionL2
 from losses.wnorm import WNormLoss
+from ops.resize import resize_to
 
 
 class LossTargets(NamedTuple):
@@ -112,7 +113,7 @@ class Objective(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(total, terms)`` of ``output`` against the batch's :meth:`targets`; same values as :meth:`forward`."""
         wt = self.weights
-        output = resize_to(output, targets.image.shape[-2:])
+        output = resize_to(output, targets.image.shape[-2:], "area")
         terms: dict[str, torch.Tensor] = {}
         if wt.l2:
             terms["l2"] = self.l2(output, targets.image)

@@ -8,7 +8,7 @@ import lpips
 import torch
 from torch import nn
 
-from losses.reconstruction import resize_to
+from ops.resize import resize_to
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -74,4 +74,4 @@ class PerceptualLoss(nn.Module):
         return value.mean()
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.distance(resize_to(output, target.shape[-2:]), self.features(target))
+        return self.distance(resize_to(output, target.shape[-2:], "area"), self.features(target))

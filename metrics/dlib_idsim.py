@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models import dlibface
+from ops.resize import resize_to
 
 JUDGE_SIZE = 256
 ALIGNED_BOX = (0.18, 0.30, 0.785, 0.90)  # (x0, y0, x1, y1) fractions of an aligned face image
@@ -44,8 +44,7 @@ class DlibEmbedder:
         self.name = f"dlib-resnet({dlibface.MODEL_FILES['recogniser']})"
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        x = F.interpolate(images.detach().float().cpu(), size=(JUDGE_SIZE, JUDGE_SIZE), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = resize_to(images.detach().float().cpu(), JUDGE_SIZE, "bilinear")
         rgb = (x.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         out = []
         for img in rgb:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime
 import torch
-import torch.nn.functional as F
 from insightface.model_zoo import get_model
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils.face_align import arcface_dst
 
 from models.weights import resolve_path
+from ops.resize import resize_to
 
 ARCFACE_SIZE = 112
 
@@ -71,7 +71,7 @@ def arcface_crop(images: torch.Tensor, crop=CELEBAHQ_CROP, size: int = ARCFACE_S
     height, width = images.shape[-2:]
     box = images.detach().float()[:, :, round(top * height):round(bottom * height),
                                   round(left * width):round(right * width)]
-    box = F.interpolate(box, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    box = resize_to(box, size, "bilinear")
     rgb = (box.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
     return np.ascontiguousarray(rgb.flip(1).permute(0, 2, 3, 1).cpu().numpy())
 

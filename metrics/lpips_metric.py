@@ -18,10 +18,10 @@ import warnings
 
 import lpips
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.weights import load_torch_file, resolve
+from ops.resize import resize_to
 
 
 class _FeatureLevels(nn.Module):
@@ -116,7 +116,4 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
 
 def _prepare(images: torch.Tensor, size: int | None) -> torch.Tensor:
     images = images.float().clamp(-1, 1)
-    if size is not None and images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=True)
-    return images
+    return images if size is None else resize_to(images, size, "bilinear")

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from metrics.fid import (
@@ -35,6 +34,7 @@ from metrics.fid import (
     reference_stats,
 )
 from metrics.identity_following import PersonTemplates
+from ops.resize import resize_to
 
 
 class EmbeddingDetector(FeatureDetector):
@@ -54,9 +54,7 @@ class EmbeddingDetector(FeatureDetector):
         self.preprocessing = f"{EmbeddingDetector.preprocessing}{self.input_size}"
 
     def extract(self, images01: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images01 * 2 - 1, size=(self.input_size, self.input_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-        return self.network(x)
+        return self.network(resize_to(images01 * 2 - 1, self.input_size, "bilinear"))
 
 
 class MetricSuite:
@@ -111,8 +109,7 @@ class MetricSuite:
         if not (output.shape[0] == target.shape[0] == identity.shape[0]):
             raise ValueError(f"batch sizes differ: {output.shape[0]}, {target.shape[0]}, {identity.shape[0]}")
         output = output.float().clamp(-1, 1)
-        out_res = F.interpolate(output, size=target.shape[-2:], mode="bilinear", align_corners=False,
-                                antialias=True) if output.shape[-2:] != target.shape[-2:] else output
+        out_res = resize_to(output, target.shape[-2:], "bilinear")
         e_out, e_identity = self.embedder(output), self.embedder(identity)
         values = {
             "lpips": lpips_distance(out_res, target, self.lpips_model, self.cfg.eval.lpips_resolution).cpu().numpy(),

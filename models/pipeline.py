@@ -141,7 +141,7 @@ class IDEPipeline:
 
     def _prepare_identity(self, identity, aligned: bool) -> tuple[torch.Tensor, list[str]]:
         """:meth:`prepare_identity` plus the aligner of each item."""
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         out, methods = [], []
         for item in _split_batch(identity, 3):
@@ -181,7 +181,7 @@ class IDEPipeline:
 
         from data.conditions import lr_contour, one_hot
         from data.contour_files import read_label_file, read_lr_file, read_sketch_file
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         s, n_classes = self.input_size, self.contour_channels
         if self.modality == "mask":
@@ -266,7 +266,7 @@ class IDEPipeline:
 
         Returns (3, B * tile, (n + 2) * tile) in [-1, 1]; ``tile`` defaults to the encoder input size.
         """
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         tile = tile or self.input_size
         columns = [contour_to_rgb(result.contour), result.identity, *result.steps]

@@ -14,7 +14,7 @@ recipe on our StyleGAN2 (the original used StyleGAN v1) and adds the paper's Arc
   radius (z stays on the sphere of radius ~sqrt(style_dim), where Gaussian samples live);
 - per-sample loss = ``w_l2 * max(L2, eps) + w_geo * GEOCROSS + w_id * (1 - cos)``: L2 is the mean
   squared error between the generated image mapped to [0, 1] and bicubic-downsampled
-  (``data.resample.bicubic_downsample``, PULSE's filter) to the LR size, and the LR input in [0, 1];
+  (``ops.resize.bicubic_downsample``, PULSE's filter) to the LR size, and the LR input in [0, 1];
   the clamp at eps is PULSE's (no pressure once the LR matches); GEOCROSS pulls the W+ rows together;
   the identity term is :class:`losses.IdentityLoss` between the generated face and the identity image;
 - Adam lr 0.4, 100 steps, ``linear1cycledrop`` schedule, eps 2e-3 (PULSE's defaults).
@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.resample import bicubic_downsample
 from losses.identity import IdentityLoss
+from ops.resize import bicubic_downsample
 
 # learning-rate factor at fractions of the run, linearly interpolated (PULSE's schedules)
 SCHEDULES = {

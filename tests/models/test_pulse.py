@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from data.resample import bicubic_downsample
 from experiments.config import load_config
 from experiments.world import build_dataset
 from losses import IdentityLoss, load_arcface
@@ -25,6 +24,7 @@ from models.pulse import (
 )
 from models.stylegan2 import Generator, save_generator
 from models.weights import PRETRAINED_DIR
+from ops.resize import bicubic_downsample
 
 
 @pytest.fixture(autouse=True, scope="module")
