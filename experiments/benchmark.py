@@ -173,14 +173,14 @@ def frozen_networks(cfg, device: torch.device):
     """(generator, latent_avg (style_dim,), ArcFace embedder, LPIPS module) of ``cfg``'s world: the shipped
     toy networks for world=toy, random weights of the real architectures otherwise."""
     from experiments.world import load_frozen_generator
-    from losses.identity import load_arcface
+    from models.irse import load_arcface
 
     if cfg.world == "toy":
         generator, latent_avg = load_frozen_generator(cfg, device)
         return generator, latent_avg, load_arcface(cfg.loss.id_network, root=cfg.weights_root).to(device), None
-    from metrics.lpips_metric import lpips_random_trunk
     from models.inversion import sample_latent_avg
     from models.irse import Backbone
+    from models.lpips_network import lpips_random_trunk
     from models.stylegan2 import Generator
 
     g = cfg.generator

@@ -490,7 +490,7 @@ class GeneratorConfig:
     # The LPIPS loss (losses.perceptual, unlearned, lpips code path) on the toy ID-loss ArcFace's stages
     # (0 = off): weights the parts that identity lives in.
     perceptual_weight: float = 0.0
-    perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (losses.identity.load_arcface)
+    perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (models.irse.load_arcface)
     # Extra weight of the fine parts' pixels (eyes, brows, nose, mouth; from the renderer's label map) in
     # the full-size distillation loss (0 = off). An underfit L1 regression draws the per-pixel median,
     # which is skin wherever a small part is not yet placed exactly: its samples then draw no eyes at
@@ -914,8 +914,8 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     import torchvision
     import torchvision.transforms.functional as TF
 
-    from losses.identity import load_arcface
     from metrics.fid import frechet_distance_at_infinity
+    from models.irse import load_arcface
     from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]

@@ -10,10 +10,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from losses.identity import PSP_CROP, IdentityLoss, load_arcface
+from losses.identity import PSP_CROP, IdentityLoss
 from losses.perceptual import PerceptualLoss
 from losses.reconstruction import ReconstructionL2
 from losses.wnorm import WNormLoss
+from models.irse import load_arcface
 from ops.resize import resize_to
 
 

@@ -8,12 +8,10 @@ import lpips
 import torch
 from torch import nn
 
+from models.frozen import freeze
+from models.irse import load_arcface
+from models.lpips_network import make_lpips
 from ops.resize import resize_to
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode and ``requires_grad=False`` on every parameter; returns the module."""
-    return module.eval().requires_grad_(False)
 
 
 class PerceptualLoss(nn.Module):
@@ -41,13 +39,9 @@ class PerceptualLoss(nn.Module):
         trunk (``backbone='toy'``; ``toy_network`` is an IR-SE module or its registry name / path; by
         default the toy evaluation ArcFace, whose stage features the toy LPIPS metric also uses, as the
         real world trains and evaluates with the same AlexNet)."""
-        from metrics.lpips_metric import make_lpips
-
         if backbone != "toy":
             return cls(make_lpips(backbone, weights_root=weights_root))
         if not isinstance(toy_network, nn.Module):
-            from losses.identity import load_arcface
-
             toy_network = load_arcface(toy_network, root=weights_root)
         return cls(make_lpips("toy", toy_network=toy_network))
 

@@ -77,9 +77,9 @@ class MetricSuite:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device) -> MetricSuite:
-        from losses.identity import load_arcface
         from metrics.idsim import ArcFaceEmbedder
-        from metrics.lpips_metric import make_lpips
+        from models.irse import load_arcface
+        from models.lpips_network import make_lpips
 
         e = cfg.eval
         feature_net = None

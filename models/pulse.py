@@ -308,7 +308,8 @@ def build_pulse(cfg, device: torch.device) -> Pulse:
     """:class:`Pulse` from the run config: the world's frozen generator, its cached Gaussian fit, the
     ``loss.id_network`` ArcFace with ``loss.id_crop``, and the ``pulse`` section's knobs."""
     from experiments.world import load_frozen_generator
-    from losses.identity import PSP_CROP, load_arcface
+    from losses.identity import PSP_CROP
+    from models.irse import load_arcface
     from models.weights import resolve_path
 
     if cfg.data.condition != "lr":

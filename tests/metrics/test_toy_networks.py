@@ -7,10 +7,11 @@ import torch
 
 from data.toyfaces import FACTOR_DIMS, render_gaussian
 from experiments.config import load_config
-from losses.identity import load_arcface
 from metrics.fid import accumulate, fid, quantize
-from metrics.lpips_metric import lpips_distance, make_lpips
+from metrics.lpips_metric import lpips_distance
 from metrics.suite import EmbeddingDetector
+from models.irse import load_arcface
+from models.lpips_network import make_lpips
 
 from .test_lpips_metric import _degradations
 

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from experiments.config import load_config
 from experiments.world import build_dataset
-from losses import IdentityLoss, load_arcface
-from models.irse import Backbone
+from losses import IdentityLoss
+from models.irse import Backbone, load_arcface
 from models.pulse import (
     SCHEDULES,
     Pulse,
