@@ -573,9 +573,9 @@ def inference(args) -> dict:
     rendered beforehand: the renderer's cost is the data's, not the loop's. Only APIs older checkouts share,
     so ``trees`` can time one against this."""
     from experiments.config import load_config
+    from experiments.pipeline import load_pipeline
     from experiments.world import build_dataset
     from metrics.suite import MetricSuite
-    from models.pipeline import load_pipeline
 
     device = _setup(args)
     cfg = load_config(["world=toy"])

@@ -138,7 +138,7 @@ class Runner:
             self.pulse = build_pulse(cfg, device)
             self.checkpoint_hash = None
         else:
-            from models.pipeline import load_pipeline
+            from experiments.pipeline import load_pipeline
 
             if run_dir is None:
                 raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method "

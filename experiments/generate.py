@@ -179,7 +179,7 @@ def run(args) -> int:
     from data.align import ALIGNERS
     from data.images import save_image
     from experiments.device import resolve_device
-    from models.pipeline import load_pipeline
+    from experiments.pipeline import load_pipeline
     from ops.resize import resize_to
 
     if args.make_lr is not None and args.make_lr < 1:

@@ -1001,7 +1001,7 @@ def cmd_encoder(args) -> dict:
     """Ship the toy IDE encoder: train the main job's run (or take ``--run``) and export its ``final/``."""
     from safetensors.torch import load_file, save_file
 
-    from models.pipeline import TOY_RUN_ARGS, recorded_generator
+    from experiments.pipeline import TOY_RUN_ARGS, recorded_generator
 
     if args.run:
         final = Path(args.run) / "final"
@@ -1019,8 +1019,8 @@ def cmd_encoder(args) -> dict:
     generator = recorded_generator(source)
     if generator is None:
         # exported before encoders recorded their generator: stamp the one its config names today
+        from experiments.pipeline import load_run_config
         from experiments.world import load_frozen_generator
-        from models.pipeline import load_run_config
         from models.weights import state_fingerprint
 
         generator = state_fingerprint(load_frozen_generator(load_run_config(final), torch.device("cpu"))[0])

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from data.images import save_image, to_uint8
-from models.pipeline import load_pipeline
+from experiments.pipeline import load_pipeline
 from tests.models.test_pipeline import N_ITERS, make_tiny_run
 
 insightface = pytest.importorskip("insightface")

@@ -2,7 +2,7 @@
 
 ::
 
-    from models import load_pipeline
+    from experiments.pipeline import load_pipeline
     pipe = load_pipeline("runs/input_latent-toy-lr-s0")          # a run folder, its final/, or "toy"
     out = pipe("contour.png", "identity.jpg")                    # paths, PIL images or tensors
     out.image       # (B, 3, S, S) in [-1, 1], S = generator size: the last refinement step

@@ -10,7 +10,7 @@ from PIL import Image
 
 from data.conditions import lr_contour, one_hot
 from data.images import save_image, save_label_map
-from models.pipeline import CheckpointError, load_pipeline
+from experiments.pipeline import CheckpointError, load_pipeline
 
 CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8, 64: 8}
 N_ITERS = 3
@@ -223,7 +223,7 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not match the encoder its config describes"):
         load_pipeline(other.parent)
 
-    import models.pipeline as mp
+    import experiments.pipeline as mp
 
     monkeypatch.setattr(mp, "TOY_SHIPPED", tmp_path / "not_shipped")
     monkeypatch.chdir(tmp_path)
@@ -260,7 +260,7 @@ def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
         return final.parent
 
     from experiments.methods import EncoderMethod
-    from models.pipeline import load_run_config
+    from experiments.pipeline import load_run_config
 
     method = SimpleNamespace(cfg=load_run_config(run / "final"))
     for k in range(3):  # the record keeps identical exports byte-identical
@@ -277,14 +277,6 @@ def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
         load_pipeline(run_with(tmp_path / "other.safetensors", "other"))
     unchecked = load_pipeline(run_with(tmp_path / "other.safetensors", "old_export", metadata=False))
     assert (unchecked(photo, identity).image - expected).abs().max() > 0.05
-
-
-def test_lazy_package_export():
-    import models
-
-    assert models.load_pipeline is load_pipeline
-    with pytest.raises(AttributeError):
-        models.no_such_thing  # noqa: B018
 
 
 def test_shipped_toy_encoder_reconstructs_toy_test_faces():
