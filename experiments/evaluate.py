@@ -130,7 +130,7 @@ class Runner:
         self.kind = cfg.model.kind
         self.stats: dict[str, list] = {"eps_reached": []}
         if self.kind == "pulse":
-            from models.pulse import build_pulse
+            from experiments.methods import build_pulse
 
             if cfg.data.condition != "lr":
                 raise ConfigError(f"PULSE is defined for LR contours only (data.condition=lr), not "
@@ -164,7 +164,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
     from accelerate import Accelerator
 
     from experiments.train import apply_cpu_threads
-    from experiments.world import build_dataset
+    from experiments.world import build_dataset, reference_images
     from metrics.bootstrap import bootstrap_ci
     from metrics.suite import MetricSuite
 
@@ -219,7 +219,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
 
     parts = [np.load(chunk_dir / f"chunk_{s:07d}_{e:07d}.npz") for s, e in chunks]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in ("contour_index", *PAIR_METRICS)}
-    fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
+    fid = suite.fid(parts, reference_images(cfg, cfg.eval.fid_reference_size, cfg.eval.batch_size),
+                    n_blocks=cfg.eval.fid_blocks)
     metrics = {}
     for key in PAIR_METRICS:
         defined = ~np.isnan(merged[key])

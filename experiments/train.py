@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from experiments.checkpointing import TrainerState, find_resume, read_state, save_checkpoint
 from experiments.config import ConfigError, run_name, to_container, to_yaml
 from experiments.tracking import RunRecord, image_grid, provenance, wandb_mode, wandb_run_info
+from experiments.world import reference_images
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -237,4 +238,5 @@ def validation_metrics(method, suite, n_pairs: int, batch_size: int) -> dict[str
         column = np.concatenate([p[key] for p in parts])
         if not np.isnan(column).all():  # identity_following: cross pairs only
             values[f"val/{key}"] = float(np.nanmean(column))
-    return {**values, "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}
+    reference = reference_images(method.cfg, method.cfg.eval.fid_reference_size, method.cfg.eval.batch_size)
+    return {**values, "val/fid": suite.fid(parts, reference, n_blocks=1)["value"], "val/metric_pairs": n}

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -127,25 +128,24 @@ class MetricSuite:
         values.update({f"fid_{k}": v for k, v in state.items()})
         return values
 
-    def reference(self) -> GaussianStats:
-        """Statistics of the real reference set (cached .npz; computed once)."""
-        from experiments.world import reference_images
-
+    def reference(self, images: Iterable[torch.Tensor]) -> GaussianStats:
+        """Statistics of the real reference set (cached .npz; computed once): ``images`` yields its batches
+        (B, 3, S, S) in [-1, 1] and is only read when the cache misses (the world's ``reference_images``)."""
         e = self.cfg.eval
         parts = {"dataset": e.fid_reference, "resolution": self.cfg.data.input_size,
                  "n": e.fid_reference_size}
         cache_dir = Path(self.cfg.output_dir).expanduser() / "fid_cache"
-        return reference_stats(reference_images(self.cfg, e.fid_reference_size, e.batch_size), self.detector,
-                               parts, cache_dir)
+        return reference_stats(images, self.detector, parts, cache_dir)
 
-    def fid(self, chunks: list, n_blocks: int = 20) -> dict:
+    def fid(self, chunks: list, reference_images: Iterable[torch.Tensor], n_blocks: int = 20) -> dict:
         """FID of the outputs whose per-chunk sums are in ``chunks`` (mappings with fid_* arrays, in manifest
         order, each of whole contours), with its jackknife interval over ``n_blocks`` blocks of
-        consecutive chunks (see :func:`metrics.fid.fid_with_interval`)."""
+        consecutive chunks (see :func:`metrics.fid.fid_with_interval`); ``reference_images`` as in
+        :meth:`reference`."""
         states = [{"n": c["fid_n"], "sum": c["fid_sum"], "sum_outer": c["fid_sum_outer"]} for c in chunks]
         blocks = [StatsAccumulator.from_states(part).state()
                   for part in np.array_split(np.array(states, dtype=object), min(n_blocks, len(states)))]
-        return fid_with_interval(blocks, self.reference())
+        return fid_with_interval(blocks, self.reference(reference_images))
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval

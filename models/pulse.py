@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.identity import IdentityLoss
 from ops.resize import bicubic_downsample
 
 # learning-rate factor at fractions of the run, linearly interpolated (PULSE's schedules)
@@ -201,15 +200,15 @@ class Pulse(nn.Module):
     """Batched modified PULSE: forward(contour (B, 3, h, h) in [-1, 1], identity (B, 3, H, H) in [-1, 1]).
 
     ``generator``: our StyleGAN2 (frozen here). ``mean``/``std`` (style_dim,): its Gaussian fit.
-    ``identity_loss``: an :class:`IdentityLoss` (needed when ``config.w_id > 0``). ``lr_size``: when
-    the contour is larger (the LR upsampled to the encoder input size, as ``data.conditions`` makes it),
-    it is first brought back to ``lr_size`` with the same bicubic downsampler.
+    ``identity_loss``: a ``losses.IdentityLoss`` (``embed``, ``distance``; needed when ``config.w_id > 0``).
+    ``lr_size``: when the contour is larger (the LR upsampled to the encoder input size, as
+    ``data.conditions`` makes it), it is first brought back to ``lr_size`` with the same bicubic downsampler.
     Returns a :class:`PulseResult`. Each sample is optimised independently (the batch loss is a sum).
     """
 
     def __init__(
         self, generator: nn.Module, mean: torch.Tensor, std: torch.Tensor,
-        identity_loss: IdentityLoss | None = None, config: PulseConfig | None = None,
+        identity_loss: nn.Module | None = None, config: PulseConfig | None = None,
         lr_size: int | None = None,
     ):
         super().__init__()
@@ -302,25 +301,3 @@ class Pulse(nn.Module):
         better = (ok_new & ~ok_old) | ((ok_new == ok_old) & (current["loss"] < best["loss"]))
         for k, v in current.items():
             best[k][better] = v[better]
-
-
-def build_pulse(cfg, device: torch.device) -> Pulse:
-    """:class:`Pulse` from the run config: the world's frozen generator, its cached Gaussian fit, the
-    ``loss.id_network`` ArcFace with ``loss.id_crop``, and the ``pulse`` section's knobs."""
-    from experiments.world import load_frozen_generator
-    from losses.identity import PSP_CROP
-    from models.irse import load_arcface
-    from models.weights import resolve_path
-
-    if cfg.data.condition != "lr":
-        raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not "
-                         f"'{cfg.data.condition}'")
-    config = PulseConfig.from_section(cfg.pulse)
-    generator, _ = load_frozen_generator(cfg, device)
-    weights_dir = resolve_path(cfg.generator.weights, cfg.weights_root).parent
-    mean, std = gaussian_fit(generator, config.gaussian_fit_samples, seed=0, cache_dir=weights_dir)
-    identity = None
-    if config.w_id:
-        arcface = load_arcface(cfg.loss.id_network, root=cfg.weights_root)
-        identity = IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP)
-    return Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)
