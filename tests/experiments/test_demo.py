@@ -31,7 +31,7 @@ from experiments.demo import (
     max_steps,
 )
 from experiments.pipeline import load_pipeline
-from tests.models.test_pipeline import N_ITERS, make_tiny_run
+from tests.experiments.test_pipeline import N_ITERS, make_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
