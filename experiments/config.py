@@ -27,6 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from data.pairs import PAIRING_MODES
+from metrics.suite import FID_DETECTORS
+from models.lpips_network import BACKBONES as LPIPS_BACKBONES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
@@ -151,8 +153,8 @@ class LossConfig:
     id: float = 0.5
     wnorm: float = 0.003
     wnorm_squared: bool = False
-    perceptual: str = "alex"  # alex (real LPIPS) | toy (LPIPS code path on the toy eval trunk)
-    perceptual_network: str = "toy_eval_arcface"  # the trunk of perceptual=toy (registry name or path)
+    perceptual: str = "alex"  # models.lpips_network.BACKBONES: alex (real LPIPS) | irse (on perceptual_network)
+    perceptual_network: str | None = None  # the IR-SE trunk of perceptual=irse (registry name or path)
     id_network: str = "ir_se50"
     id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
 
@@ -164,12 +166,12 @@ class EvalConfig:
     batch_size: int = 8
     n_iters: int | None = None  # None = model.n_iters
     save_images: bool = False
-    lpips_backbone: str = "alex"  # alex | toy
+    lpips_backbone: str = "alex"  # models.lpips_network.BACKBONES: alex | irse (on feature_network)
     lpips_resolution: int = 256
-    fid_detector: str = "inception"  # inception | toy
+    fid_detector: str = "inception"  # metrics.suite.FID_DETECTORS: inception | embedding (of feature_network)
     fid_reference: str = "celebahq_train"  # name of the real set in the cache key
     fid_reference_size: int = 30000  # real images (train split targets) in the FID reference set
-    feature_network: str = "toy_eval_arcface"  # trunk of lpips_backbone=toy and fid_detector=toy
+    feature_network: str | None = None  # the IR-SE of lpips_backbone=irse and fid_detector=embedding
     idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
     # dlib's ResNet recogniser as a second identity judge (metrics/dlib_idsim.py; needs the align extra):
     # dlib_distance and dlib_same_person columns. On in the celebahq world; toy faces are not human faces.
@@ -220,9 +222,9 @@ CHOICES = {
     "data.test_pairing": PAIRING_MODES,
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "wandb.mode": ("offline", "online", "disabled"),
-    "loss.perceptual": ("alex", "toy"),
-    "eval.lpips_backbone": ("alex", "toy"),
-    "eval.fid_detector": ("inception", "toy"),
+    "loss.perceptual": tuple(LPIPS_BACKBONES),
+    "eval.lpips_backbone": tuple(LPIPS_BACKBONES),
+    "eval.fid_detector": tuple(FID_DETECTORS),
 }
 
 

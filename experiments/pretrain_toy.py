@@ -740,7 +740,7 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
     if cfg.perceptual_weight > 0:
         from losses.perceptual import PerceptualLoss
 
-        perceptual = PerceptualLoss.from_backbone("toy", toy_network=cfg.perceptual_net).to(device)
+        perceptual = PerceptualLoss.from_backbone("irse", network=cfg.perceptual_net).to(device)
     d_opt = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99)) if d is not None else None
     ckpt_path = run_dir / "ckpt.pt"
     start, losses, mapping_error = 0, [], None
@@ -1001,7 +1001,7 @@ def cmd_encoder(args) -> dict:
     """Ship the toy IDE encoder: train the main job's run (or take ``--run``) and export its ``final/``."""
     from safetensors.torch import load_file, save_file
 
-    from experiments.pipeline import TOY_RUN_ARGS, recorded_generator
+    from experiments.pipeline import recorded_generator
 
     if args.run:
         final = Path(args.run) / "final"
@@ -1009,7 +1009,7 @@ def cmd_encoder(args) -> dict:
         from experiments.config import load_config
         from experiments.train import train
 
-        final = train(load_config([*TOY_RUN_ARGS, f"seed={args.seed or 0}"])) / "final"
+        final = train(load_config(["ablation=pretrained_id", f"seed={args.seed or 0}"])) / "final"
     if not (final / "encoder.safetensors").is_file():
         raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
     out = Path(args.out_dir) / "toy_ide"

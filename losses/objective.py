@@ -83,7 +83,7 @@ class Objective(nn.Module):
         if weights.lpips:
             perceptual = PerceptualLoss(perceptual_net) if perceptual_net is not None else \
                 PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
-                                             toy_network=loss_cfg.get("perceptual_network", "toy_eval_arcface"))
+                                             network=loss_cfg.get("perceptual_network"))
         identity = None
         if weights.id:
             crop = loss_cfg.get("id_crop") or PSP_CROP

@@ -55,8 +55,8 @@ def aligned_face_crop(template: np.ndarray = arcface_dst, template_size: int = A
 
 
 CELEBAHQ_CROP = aligned_face_crop()
-# Toy faces are rendered centred and fill the frame; the toy ArcFace sees the whole image.
-TOY_CROP = (0.0, 1.0, 0.0, 1.0)
+# The whole image: faces rendered centred and filling the frame (the toy world's).
+FULL_CROP = (0.0, 1.0, 0.0, 1.0)
 
 
 def arcface_crop(images: torch.Tensor, crop=CELEBAHQ_CROP, size: int = ARCFACE_SIZE) -> np.ndarray:
@@ -100,7 +100,7 @@ class ArcFaceEmbedder:
     model_path: a recognition .onnx with a square >= 112 input (insightface feeds it RGB as
     (v - 127.5) / 127.5). providers: onnxruntime providers in order of preference, those missing
     from this onnxruntime build dropped; None or 'auto' -> ``default_providers()``.
-    crop: see ``arcface_crop`` (``CELEBAHQ_CROP`` for aligned real faces, ``TOY_CROP`` for toy faces).
+    crop: see ``arcface_crop`` (``CELEBAHQ_CROP`` for aligned real faces, ``FULL_CROP`` for faces that fill the frame).
     """
 
     def __init__(self, model_path, providers=None, crop=CELEBAHQ_CROP):

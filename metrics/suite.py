@@ -1,19 +1,19 @@
 """The three metrics of Tables 1 and 2 as one evaluation bundle, built from the ``eval`` config.
 
 - LPIPS between each output and the real face of its contour (``eval.lpips_backbone``: the real
-  AlexNet v0.1, or the lpips code path on the toy evaluation ArcFace trunk), at
+  AlexNet v0.1, or ``irse``: the lpips code path on the stage features of ``eval.feature_network``), at
   ``eval.lpips_resolution``;
 - IDSIM between each identity image and its output, through insightface + onnxruntime
-  (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
+  (``eval.idsim_model``: a registry name, ``w600k_r50.onnx`` or a world's evaluation ArcFace exported to ONNX);
 - with a gallery of the test photos (``set_gallery``), the same network's similarity of each output to
   both people of its pair and the identity-following rate (``metrics.identity_following``);
 - with ``eval.dlib_judge``, a second identity judge of another network family, never a loss: dlib's
   ResNet descriptor distance between identity image and output (``metrics.dlib_idsim``);
 - FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
-  Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
+  Inception, or ``embedding``: the embeddings of ``eval.feature_network``), from float64 running sums that chunks and
   processes add up.
 
-``describe()`` says which networks produced the numbers, so toy and real figures are never confused.
+``describe()`` says which networks produced the numbers, so figures of different worlds are never confused.
 """
 
 from __future__ import annotations
@@ -35,11 +35,17 @@ from metrics.fid import (
     reference_stats,
 )
 from metrics.identity_following import PersonTemplates
+from models.lpips_network import BACKBONES
 from ops.resize import resize_to
+
+# The one list of FID feature networks (``eval.fid_detector``): name -> detector. 'toy' is the name
+# 'embedding' had before it was named for what it is; run folders' config.yaml files still say it.
+FID_DETECTORS = {"inception": "inception", "embedding": "embedding", "toy": "embedding"}
 
 
 class EmbeddingDetector(FeatureDetector):
-    """FID features from an ArcFace-style embedding network (the toy world's Inception analogue).
+    """FID features from an ArcFace-style embedding network (``eval.feature_network``; a world without
+    an Inception trained on its faces, such as the toy world, uses its evaluation ArcFace).
 
     network: (B, 3, S, S) in [-1, 1] -> (B, D) (an ``models.irse.Backbone``); uint8 images are
     mapped to [-1, 1] and resized to the network's ``input_size`` (bilinear, antialiased).
@@ -84,12 +90,12 @@ class MetricSuite:
 
         e = cfg.eval
         feature_net = None
-        if "toy" in (e.lpips_backbone, e.fid_detector):
+        if BACKBONES[e.lpips_backbone] == "irse" or FID_DETECTORS[e.fid_detector] == "embedding":
             feature_net = load_arcface(e.feature_network, root=cfg.weights_root)
-        lpips_model = make_lpips(e.lpips_backbone, toy_network=feature_net)
+        lpips_model = make_lpips(e.lpips_backbone, network=feature_net)
         embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
                                                  weights_root=cfg.weights_root)
-        detector = InceptionDetector() if e.fid_detector == "inception" else \
+        detector = InceptionDetector() if FID_DETECTORS[e.fid_detector] == "inception" else \
             EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
         dlib_judge = None
         if e.dlib_judge:
@@ -149,7 +155,8 @@ class MetricSuite:
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval
-        return {"lpips": f"lpips-{e.lpips_backbone}" + (f"({e.feature_network})" if e.lpips_backbone == "toy" else ""),
+        backbone = BACKBONES[e.lpips_backbone]
+        return {"lpips": f"lpips-{backbone}" + (f"({e.feature_network})" if backbone == "irse" else ""),
                 "idsim": f"insightface-onnx({self.embedder.model_path})",
                 "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
                 "world": self.cfg.world,

@@ -1,5 +1,6 @@
 """The inference pipeline on a tiny toy-world run built in the test (random small networks on disk)."""
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -223,11 +224,12 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not match the encoder its config describes"):
         load_pipeline(other.parent)
 
-    import experiments.pipeline as mp
+    import models.weights
 
-    monkeypatch.setattr(mp, "TOY_SHIPPED", tmp_path / "not_shipped")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="experiments/run.py ablation=pretrained_id"):
+    spec = models.weights.REGISTRY["toy_ide"]
+    moved = dataclasses.replace(spec, filename="nowhere/encoder.safetensors")
+    monkeypatch.setitem(models.weights.REGISTRY, "toy_ide", moved)
+    with pytest.raises(models.weights.MissingWeightsError, match="pretrain_toy.py encoder"):
         load_pipeline("toy")
 
 
@@ -309,7 +311,7 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     chance is 50%)."""
     from data.toyfaces import ToyFaces
     from metrics.identity_following import PersonTemplates
-    from metrics.idsim import TOY_CROP, ArcFaceEmbedder
+    from metrics.idsim import FULL_CROP, ArcFaceEmbedder
 
     pipe = load_pipeline("toy")
     test = ToyFaces("test", "lr", pairing="random", n_test_identities=60)
@@ -317,7 +319,7 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     items = [test[i] for i in range(0, 600, 5)]
     out = pipe.run_tensors(torch.stack([it["contour"] for it in items]),
                            torch.stack([it["identity"] for it in items])).image
-    judge = ArcFaceEmbedder.from_registry("toy_eval_arcface_onnx", providers=["CPUExecutionProvider"], crop=TOY_CROP)
+    judge = ArcFaceEmbedder.from_registry("toy_eval_arcface_onnx", providers=["CPUExecutionProvider"], crop=FULL_CROP)
     templates = PersonTemplates.from_batches(test.photo_batches(), judge)
     scores = templates.scores(judge(out), [r.contour for r in rows], [r.contour_identity_id for r in rows],
                               [r.identity for r in rows], [r.identity_id for r in rows])

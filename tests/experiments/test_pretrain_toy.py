@@ -267,7 +267,7 @@ def test_generator_perceptual_term_grows_with_blur_on_the_shipped_arcface():
     """The generator's perceptual term: the project's LPIPS loss on the toy ID ArcFace's stages."""
     from losses.perceptual import PerceptualLoss
 
-    loss = PerceptualLoss.from_backbone("toy", toy_network=P.GeneratorConfig().perceptual_net)
+    loss = PerceptualLoss.from_backbone("irse", network=P.GeneratorConfig().perceptual_net)
     _, real, _ = P.generator_batch(replace(P.GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
     assert loss(real, real).item() == pytest.approx(0.0, abs=1e-6)
     blurred = [F.avg_pool2d(real, k, 1, k // 2) for k in (3, 5, 7)]
@@ -285,7 +285,7 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
 
     from experiments.pipeline import load_pipeline
     from models.weights import state_fingerprint
-    from tests.models.test_pipeline import make_tiny_run
+    from tests.experiments.test_pipeline import make_tiny_run
 
     run, model = make_tiny_run(tmp_path / "world")
     source = run / "final" / "encoder.safetensors"

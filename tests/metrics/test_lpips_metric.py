@@ -62,7 +62,7 @@ def test_toy_lpips_zero_for_identical_and_monotone_in_degradation(network):
         net = Backbone(input_size=64, num_layers=50, stage_channels=(8, 8, 16, 16), stage_units=(1, 1, 1, 1))
     else:
         net = _random_feature_net()
-    model = make_lpips("toy", toy_network=net)
+    model = make_lpips("irse", network=net)
     assert model.L == 4
     faces = _faces(2)
     assert torch.equal(lpips_distance(faces, faces, model, size=None), torch.zeros(2))
@@ -75,7 +75,7 @@ def test_toy_lpips_zero_for_identical_and_monotone_in_degradation(network):
 
 
 def test_lpips_distance_resizes_and_clips():
-    model = make_lpips("toy", toy_network=_random_feature_net())
+    model = make_lpips("irse", network=_random_feature_net())
     faces = _faces(2)
     # Values beyond [-1, 1] are clipped as a saved image would be.
     assert torch.equal(lpips_distance(faces, faces * 1.5, model, size=None),
