@@ -41,6 +41,7 @@ from data.pairs import (
     item_generator,
     load_or_build_manifest,
 )
+from ops.atomic_write import atomic_write_text
 from ops.resize import resize_to
 
 IMAGE_DIR = "CelebA-HQ-img"
@@ -242,12 +243,8 @@ class PreparedCache:
         # Reasons may carry tabs/newlines from decoder messages; one line per file keeps it a TSV.
         lines = [self.BAD_HEADER] + [f"{b.idx}\t{b.kind}\t{b.path}\t{' '.join(b.reason.split())}"
                                      for b in bad]
-        path = self.bad_files_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-        return path
+        atomic_write_text(self.bad_files_path, "\n".join(lines) + "\n")
+        return self.bad_files_path
 
     def read_bad_files(self) -> list[BadFile]:
         """The bad files listed by the last ``data.prepare`` run ([] when it has not run)."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ops.atomic_write import atomic_path
 from ops.resize import resize_to
 
 _ADVICE = "Re-download or replace this file (`python -m data.prepare` lists every bad file)."
@@ -129,13 +130,8 @@ def save_pil_atomic(im: Image.Image, path: str | os.PathLike, text: dict[str, st
         extra["pnginfo"] = info = PngInfo()
         for key, value in text.items():
             info.add_text(key, str(value))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format=fmt, **extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -25,7 +25,6 @@ over ``eval.fid_blocks`` blocks of consecutive chunks (see ``metrics.fid.fid_wit
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
-from experiments.tracking import atomic_write_text, provenance, wandb_mode
+from experiments.tracking import provenance, wandb_mode
+from ops.atomic_write import atomic_path, atomic_write_text
 
 # Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
 PAIR_METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following")
@@ -201,9 +201,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None, out_dir: Path | None 
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
         values["eps_reached"] = np.array(runner.stats["eps_reached"][-len(items):] if runner.kind == "pulse"
                                          else [], dtype=bool)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **values)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **values)
         if cfg.eval.save_images:
             from data.images import save_image
 

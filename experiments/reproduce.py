@@ -40,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.pairs import PAIRING_MODES
 from experiments.config import ABLATION_DIR, ConfigError, load_config
-from experiments.tracking import atomic_write_text, wandb_mode
+from experiments.tracking import wandb_mode
+from ops.atomic_write import atomic_write_text
 
 # Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
 PROTOCOLS = ("random", "same_identity")

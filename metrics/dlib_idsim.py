@@ -29,6 +29,7 @@ import torch
 
 from models import dlibface
 from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 JUDGE_SIZE = 256
 ALIGNED_BOX = (0.18, 0.30, 0.785, 0.90)  # (x0, y0, x1, y1) fractions of an aligned face image
@@ -56,7 +57,7 @@ class DlibEmbedder:
 def dlib_distance(identity_imgs: torch.Tensor, outputs: torch.Tensor, embedder: DlibEmbedder) -> torch.Tensor:
     """Per-pair Euclidean distance of dlib descriptors (B,) float32 >= 0, on ``outputs``' device
     (same person by dlib's rule where < :data:`SAME_PERSON_DISTANCE`)."""
-    if identity_imgs.shape[0] != outputs.shape[0]:
-        raise ValueError(f"batch sizes differ: {identity_imgs.shape[0]} vs {outputs.shape[0]}")
+    assert_shape(identity_imgs, (None, 3, None, None), "identity images")
+    assert_shape(outputs, (len(identity_imgs), 3, None, None), "outputs")
     distance = np.linalg.norm(embedder(identity_imgs) - embedder(outputs), axis=1)
     return torch.from_numpy(distance.astype(np.float32)).to(outputs.device)

@@ -25,6 +25,7 @@ from insightface.utils.face_align import arcface_dst
 
 from models.weights import resolve_path
 from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 ARCFACE_SIZE = 112
 
@@ -135,7 +136,7 @@ def idsim(identity_imgs: torch.Tensor, outputs: torch.Tensor, embedder: ArcFaceE
 
     identity_imgs, outputs: (B, 3, H, W) RGB in [-1, 1] (any H, W; both cropped by the embedder).
     """
-    if identity_imgs.shape[0] != outputs.shape[0]:
-        raise ValueError(f"batch sizes differ: {identity_imgs.shape[0]} vs {outputs.shape[0]}")
+    assert_shape(identity_imgs, (None, 3, None, None), "identity images")
+    assert_shape(outputs, (len(identity_imgs), 3, None, None), "outputs")
     cosine = (embedder(identity_imgs) * embedder(outputs)).sum(axis=1)
     return torch.from_numpy(cosine).to(outputs.device)

@@ -6,6 +6,7 @@ import lpips
 import torch
 
 from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 
 def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
@@ -16,8 +17,8 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
     ``size`` x ``size`` (bilinear, antialiased, as the evaluation at 256 of the paper) unless
     ``size`` is None or already matches. Runs without gradients, on the model's device.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
+    assert_shape(x, (None, 3, None, None), "LPIPS images")
+    assert_shape(y, tuple(x.shape), "LPIPS references")
     device = next(iter(model.parameters()), torch.empty(0)).device
     x, y = (_prepare(t.to(device), size) for t in (x, y))
     with torch.no_grad():

@@ -37,6 +37,7 @@ from metrics.fid import (
 from metrics.identity_following import PersonTemplates
 from models.lpips_network import BACKBONES
 from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 # The one list of FID feature networks (``eval.fid_detector``): name -> detector. 'toy' is the name
 # 'embedding' had before it was named for what it is; run folders' config.yaml files still say it.
@@ -113,8 +114,9 @@ class MetricSuite:
         also ``PersonTemplates.scores``' three (B,) arrays; with the dlib judge, 'dlib_distance' (B,)."""
         from metrics.lpips_metric import lpips_distance
 
-        if not (output.shape[0] == target.shape[0] == identity.shape[0]):
-            raise ValueError(f"batch sizes differ: {output.shape[0]}, {target.shape[0]}, {identity.shape[0]}")
+        assert_shape(output, (None, 3, None, None), "outputs")
+        assert_shape(target, (len(output), 3, None, None), "targets")
+        assert_shape(identity, (len(output), 3, None, None), "identities")
         output = output.float().clamp(-1, 1)
         out_res = resize_to(output, target.shape[-2:], "bilinear")
         e_out, e_identity = self.embedder(output), self.embedder(identity)

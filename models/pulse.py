@@ -43,7 +43,6 @@ Only LR contours are defined for PULSE (as in the paper); other modalities raise
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.atomic_write import atomic_path
 from ops.resize import bicubic_downsample
 
 # learning-rate factor at fractions of the run, linearly interpolated (PULSE's schedules)
@@ -173,10 +173,9 @@ def gaussian_fit(
             return fit["mean"].to(device), fit["std"].to(device)
     mean, std = fit_gaussian(generator, n_samples, seed)
     if path is not None:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
-            save_file({"mean": mean.cpu(), "std": std.cpu()}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({"mean": mean.cpu(), "std": std.cpu()}, str(tmp))
         except OSError as err:
             warnings.warn(f"could not cache the PULSE Gaussian fit at {path}: {err}", stacklevel=2)
     return mean, std

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ops.shapes import assert_shape
+
 BICUBIC_A = -0.5
 
 
@@ -73,8 +75,7 @@ def bicubic_downsample(x: torch.Tensor, factor: int | None = None, *,
     padded by edge replication instead. ``factor=1`` returns ``x`` unchanged (PULSE would apply a
     half-pixel-shifted blur, which is never what a caller wants).
     """
-    if x.dim() != 4:
-        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    assert_shape(x, (None, None, None, None), "bicubic_downsample's input")
     factor = _factor_for(x, factor, size)
     if factor == 1:
         return x
