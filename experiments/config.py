@@ -26,9 +26,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
 from metrics.suite import FID_DETECTORS
+from models.build import INITS, KINDS, ModelConfig
 from models.lpips_network import BACKBONES as LPIPS_BACKBONES
+from models.pulse import SCHEDULES, PulseConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
@@ -55,47 +58,6 @@ class GeneratorConfig:
     # weight instead of autograd's per-sample weight gradients (models.stylegan2._FrozenModulatedConv): the
     # same images, the same gradients up to rounding, a faster backward; false = autograd's
     factored_backward: bool = True
-
-
-@dataclass
-class ModelConfig:
-    """The encoder method; see models/build.py for how each knob maps onto modules."""
-
-    kind: str = "ide"  # restyle | ide | psp | pulse
-    n_iters: int = 5
-    encoder_layers: int = 50
-    encoder_mode: str = "ir_se"
-    stage_channels: list[int] | None = None  # None = IR-SE50's (64, 128, 256, 512)
-    stage_units: list[int] | None = None  # None = the depth's units
-    encoder_init: str = "pretrained"  # random | pretrained: main/ReStyle/pSp body from identity_weights
-    identity_encoder: bool = True
-    identity_init: str = "pretrained"  # random | pretrained (Table 2's last row)
-    identity_freeze: bool = False
-    identity_weights: str = "ir_se50"  # registry name or path of the ArcFace IR-SE weights
-    input_latent: bool = True
-    ifm_hidden: int = 128
-    n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
-    loss_resolution: int = 256
-    # Fresh generator noise at every training forward, as pSp/ReStyle train; evaluation always uses the
-    # generator's fixed noise buffers. False makes training independent of the global RNG.
-    randomize_noise: bool = True
-
-
-@dataclass
-class PulseConfig:
-    """Modified PULSE (optimisation-based baseline); used when model.kind == pulse."""
-
-    steps: int = 100
-    lr: float = 0.4
-    schedule: str = "linear1cycledrop"
-    eps: float = 2e-3
-    w_l2: float = 100.0
-    w_geo: float = 0.05
-    w_id: float = 1.0
-    n_trainable_noise: int = 5
-    tile_latent: bool = False
-    gaussian_fit_samples: int = 1_000_000
-    seed: int = 0
 
 
 @dataclass
@@ -213,11 +175,12 @@ class Config:
 
 
 CHOICES = {
-    "model.kind": ("restyle", "ide", "psp", "pulse"),
-    "model.identity_init": ("random", "pretrained"),
-    "model.encoder_init": ("random", "pretrained"),
+    "model.kind": KINDS,
+    "model.identity_init": INITS,
+    "model.encoder_init": INITS,
+    "pulse.schedule": tuple(SCHEDULES),
     "data.dataset": ("toy", "celebahq"),
-    "data.condition": ("lr", "sketch", "mask"),
+    "data.condition": tuple(CONDITIONS),
     "data.pairing": PAIRING_MODES,
     "data.test_pairing": PAIRING_MODES,
     "train.mixed_precision": ("no", "fp16", "bf16"),

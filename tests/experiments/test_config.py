@@ -49,7 +49,7 @@ def test_merge_order_presets_then_overrides():
     (["world=mars"], "available: celebahq, toy"),
     (["garbage"], "malformed argument"),
     (["train..lr=1"], "malformed key"),
-    (["data.condition=xyz"], "allowed: lr, sketch, mask"),
+    (["data.condition=xyz"], "allowed: lr, mask, sketch"),
     (["world=celebahq"], "data.root is required"),
     (["model.n_iters=0"], "n_iters"),
     (["train.warmup_steps=-5"], "train.warmup_steps must be >= 0"),

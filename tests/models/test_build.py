@@ -7,9 +7,8 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from experiments.config import ModelConfig
 from models import encoders, ide, irse
-from models.build import build_model
+from models.build import ModelConfig, build_model
 from models.stylegan2 import Generator
 from tests.models.test_inversion import toy_generator
 from tests.models.test_irse import TOY
