@@ -196,11 +196,11 @@ def group_dir(group: str) -> Path:
 
 
 def available_presets(group: str) -> list[str]:
-    """Preset names of ``group``; ``ablations/table*.yaml`` list suites, they are not presets."""
+    """Preset names of ``group`` (the table suites are in ``tables/``, apart from the presets)."""
     d = group_dir(group)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.yaml") if not (group == "ablation" and p.stem.startswith("table")))
+    return sorted(p.stem for p in d.glob("*.yaml"))
 
 
 def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
