@@ -8,6 +8,8 @@ A run's config is built from, in this order:
 3. the presets named on the command line, in argv order: a token ``group=name`` whose file
    ``<group folder>/<name>.yaml`` exists (``ablation=`` reads ``ablations/<name>.yaml``; ``world=``,
    ``method=`` and other groups read ``experiments/configs/<group>/<name>.yaml``);
+   a preset builds on others by naming them in its ``presets:`` list (``presets: [method=restyle]``),
+   which are merged before it, so no preset repeats another;
 4. dotted overrides such as ``train.lr=3e-4``.
 
 Every source is validated against :class:`Config`; a bad key, a bad type, an unknown preset or a
@@ -255,6 +257,25 @@ def _preset(group: str, name: str) -> tuple[DictConfig, Path]:
     return node, path
 
 
+def _composed(group: str, name: str, within: tuple[str, ...] = ()) -> list[tuple[DictConfig, Path]]:
+    """The preset ``group=name`` after the presets its ``presets:`` list names (each composed the same
+    way, in order): the (node, file) pairs to merge, the named preset's own last."""
+    node, path = _preset(group, name)
+    parents = node.pop("presets", None) or []
+    if not OmegaConf.is_list(parents) and not isinstance(parents, list):
+        raise ConfigError(f"{path}: 'presets' must be a list of group=name tokens, e.g. [method=restyle]")
+    out = []
+    for token in parents:
+        key, value = _parse_override(str(token))
+        if not _is_preset_token(key):
+            raise ConfigError(f"{path}: 'presets' names presets (group=name), not the override '{token}'")
+        if f"{key}={value}" in (*within, f"{group}={name}"):
+            raise ConfigError(f"{path}: presets build on each other in a circle: "
+                              f"{' -> '.join((*within, f'{group}={name}', f'{key}={value}'))}")
+        out += _composed(key, value, (*within, f"{group}={name}"))
+    return [*out, (node, path)]
+
+
 def _parse_override(token: str) -> tuple[str, str]:
     if "=" not in token or token.startswith("=") or token.startswith("-"):
         raise ConfigError(
@@ -283,15 +304,15 @@ def load_config(argv: list[str] | tuple[str, ...] = ()) -> DictConfig:
     named = {k for k, _ in parsed if _is_preset_token(k)}
     for group in ("world", "method"):
         if group not in named:
-            node, path = _preset(group, cfg[group])
-            cfg = _merge(cfg, node, str(path))
+            for node, path in _composed(group, cfg[group]):
+                cfg = _merge(cfg, node, str(path))
     overrides = []
     for key, value in parsed:
         if _is_preset_token(key):
             if key == "ablation" and value in ("null", "none", ""):
                 continue
-            node, path = _preset(key, value)
-            cfg = _merge(cfg, node, str(path))
+            for node, path in _composed(key, value):
+                cfg = _merge(cfg, node, str(path))
         else:
             overrides.append((key, value))
     for key, value in overrides:
