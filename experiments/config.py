@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
+from losses.objective import LossConfig
 from metrics.suite import FID_DETECTORS
 from models.build import INITS, KINDS, ModelConfig
 from models.lpips_network import BACKBONES as LPIPS_BACKBONES
@@ -106,21 +107,6 @@ class TrainConfig:
     val_metric_pairs: int = 100  # first test pairs of the validation LPIPS / IDSIM / FID (0 = none)
     ckpt_every: int = 1000
     keep_last: int = 2
-
-
-@dataclass
-class LossConfig:
-    """Weights of eq. (6): l2 = lambda1, lpips = lambda2, id = lambda3, wnorm = lambda4."""
-
-    l2: float = 0.1
-    lpips: float = 1.0
-    id: float = 0.5
-    wnorm: float = 0.003
-    wnorm_squared: bool = False
-    perceptual: str = "alex"  # models.lpips_network.BACKBONES: alex (real LPIPS) | irse (on perceptual_network)
-    perceptual_network: str | None = None  # the IR-SE trunk of perceptual=irse (registry name or path)
-    id_network: str = "ir_se50"
-    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
 
 
 @dataclass

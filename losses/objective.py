@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,9 +26,10 @@ class LossTargets(NamedTuple):
     identity_embedding: torch.Tensor | None  # (B, D) unit ArcFace embeddings of the identity images
 
 
-@dataclass(frozen=True)
+@dataclass
 class LossWeights:
-    """Loss weights; the defaults are the paper's (section 3.1). A weight of 0 switches its term off."""
+    """Weights of eq. (6): l2 = lambda1, lpips = lambda2, id = lambda3, wnorm = lambda4; the defaults are the
+    paper's (section 3.1). A weight of 0 switches its term off."""
 
     l2: float = 0.1
     lpips: float = 1.0
@@ -36,9 +37,20 @@ class LossWeights:
     wnorm: float = 0.003
 
     def __post_init__(self):
-        bad = {k: v for k, v in asdict(self).items() if v < 0}
+        bad = {f.name: getattr(self, f.name) for f in fields(LossWeights) if getattr(self, f.name) < 0}
         if bad:
             raise ValueError(f"loss weights must be >= 0, got {bad}")
+
+
+@dataclass
+class LossConfig(LossWeights):
+    """The ``loss`` config section: the weights (:class:`LossWeights`) and the networks behind the terms."""
+
+    wnorm_squared: bool = False
+    perceptual: str = "alex"  # models.lpips_network.BACKBONES: alex (real LPIPS) | irse (on perceptual_network)
+    perceptual_network: str | None = None  # the IR-SE trunk of perceptual=irse (registry name or path)
+    id_network: str = "ir_se50"
+    id_crop: list[float] = field(default_factory=lambda: list(PSP_CROP))
 
 
 class Objective(nn.Module):
@@ -55,13 +67,13 @@ class Objective(nn.Module):
 
     def __init__(
         self,
-        weights: LossWeights | Mapping[str, float] = LossWeights(),
+        weights: LossWeights | Mapping[str, float] | None = None,
         perceptual: PerceptualLoss | None = None,
         identity: IdentityLoss | None = None,
         wnorm_squared: bool = False,
     ):
         super().__init__()
-        self.weights = weights if isinstance(weights, LossWeights) else LossWeights(**weights)
+        self.weights = weights if isinstance(weights, LossWeights) else LossWeights(**(weights or {}))
         if self.weights.lpips and perceptual is None:
             raise ValueError("loss weight lpips > 0 needs a PerceptualLoss")
         if self.weights.id and identity is None:
