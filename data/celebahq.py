@@ -295,6 +295,11 @@ class CelebAHQ(Dataset):
     ``sketch_dir``: an external sketch set (``<idx>.png`` or ``.jpg``), used instead of XDoG.
     """
 
+    @classmethod
+    def from_config(cls, data_cfg, **common) -> CelebAHQ:
+        """From the run config's ``data`` section (its ``root``) and the arguments every dataset takes."""
+        return cls(root=data_cfg.root, **common)
+
     def __init__(self, root: str | os.PathLike, split: str = "train", condition: str = "lr",
                  input_size: int = 256, lr_size: int = 32, pairing: str = "same_identity", seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, n_per_contour: int = 10,

@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
+from experiments.world import DATASETS
 from losses.objective import LossConfig
 from metrics.suite import FID_DETECTORS
 from models.build import INITS, KINDS, ModelConfig
@@ -65,7 +66,7 @@ class GeneratorConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "toy"  # toy | celebahq
+    dataset: str = "toy"  # experiments.world.DATASETS: toy | celebahq
     root: str | None = None  # CelebA-HQ root (CelebAMask-HQ layout), unused by toy
     cache_dir: str | None = None  # prepared label maps / sketches / manifests; None = <output_dir>/cache
     condition: str = "lr"  # lr | sketch | mask
@@ -167,7 +168,7 @@ CHOICES = {
     "model.identity_init": INITS,
     "model.encoder_init": INITS,
     "pulse.schedule": tuple(SCHEDULES),
-    "data.dataset": ("toy", "celebahq"),
+    "data.dataset": tuple(DATASETS),
     "data.condition": tuple(CONDITIONS),
     "data.pairing": PAIRING_MODES,
     "data.test_pairing": PAIRING_MODES,
