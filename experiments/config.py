@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
 from experiments.world import DATASETS
+from losses.identity import PSP_CROP
 from losses.objective import LossConfig
 from metrics.suite import FID_DETECTORS
 from models.build import INITS, KINDS, ModelConfig
@@ -127,7 +128,7 @@ class EvalConfig:
     # dlib's ResNet recogniser as a second identity judge (metrics/dlib_idsim.py; needs the align extra):
     # dlib_distance and dlib_same_person columns. On in the celebahq world; toy faces are not human faces.
     dlib_judge: bool = False
-    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
+    id_crop: list[float] = field(default_factory=lambda: list(PSP_CROP))  # the IDSIM embedder's crop
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     n_boot: int = 1000  # bootstrap replicates of the LPIPS / IDSIM intervals
     fid_blocks: int = 20  # contour blocks of the FID jackknife interval (fewer when there are fewer chunks)
