@@ -41,7 +41,8 @@ from data.pairs import (
     item_generator,
     load_or_build_manifest,
 )
-from data.resample import resize_to
+from ops.atomic_write import atomic_write_text
+from ops.resize import resize_to
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"
@@ -249,12 +250,8 @@ class PreparedCache:
         # Reasons may carry tabs/newlines from decoder messages; one line per file keeps it a TSV.
         lines = [self.BAD_HEADER] + [f"{b.idx}\t{b.kind}\t{b.path}\t{' '.join(b.reason.split())}"
                                      for b in bad]
-        path = self.bad_files_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-        return path
+        atomic_write_text(self.bad_files_path, "\n".join(lines) + "\n")
+        return self.bad_files_path
 
     def read_bad_files(self) -> list[BadFile]:
         """The bad files listed by the last ``data.prepare`` run ([] when it has not run)."""
@@ -304,6 +301,11 @@ class CelebAHQ(Dataset):
     the same pairs). ``condition`` lr | mask | sketch at ``input_size`` S; ``lr_size`` for lr.
     ``sketch_dir``: an external sketch set (``<idx>.png`` or ``.jpg``), used instead of XDoG.
     """
+
+    @classmethod
+    def from_config(cls, data_cfg, **common) -> CelebAHQ:
+        """From the run config's ``data`` section (its ``root``) and the arguments every dataset takes."""
+        return cls(root=data_cfg.root, **common)
 
     def __init__(self, root: str | os.PathLike, split: str = "train", condition: str = "lr",
                  input_size: int = 256, lr_size: int = 32, pairing: str = "same_identity", seed: int = 0,

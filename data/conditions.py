@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from data.images import load_binary_mask
-from data.resample import resize_to, upsample_bicubic
+from ops.resize import resize_to, upsample_bicubic
 
 CELEBAMASK_CLASSES = (
     "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data.resample import resize_to
+from ops.atomic_write import atomic_path
+from ops.resize import resize_to
 
 _ADVICE = "Re-download or replace this file (`python -m data.prepare` lists every bad file)."
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -92,7 +93,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
                channels: int = 3) -> torch.Tensor:
     """Read an image file as a float tensor (channels, H, W) in [-1, 1].
 
-    ``size``: resize to (size, size) or (h, w) with the anti-aliased bicubic of ``data.resample``
+    ``size``: resize to (size, size) or (h, w) with the anti-aliased bicubic of ``ops.resize``
     (aspect ratio not preserved). ``channels=1`` gives luminance (ITU-R 601 weights).
     """
     if channels not in (1, 3):
@@ -131,13 +132,8 @@ def save_pil_atomic(im: Image.Image, path: str | os.PathLike, text: dict[str, st
         extra["pnginfo"] = info = PngInfo()
         for key, value in text.items():
             info.add_text(key, str(value))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format=fmt, **extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ops.atomic_write import atomic_write_bytes
+
 PAIRING_MODES = ("same_identity", "self", "random")
 MANIFEST_COLUMNS = ("pair", "contour", "contour_identity_id", "identity", "identity_id", "same_identity")
 
@@ -159,14 +161,7 @@ def write_manifest(manifest: TestManifest | Sequence[PairRow], path: str | os.Pa
     """Write the manifest CSV atomically; returns its sha256."""
     rows = manifest.rows if isinstance(manifest, TestManifest) else manifest
     text = manifest_csv(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(text.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, text.encode())
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -55,6 +55,7 @@ from data.celebahq import (
 )
 from data.images import BadImageError, open_image, save_image, save_label_map
 from data.pairs import PAIRING_MODES, ManifestError, build_test_manifest, read_manifest, write_manifest
+from ops.atomic_write import atomic_write_text
 
 MANIFEST_SPLITS = ("val", "test")
 
@@ -260,10 +261,7 @@ def _align_work(job: tuple) -> tuple[str, str, dict | str]:
 
 
 def _atomic_lines(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 1024, detector: str = "auto",

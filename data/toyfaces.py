@@ -404,6 +404,15 @@ class ToyFaces(Dataset):
     The manifest CSV is written to ``cache_dir`` when given, otherwise kept in memory.
     """
 
+    @classmethod
+    def from_config(cls, data_cfg, **common) -> ToyFaces:
+        """From the run config's ``data`` section (its ``toy_*`` sizes) and the arguments every dataset
+        takes (``common``: split, condition, sizes, pairing, seed, n_per_contour, cache_dir)."""
+        d = data_cfg
+        return cls(n_train_identities=d.toy_train_identities, photos_per_identity=d.toy_photos_per_identity,
+                   n_test_identities=d.toy_test_identities,
+                   test_photos_per_identity=d.toy_test_photos_per_identity, **common)
+
     def __init__(self, split: str = "train", condition: str = "lr", lr_size: int = 8, input_size: int = 64,
                  pairing: str = "same_identity", seed: int = 0, n_per_contour: int = 10,
                  n_train_identities: int = 2000, photos_per_identity: int = 15, n_test_identities: int = 300,

@@ -8,7 +8,7 @@
     python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
     python experiments/benchmark.py demo [--threads 2]                 # the web demo's Generate click
 
-Worlds: ``toy`` is the toy world with its shipped weights; ``256`` / ``1024`` are the paper's world
+Worlds: a world preset (``toy``: the toy world with its shipped weights), or ``256`` / ``1024``: the paper's world
 (config ``world=celebahq``) at that generator size with random weights of the same architectures
 (StyleGAN2 config-f, LPIPS AlexNet, IR-SE50), which cost the same to run as the pretrained ones
 that cannot exist offline.
@@ -157,30 +157,35 @@ ROWS = {"baseline": "ablation=baseline", "ifblock": "ablation=ifblock", "input_l
         "pretrained_id": "ablation=pretrained_id", "psp": "method=psp"}
 
 
+# data.root of a full-size benchmark world: nothing is opened there, the batches are random tensors
+RANDOM_INPUTS = "benchmark-feeds-random-inputs"
+
+
 def world_config(world: str, tokens: list[str]):
-    """The run config of benchmark world ``world`` (toy | a generator size) with ``tokens`` on top."""
+    """The run config of benchmark world ``world`` with ``tokens`` on top: a world preset (its shipped
+    networks, e.g. toy) or a generator size (the paper's world at that size, random weights)."""
     from experiments.config import load_config
 
-    if world == "toy":
-        return load_config(["world=toy", *tokens])
-    # No file is read: initialisations that would load one are switched to random, and the batches are
-    # random tensors (data.root must name something; nothing is opened there).
-    return load_config(["world=celebahq", f"generator.size={int(world)}", "data.root=benchmark-feeds-random-inputs",
+    if not world.isdigit():
+        return load_config([f"world={world}", *tokens])
+    # No file is read: initialisations that would load one are switched to random.
+    return load_config(["world=celebahq", f"generator.size={int(world)}", f"data.root={RANDOM_INPUTS}",
                         *tokens, "model.encoder_init=random", "model.identity_init=random"])
 
 
 def frozen_networks(cfg, device: torch.device):
-    """(generator, latent_avg (style_dim,), ArcFace embedder, LPIPS module) of ``cfg``'s world: the shipped
-    toy networks for world=toy, random weights of the real architectures otherwise."""
+    """(generator, latent_avg (style_dim,), ArcFace embedder, LPIPS module) of ``cfg``'s world: the networks
+    its preset names (LPIPS None: the objective loads it), or random weights of the real architectures for a
+    generator-size world (:func:`world_config`)."""
     from experiments.world import load_frozen_generator
-    from losses.identity import load_arcface
+    from models.irse import load_arcface
 
-    if cfg.world == "toy":
+    if cfg.data.root != RANDOM_INPUTS:
         generator, latent_avg = load_frozen_generator(cfg, device)
         return generator, latent_avg, load_arcface(cfg.loss.id_network, root=cfg.weights_root).to(device), None
-    from metrics.lpips_metric import lpips_random_trunk
     from models.inversion import sample_latent_avg
     from models.irse import Backbone
+    from models.lpips_network import lpips_random_trunk
     from models.stylegan2 import Generator
 
     g = cfg.generator
@@ -573,9 +578,9 @@ def inference(args) -> dict:
     rendered beforehand: the renderer's cost is the data's, not the loop's. Only APIs older checkouts share,
     so ``trees`` can time one against this."""
     from experiments.config import load_config
+    from experiments.pipeline import load_pipeline
     from experiments.world import build_dataset
     from metrics.suite import MetricSuite
-    from models.pipeline import load_pipeline
 
     device = _setup(args)
     cfg = load_config(["world=toy"])

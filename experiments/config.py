@@ -8,6 +8,8 @@ A run's config is built from, in this order:
 3. the presets named on the command line, in argv order: a token ``group=name`` whose file
    ``<group folder>/<name>.yaml`` exists (``ablation=`` reads ``ablations/<name>.yaml``; ``world=``,
    ``method=`` and other groups read ``experiments/configs/<group>/<name>.yaml``);
+   a preset builds on others by naming them in its ``presets:`` list (``presets: [method=restyle]``),
+   which are merged before it, so no preset repeats another;
 4. dotted overrides such as ``train.lr=3e-4``.
 
 Every source is validated against :class:`Config`; a bad key, a bad type, an unknown preset or a
@@ -26,7 +28,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
+from experiments.world import DATASETS
+from losses.identity import PSP_CROP
+from losses.objective import LossConfig
+from metrics.suite import FID_DETECTORS
+from models.build import INITS, KINDS, ModelConfig
+from models.lpips_network import BACKBONES as LPIPS_BACKBONES
+from models.pulse import SCHEDULES, PulseConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
@@ -56,49 +66,8 @@ class GeneratorConfig:
 
 
 @dataclass
-class ModelConfig:
-    """The encoder method; see models/build.py for how each knob maps onto modules."""
-
-    kind: str = "ide"  # restyle | ide | psp | pulse
-    n_iters: int = 5
-    encoder_layers: int = 50
-    encoder_mode: str = "ir_se"
-    stage_channels: list[int] | None = None  # None = IR-SE50's (64, 128, 256, 512)
-    stage_units: list[int] | None = None  # None = the depth's units
-    encoder_init: str = "pretrained"  # random | pretrained: main/ReStyle/pSp body from identity_weights
-    identity_encoder: bool = True
-    identity_init: str = "pretrained"  # random | pretrained (Table 2's last row)
-    identity_freeze: bool = False
-    identity_weights: str = "ir_se50"  # registry name or path of the ArcFace IR-SE weights
-    input_latent: bool = True
-    ifm_hidden: int = 128
-    n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
-    loss_resolution: int = 256
-    # Fresh generator noise at every training forward, as pSp/ReStyle train; evaluation always uses the
-    # generator's fixed noise buffers. False makes training independent of the global RNG.
-    randomize_noise: bool = True
-
-
-@dataclass
-class PulseConfig:
-    """Modified PULSE (optimisation-based baseline); used when model.kind == pulse."""
-
-    steps: int = 100
-    lr: float = 0.4
-    schedule: str = "linear1cycledrop"
-    eps: float = 2e-3
-    w_l2: float = 100.0
-    w_geo: float = 0.05
-    w_id: float = 1.0
-    n_trainable_noise: int = 5
-    tile_latent: bool = False
-    gaussian_fit_samples: int = 1_000_000
-    seed: int = 0
-
-
-@dataclass
 class DataConfig:
-    dataset: str = "toy"  # toy | celebahq
+    dataset: str = "toy"  # experiments.world.DATASETS: toy | celebahq
     root: str | None = None  # CelebA-HQ root (CelebAMask-HQ layout), unused by toy
     cache_dir: str | None = None  # prepared label maps / sketches / manifests; None = <output_dir>/cache
     condition: str = "lr"  # lr | sketch | mask
@@ -143,38 +112,23 @@ class TrainConfig:
 
 
 @dataclass
-class LossConfig:
-    """Weights of eq. (6): l2 = lambda1, lpips = lambda2, id = lambda3, wnorm = lambda4."""
-
-    l2: float = 0.1
-    lpips: float = 1.0
-    id: float = 0.5
-    wnorm: float = 0.003
-    wnorm_squared: bool = False
-    perceptual: str = "alex"  # alex (real LPIPS) | toy (LPIPS code path on the toy eval trunk)
-    perceptual_network: str = "toy_eval_arcface"  # the trunk of perceptual=toy (registry name or path)
-    id_network: str = "ir_se50"
-    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
-
-
-@dataclass
 class EvalConfig:
     at_end: bool = True
     max_pairs: int | None = None  # None = the whole manifest
     batch_size: int = 8
     n_iters: int | None = None  # None = model.n_iters
     save_images: bool = False
-    lpips_backbone: str = "alex"  # alex | toy
+    lpips_backbone: str = "alex"  # models.lpips_network.BACKBONES: alex | irse (on feature_network)
     lpips_resolution: int = 256
-    fid_detector: str = "inception"  # inception | toy
+    fid_detector: str = "inception"  # metrics.suite.FID_DETECTORS: inception | embedding (of feature_network)
     fid_reference: str = "celebahq_train"  # name of the real set in the cache key
     fid_reference_size: int = 30000  # real images (train split targets) in the FID reference set
-    feature_network: str = "toy_eval_arcface"  # trunk of lpips_backbone=toy and fid_detector=toy
+    feature_network: str | None = None  # the IR-SE of lpips_backbone=irse and fid_detector=embedding
     idsim_model: str = "arcface_onnx"  # registry name of an insightface recognition ONNX
     # dlib's ResNet recogniser as a second identity judge (metrics/dlib_idsim.py; needs the align extra):
     # dlib_distance and dlib_same_person columns. On in the celebahq world; toy faces are not human faces.
     dlib_judge: bool = False
-    id_crop: list[float] = field(default_factory=lambda: [35 / 256, 223 / 256, 32 / 256, 220 / 256])
+    id_crop: list[float] = field(default_factory=lambda: list(PSP_CROP))  # the IDSIM embedder's crop
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     n_boot: int = 1000  # bootstrap replicates of the LPIPS / IDSIM intervals
     fid_blocks: int = 20  # contour blocks of the FID jackknife interval (fewer when there are fewer chunks)
@@ -213,18 +167,19 @@ class Config:
 
 
 CHOICES = {
-    "model.kind": ("restyle", "ide", "psp", "pulse"),
-    "model.identity_init": ("random", "pretrained"),
-    "model.encoder_init": ("random", "pretrained"),
-    "data.dataset": ("toy", "celebahq"),
-    "data.condition": ("lr", "sketch", "mask"),
+    "model.kind": KINDS,
+    "model.identity_init": INITS,
+    "model.encoder_init": INITS,
+    "pulse.schedule": tuple(SCHEDULES),
+    "data.dataset": tuple(DATASETS),
+    "data.condition": tuple(CONDITIONS),
     "data.pairing": PAIRING_MODES,
     "data.test_pairing": PAIRING_MODES,
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "wandb.mode": ("offline", "online", "disabled"),
-    "loss.perceptual": ("alex", "toy"),
-    "eval.lpips_backbone": ("alex", "toy"),
-    "eval.fid_detector": ("inception", "toy"),
+    "loss.perceptual": tuple(LPIPS_BACKBONES),
+    "eval.lpips_backbone": tuple(LPIPS_BACKBONES),
+    "eval.fid_detector": tuple(FID_DETECTORS),
 }
 
 
@@ -233,11 +188,11 @@ def group_dir(group: str) -> Path:
 
 
 def available_presets(group: str) -> list[str]:
-    """Preset names of ``group``; ``ablations/table*.yaml`` list suites, they are not presets."""
+    """Preset names of ``group`` (the table suites are in ``tables/``, apart from the presets)."""
     d = group_dir(group)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.yaml") if not (group == "ablation" and p.stem.startswith("table")))
+    return sorted(p.stem for p in d.glob("*.yaml"))
 
 
 def _explain(err: OmegaConfBaseException, source: str) -> ConfigError:
@@ -292,6 +247,25 @@ def _preset(group: str, name: str) -> tuple[DictConfig, Path]:
     return node, path
 
 
+def _composed(group: str, name: str, within: tuple[str, ...] = ()) -> list[tuple[DictConfig, Path]]:
+    """The preset ``group=name`` after the presets its ``presets:`` list names (each composed the same
+    way, in order): the (node, file) pairs to merge, the named preset's own last."""
+    node, path = _preset(group, name)
+    parents = node.pop("presets", None) or []
+    if not OmegaConf.is_list(parents) and not isinstance(parents, list):
+        raise ConfigError(f"{path}: 'presets' must be a list of group=name tokens, e.g. [method=restyle]")
+    out = []
+    for token in parents:
+        key, value = _parse_override(str(token))
+        if not _is_preset_token(key):
+            raise ConfigError(f"{path}: 'presets' names presets (group=name), not the override '{token}'")
+        if f"{key}={value}" in (*within, f"{group}={name}"):
+            raise ConfigError(f"{path}: presets build on each other in a circle: "
+                              f"{' -> '.join((*within, f'{group}={name}', f'{key}={value}'))}")
+        out += _composed(key, value, (*within, f"{group}={name}"))
+    return [*out, (node, path)]
+
+
 def _parse_override(token: str) -> tuple[str, str]:
     if "=" not in token or token.startswith("=") or token.startswith("-"):
         raise ConfigError(
@@ -320,15 +294,15 @@ def load_config(argv: list[str] | tuple[str, ...] = ()) -> DictConfig:
     named = {k for k, _ in parsed if _is_preset_token(k)}
     for group in ("world", "method"):
         if group not in named:
-            node, path = _preset(group, cfg[group])
-            cfg = _merge(cfg, node, str(path))
+            for node, path in _composed(group, cfg[group]):
+                cfg = _merge(cfg, node, str(path))
     overrides = []
     for key, value in parsed:
         if _is_preset_token(key):
             if key == "ablation" and value in ("null", "none", ""):
                 continue
-            node, path = _preset(key, value)
-            cfg = _merge(cfg, node, str(path))
+            for node, path in _composed(key, value):
+                cfg = _merge(cfg, node, str(path))
         else:
             overrides.append((key, value))
     for key, value in overrides:

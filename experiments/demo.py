@@ -4,7 +4,7 @@
 
     python -m experiments.demo --checkpoint toy          # then open http://127.0.0.1:7860
 
-``--checkpoint`` takes anything ``models.load_pipeline`` takes (a run folder, its ``final/``, or
+``--checkpoint`` takes anything ``experiments.pipeline.load_pipeline`` takes (a run folder, its ``final/``, or
 ``toy``). The server binds ``--host`` (default 127.0.0.1) and ``--port`` (7860); ``--share`` asks
 Gradio for a public link (off by default: nothing else leaves the machine, analytics are off).
 
@@ -121,7 +121,7 @@ def _display(x: torch.Tensor, size: int, nearest: bool = False) -> list[np.ndarr
     """(B, 3, H, W) in [-1, 1] -> B images (size, size, 3) uint8 (bicubic, or nearest for label colours)."""
     import torch.nn.functional as F
 
-    from data.resample import resize_to
+    from ops.resize import resize_to
 
     x = x.float().cpu()
     if x.shape[-1] != size:
@@ -143,7 +143,7 @@ class Examples:
 
 
 class Demo:
-    """The page's functions on a loaded pipeline (``models.pipeline.IDEPipeline``).
+    """The page's functions on a loaded pipeline (``experiments.pipeline.IDEPipeline``).
 
     embedder: an ``metrics.idsim.ArcFaceEmbedder`` for IDSIM, or None (``embedder_note`` says why).
     examples: :class:`Examples` (empty for worlds without test identities to render).
@@ -165,7 +165,7 @@ class Demo:
         """Load the pipeline, the IDSIM network of its evaluation and (toy world) write the examples
         into ``examples_dir`` (default: a fresh temporary folder)."""
         from data.align import choose_detector
-        from models.pipeline import load_pipeline
+        from experiments.pipeline import load_pipeline
 
         pipe = load_pipeline(checkpoint, device=device, dtype=dtype, weights_root=weights_root, detector=detector)
         choose_detector(detector, pipe.weights_root)  # a missing buffalo_l for 'insightface' stops here

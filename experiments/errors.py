@@ -26,8 +26,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from data.pairs import ManifestError
     from experiments.checkpointing import ResumeError
     from experiments.config import ConfigError
+    from experiments.pipeline import CheckpointError
     from experiments.runlock import RunFolderError
-    from models.pipeline import CheckpointError
     from models.weights import (
         MissingWeightsError,
         UnreadableCheckpointError,

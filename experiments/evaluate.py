@@ -47,7 +47,8 @@ from experiments.config import Config, ConfigError, load_config, run_name, to_co
 from experiments.errors import check_output_dir, one_line_errors  # noqa: E402
 from experiments.provenance import chunk_key, evaluation_settings, results_provenance  # noqa: E402
 from experiments.runlock import RunLock  # noqa: E402
-from experiments.tracking import atomic_write_text, provenance, wandb_mode  # noqa: E402
+from experiments.tracking import provenance, wandb_mode  # noqa: E402
+from ops.atomic_write import atomic_path, atomic_write_text  # noqa: E402
 
 # Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
 PAIR_METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following")
@@ -146,7 +147,7 @@ class Runner:
         self.kind = cfg.model.kind
         self.stats: dict[str, list] = {"eps_reached": []}
         if self.kind == "pulse":
-            from models.pulse import build_pulse
+            from experiments.methods import build_pulse
 
             if cfg.data.condition != "lr":
                 raise ConfigError(f"PULSE is defined for LR contours only (data.condition=lr), not "
@@ -154,7 +155,7 @@ class Runner:
             self.pulse = build_pulse(cfg, device)
             self.checkpoint_hash = None
         else:
-            from models.pipeline import load_pipeline
+            from experiments.pipeline import load_pipeline
 
             if run_dir is None:
                 raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method "
@@ -205,7 +206,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
     from accelerate import Accelerator
 
     from experiments.train import apply_cpu_threads
-    from experiments.world import build_dataset
+    from experiments.world import build_dataset, reference_images
     from metrics.bootstrap import bootstrap_ci
     from metrics.suite import MetricSuite
 
@@ -244,9 +245,8 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
         values["eps_reached"] = np.array(runner.stats["eps_reached"][-len(items):] if runner.kind == "pulse"
                                          else [], dtype=bool)
         values["provenance_key"] = np.array(key)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **values)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **values)
         if cfg.eval.save_images:
             from data.images import save_image
 
@@ -265,7 +265,8 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
     if stale:  # every process recomputes the stale chunks it owns, so this is a bug, not a user error
         raise RuntimeError(f"{chunk_dir}: chunks starting at {stale[:3]} were not recomputed for this evaluation")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in ("contour_index", *PAIR_METRICS)}
-    fid = suite.fid(parts, n_blocks=cfg.eval.fid_blocks)
+    fid = suite.fid(parts, reference_images(cfg, cfg.eval.fid_reference_size, cfg.eval.batch_size),
+                    n_blocks=cfg.eval.fid_blocks)
     metrics = {}
     for key in PAIR_METRICS:
         defined = ~np.isnan(merged[key])

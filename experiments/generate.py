@@ -178,10 +178,10 @@ def run(args) -> int:
 
     from data.align import ALIGNERS
     from data.images import save_image
-    from data.resample import resize_to
     from experiments.device import resolve_device
     from experiments.errors import check_output_dir, check_output_file
-    from models.pipeline import load_pipeline
+    from experiments.pipeline import load_pipeline
+    from ops.resize import resize_to
 
     if args.make_lr is not None and args.make_lr < 1:
         raise InputError(f"--make-lr must be a positive size, got {args.make_lr}")

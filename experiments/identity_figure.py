@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> IdentityFigure:
     args = build_parser().parse_args(argv)
+    from experiments.pipeline import CheckpointError, load_pipeline
     from metrics.idsim import ArcFaceEmbedder
-    from models.pipeline import CheckpointError, load_pipeline
 
     try:
         pipe = load_pipeline(args.checkpoint)

@@ -1,4 +1,4 @@
-"""Method plug-ins for the training loop: what one optimisation step does.
+"""Method plug-ins for the training loop (what one optimisation step does) and the PULSE builder.
 
 Every encoder method (the four Table 2 rows and modified pSp) is an iterative inverter from
 ``models.build``: per batch, for each refinement step, the loss of that step's output is
@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from experiments.config import ConfigError, to_yaml
-from experiments.world import World
+from experiments.world import World, load_frozen_generator
 
 
 def build_objective(cfg: DictConfig, device: torch.device):
@@ -148,3 +148,26 @@ def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
     model = build_model(cfg.model, world.generator, world.contour_channels, latent_avg=world.latent_avg,
                         input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
     return EncoderMethod(cfg, model, build_objective(cfg, device), world)
+
+
+def build_pulse(cfg: DictConfig, device: torch.device):
+    """``models.pulse.Pulse`` (modified PULSE, Table 1's optimisation baseline) from the run config: the
+    world's frozen generator, its cached Gaussian fit, the ``loss.id_network`` ArcFace with ``loss.id_crop``,
+    and the ``pulse`` section's knobs."""
+    from losses.identity import PSP_CROP, IdentityLoss
+    from models.irse import load_arcface
+    from models.pulse import Pulse, PulseConfig, gaussian_fit
+    from models.weights import resolve_path
+
+    if cfg.data.condition != "lr":
+        raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not "
+                         f"'{cfg.data.condition}'")
+    config = PulseConfig.from_section(cfg.pulse)
+    generator, _ = load_frozen_generator(cfg, device)
+    weights_dir = resolve_path(cfg.generator.weights, cfg.weights_root).parent
+    mean, std = gaussian_fit(generator, config.gaussian_fit_samples, seed=0, cache_dir=weights_dir)
+    identity = None
+    if config.w_id:
+        arcface = load_arcface(cfg.loss.id_network, root=cfg.weights_root)
+        identity = IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP)
+    return Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)

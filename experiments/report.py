@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from experiments.reproduce import LABELS, METRICS
-from experiments.tracking import RunRecord, atomic_write_text
+from experiments.tracking import RunRecord
+from ops.atomic_write import atomic_write_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 

@@ -8,7 +8,7 @@ Usage::
     python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
     python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
 
-``table=`` names ``ablations/table<n>.yaml`` (``1``, ``2``, ``all``) or a suite file's path. A suite
+``table=`` names ``tables/table<n>.yaml`` (``1``, ``2``, ``all``) or a suite file's path. A suite
 file lists rows (name, presets, optional overrides with ``{seed}``, the paper's numbers); every
 other token is a preset or dotted override applied to every row (``world=``, ``output_dir=``, ...).
 
@@ -46,8 +46,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from data.pairs import PAIRING_MODES  # noqa: E402
-from experiments.config import ABLATION_DIR, ConfigError, load_config  # noqa: E402
-from experiments.tracking import atomic_write_text, wandb_mode  # noqa: E402
+from experiments.config import ConfigError, load_config  # noqa: E402
+from experiments.tracking import wandb_mode  # noqa: E402
+from ops.atomic_write import atomic_write_text  # noqa: E402
 
 # Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
 PROTOCOLS = ("random", "same_identity")
@@ -105,17 +106,20 @@ class RowResult:
                 "paper": paper, "diff": None if paper is None else mean - paper, "n_seeds": len(values)}
 
 
+TABLE_DIR = REPO_ROOT / "tables"  # the suite files of the paper's tables
+
+
 def suite_paths(table: str) -> list[Path]:
     if table == "all":
-        return sorted(ABLATION_DIR.glob("table*.yaml"))
+        return sorted(TABLE_DIR.glob("table*.yaml"))
     path = Path(table).expanduser()
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError(f"table={table}: no such suite file")
         return [path]
-    path = ABLATION_DIR / f"table{table}.yaml"
+    path = TABLE_DIR / f"table{table}.yaml"
     if not path.is_file():
-        avail = ", ".join(p.stem.removeprefix("table") for p in sorted(ABLATION_DIR.glob("table*.yaml")))
+        avail = ", ".join(p.stem.removeprefix("table") for p in sorted(TABLE_DIR.glob("table*.yaml")))
         raise ConfigError(f"table={table}: no {path}; use one of {avail}, all, or a suite yaml's path")
     return [path]
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from experiments.config import REPO_ROOT
+from ops.atomic_write import atomic_write_text
 
 TRACKED_PACKAGES = ("torch", "accelerate", "wandb", "lpips", "pytorch-fid", "insightface", "onnxruntime",
                     "omegaconf", "numpy")
@@ -55,13 +56,6 @@ def provenance() -> dict[str, Any]:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
             "packages": versions}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def to_uint8_image(x: torch.Tensor) -> np.ndarray:

@@ -38,6 +38,7 @@ from experiments.errors import check_output_dir
 from experiments.provenance import completion_record
 from experiments.runlock import RunFolderError, RunLock
 from experiments.tracking import RunRecord, image_grid, provenance, wandb_mode, wandb_run_info
+from experiments.world import reference_images
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -292,4 +293,5 @@ def validation_metrics(method, suite, n_pairs: int, batch_size: int) -> dict[str
         column = np.concatenate([p[key] for p in parts])
         if not np.isnan(column).all():  # identity_following: cross pairs only
             values[f"val/{key}"] = float(np.nanmean(column))
-    return {**values, "val/fid": suite.fid(parts, n_blocks=1)["value"], "val/metric_pairs": n}
+    reference = reference_images(method.cfg, method.cfg.eval.fid_reference_size, method.cfg.eval.batch_size)
+    return {**values, "val/fid": suite.fid(parts, reference, n_blocks=1)["value"], "val/metric_pairs": n}

@@ -17,6 +17,23 @@ from torch.utils.data import Dataset
 from data.conditions import condition_channels
 
 
+def _toy_faces():
+    from data.toyfaces import ToyFaces
+
+    return ToyFaces
+
+
+def _celebahq():
+    from data.celebahq import CelebAHQ
+
+    return CelebAHQ
+
+
+# data.dataset -> its dataset class (imported when a world is built: each module's dependencies are its
+# own): the one list of dataset names. A class takes ``from_config(data section, **common arguments)``.
+DATASETS = {"toy": _toy_faces, "celebahq": _celebahq}
+
+
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     """The training or test dataset named by ``data.dataset`` (items as in data/pairs.py)."""
     d = cfg.data
@@ -25,16 +42,7 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
                   pairing=d.pairing if split == "train" else d.test_pairing,
                   seed=cfg.seed if split == "train" else d.manifest_seed,
                   n_per_contour=d.n_identity_per_contour, cache_dir=cache_dir)
-    if d.dataset == "toy":
-        from data.toyfaces import ToyFaces
-
-        return ToyFaces(n_train_identities=d.toy_train_identities,
-                        photos_per_identity=d.toy_photos_per_identity,
-                        n_test_identities=d.toy_test_identities,
-                        test_photos_per_identity=d.toy_test_photos_per_identity, **common)
-    from data.celebahq import CelebAHQ
-
-    return CelebAHQ(root=d.root, **common)
+    return DATASETS[d.dataset]().from_config(d, **common)
 
 
 def reference_images(cfg: DictConfig, n: int, batch_size: int):

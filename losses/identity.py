@@ -1,17 +1,16 @@
-"""ArcFace identity loss L_id = 1 - cos(z_id, z_gen) (eq. 4) and the loader of ArcFace IR-SE weights."""
+"""ArcFace identity loss L_id = 1 - cos(z_id, z_gen) (eq. 4); the ArcFace comes from ``models.irse.load_arcface``."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.perceptual import freeze
-from losses.reconstruction import resize_to
+from models.frozen import freeze
+from ops.resize import resize_to
 
 PSP_CROP = (35 / 256, 223 / 256, 32 / 256, 220 / 256)  # pSp's [35:223, 32:220] of a 256 face
 FULL_CROP = (0.0, 1.0, 0.0, 1.0)
@@ -37,7 +36,7 @@ def arcface_input(x: torch.Tensor, crop: Sequence[float], size: int = 112) -> to
     Crop by fractions, then average-pool to ``size`` (pSp's AdaptiveAvgPool2d(112)); a crop smaller
     than ``size`` (toy world: 64 -> 112) is enlarged bilinearly instead.
     """
-    return resize_to(crop_fraction(x, crop), size)
+    return resize_to(crop_fraction(x, crop), size, "area")
 
 
 class IdentityLoss(nn.Module):
@@ -73,50 +72,3 @@ class IdentityLoss(nn.Module):
         with torch.no_grad():
             target = self.embed(identity)
         return self.distance(output, target).mean()
-
-
-def backbone_kwargs_from_state(state: dict[str, torch.Tensor]) -> dict:
-    """The ``irse.Backbone`` arguments that a TreB1eN-layout state dict was saved from.
-
-    A stage starts at unit 0 and wherever a unit's width differs from the previous unit's; two
-    adjacent stages of equal width cannot be told apart (pass ``stage_units`` then).
-    """
-    n_units = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
-    widths = [state[f"body.{k}.res_layer.1.weight"].shape[0] for k in range(n_units)]
-    starts = [k for k in range(n_units) if k == 0 or widths[k] != widths[k - 1]]
-    if len(starts) != 4:
-        raise ValueError(f"cannot infer 4 stages from unit widths {widths}; pass stage_units= and "
-                         f"stage_channels=")
-    units = [b - a for a, b in zip(starts, starts[1:] + [n_units])]
-    channels = [widths[k] for k in starts]
-    linear = state["output_layer.3.weight"]
-    side = math.isqrt(linear.shape[1] // channels[-1])
-    return dict(
-        input_size=16 * side, mode="ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir",
-        stage_channels=channels, stage_units=units, input_channels=state["input_layer.0.weight"].shape[1],
-        embedding_dim=linear.shape[0], affine="output_layer.4.weight" in state,
-    )
-
-
-def load_arcface(name_or_path: str | Path, root: str | Path | None = None, **backbone_kwargs) -> nn.Module:
-    """A frozen ``irse.Backbone`` (eval mode) with weights loaded strictly.
-
-    ``name_or_path``: a weights-registry name (``ir_se50``, ``toy_arcface``; a missing file raises the
-    registry's ``MissingWeightsError``) or a ``.pth`` (loaded with ``weights_only=True``) /
-    ``.safetensors`` path. The architecture is read from the state dict; ``backbone_kwargs`` override it.
-    """
-    from models.irse import Backbone, load_checkpoint
-    from models.weights import WeightsMismatchError, mismatch_detail, resolve_path
-
-    path = resolve_path(name_or_path, root)
-    state = load_checkpoint(path)
-    try:
-        kwargs = {**backbone_kwargs_from_state(state), **backbone_kwargs}
-        net = Backbone(**kwargs)
-        net.load_state_dict(state, strict=True)
-    except (KeyError, IndexError, ValueError, RuntimeError) as err:  # not an IR-SE state dict, or other shapes
-        detail = mismatch_detail(err) if isinstance(err, RuntimeError) else \
-            f"no {err} tensor" if isinstance(err, KeyError) else str(err)
-        raise WeightsMismatchError(f"{path}: not the weights of an ArcFace IR-SE backbone ({detail}); point it at "
-                                   "an IR-SE file (e.g. model_ir_se50.pth)") from None
-    return freeze(net)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from losses.identity import PSP_CROP, IdentityLoss, load_arcface
+from losses.identity import PSP_CROP, IdentityLoss
 from losses.perceptual import PerceptualLoss
-from losses.reconstruction import ReconstructionL2, resize_to
+from losses.reconstruction import ReconstructionL2
 from losses.wnorm import WNormLoss
+from models.irse import load_arcface
+from ops.resize import resize_to
 
 
 class LossTargets(NamedTuple):
@@ -24,9 +26,10 @@ class LossTargets(NamedTuple):
     identity_embedding: torch.Tensor | None  # (B, D) unit ArcFace embeddings of the identity images
 
 
-@dataclass(frozen=True)
+@dataclass
 class LossWeights:
-    """Loss weights; the defaults are the paper's (section 3.1). A weight of 0 switches its term off."""
+    """Weights of eq. (6): l2 = lambda1, lpips = lambda2, id = lambda3, wnorm = lambda4; the defaults are the
+    paper's (section 3.1). A weight of 0 switches its term off."""
 
     l2: float = 0.1
     lpips: float = 1.0
@@ -34,9 +37,20 @@ class LossWeights:
     wnorm: float = 0.003
 
     def __post_init__(self):
-        bad = {k: v for k, v in asdict(self).items() if v < 0}
+        bad = {f.name: getattr(self, f.name) for f in fields(LossWeights) if getattr(self, f.name) < 0}
         if bad:
             raise ValueError(f"loss weights must be >= 0, got {bad}")
+
+
+@dataclass
+class LossConfig(LossWeights):
+    """The ``loss`` config section: the weights (:class:`LossWeights`) and the networks behind the terms."""
+
+    wnorm_squared: bool = False
+    perceptual: str = "alex"  # models.lpips_network.BACKBONES: alex (real LPIPS) | irse (on perceptual_network)
+    perceptual_network: str | None = None  # the IR-SE trunk of perceptual=irse (registry name or path)
+    id_network: str = "ir_se50"
+    id_crop: list[float] = field(default_factory=lambda: list(PSP_CROP))
 
 
 class Objective(nn.Module):
@@ -53,13 +67,13 @@ class Objective(nn.Module):
 
     def __init__(
         self,
-        weights: LossWeights | Mapping[str, float] = LossWeights(),
+        weights: LossWeights | Mapping[str, float] | None = None,
         perceptual: PerceptualLoss | None = None,
         identity: IdentityLoss | None = None,
         wnorm_squared: bool = False,
     ):
         super().__init__()
-        self.weights = weights if isinstance(weights, LossWeights) else LossWeights(**weights)
+        self.weights = weights if isinstance(weights, LossWeights) else LossWeights(**(weights or {}))
         if self.weights.lpips and perceptual is None:
             raise ValueError("loss weight lpips > 0 needs a PerceptualLoss")
         if self.weights.id and identity is None:
@@ -81,7 +95,7 @@ class Objective(nn.Module):
         if weights.lpips:
             perceptual = PerceptualLoss(perceptual_net) if perceptual_net is not None else \
                 PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
-                                             toy_network=loss_cfg.get("perceptual_network", "toy_eval_arcface"))
+                                             network=loss_cfg.get("perceptual_network"))
         identity = None
         if weights.id:
             crop = loss_cfg.get("id_crop") or PSP_CROP
@@ -112,7 +126,7 @@ class Objective(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(total, terms)`` of ``output`` against the batch's :meth:`targets`; same values as :meth:`forward`."""
         wt = self.weights
-        output = resize_to(output, targets.image.shape[-2:])
+        output = resize_to(output, targets.image.shape[-2:], "area")
         terms: dict[str, torch.Tensor] = {}
         if wt.l2:
             terms["l2"] = self.l2(output, targets.image)

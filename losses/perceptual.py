@@ -8,12 +8,10 @@ import lpips
 import torch
 from torch import nn
 
-from losses.reconstruction import resize_to
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode and ``requires_grad=False`` on every parameter; returns the module."""
-    return module.eval().requires_grad_(False)
+from models.frozen import freeze
+from models.irse import load_arcface
+from models.lpips_network import BACKBONES, make_lpips
+from ops.resize import resize_to
 
 
 class PerceptualLoss(nn.Module):
@@ -34,22 +32,21 @@ class PerceptualLoss(nn.Module):
     @classmethod
     def from_backbone(
         cls, backbone: str = "alex", weights_root: str | Path | None = None,
-        toy_network: str | Path | nn.Module = "toy_eval_arcface",
+        network: str | Path | nn.Module | None = None,
     ) -> PerceptualLoss:
         """LPIPS v0.1 on AlexNet (``backbone='alex'``; trunk from the registry's ``lpips_alex``, whose
-        ``MissingWeightsError`` stops an offline run) or the lpips code path on the toy world's feature
-        trunk (``backbone='toy'``; ``toy_network`` is an IR-SE module or its registry name / path; by
-        default the toy evaluation ArcFace, whose stage features the toy LPIPS metric also uses, as the
-        real world trains and evaluates with the same AlexNet)."""
-        from metrics.lpips_metric import make_lpips
-
-        if backbone != "toy":
+        ``MissingWeightsError`` stops an offline run) or the lpips code path on an IR-SE network's stage
+        features (``backbone='irse'``; ``network`` is the IR-SE module or its registry name / path: the
+        world's evaluation ArcFace, so that loss and metric compare the same features, as the real world
+        trains and evaluates with the same AlexNet). ``backbone`` is a name in ``models.lpips_network.BACKBONES``."""
+        if BACKBONES.get(backbone) != "irse":
             return cls(make_lpips(backbone, weights_root=weights_root))
-        if not isinstance(toy_network, nn.Module):
-            from losses.identity import load_arcface
-
-            toy_network = load_arcface(toy_network, root=weights_root)
-        return cls(make_lpips("toy", toy_network=toy_network))
+        if network is None:
+            raise ValueError(f"the LPIPS backbone {backbone!r} needs network= (loss.perceptual_network): an "
+                             "IR-SE module, its registry name or a path")
+        if not isinstance(network, nn.Module):
+            network = load_arcface(network, root=weights_root)
+        return cls(make_lpips(backbone, network=network))
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
@@ -74,4 +71,4 @@ class PerceptualLoss(nn.Module):
         return value.mean()
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.distance(resize_to(output, target.shape[-2:]), self.features(target))
+        return self.distance(resize_to(output, target.shape[-2:], "area"), self.features(target))

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models import dlibface
+from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 JUDGE_SIZE = 256
 ALIGNED_BOX = (0.18, 0.30, 0.785, 0.90)  # (x0, y0, x1, y1) fractions of an aligned face image
@@ -44,8 +45,7 @@ class DlibEmbedder:
         self.name = f"dlib-resnet({dlibface.MODEL_FILES['recogniser']})"
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        x = F.interpolate(images.detach().float().cpu(), size=(JUDGE_SIZE, JUDGE_SIZE), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = resize_to(images.detach().float().cpu(), JUDGE_SIZE, "bilinear")
         rgb = (x.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         out = []
         for img in rgb:
@@ -57,7 +57,7 @@ class DlibEmbedder:
 def dlib_distance(identity_imgs: torch.Tensor, outputs: torch.Tensor, embedder: DlibEmbedder) -> torch.Tensor:
     """Per-pair Euclidean distance of dlib descriptors (B,) float32 >= 0, on ``outputs``' device
     (same person by dlib's rule where < :data:`SAME_PERSON_DISTANCE`)."""
-    if identity_imgs.shape[0] != outputs.shape[0]:
-        raise ValueError(f"batch sizes differ: {identity_imgs.shape[0]} vs {outputs.shape[0]}")
+    assert_shape(identity_imgs, (None, 3, None, None), "identity images")
+    assert_shape(outputs, (len(identity_imgs), 3, None, None), "outputs")
     distance = np.linalg.norm(embedder(identity_imgs) - embedder(outputs), axis=1)
     return torch.from_numpy(distance.astype(np.float32)).to(outputs.device)

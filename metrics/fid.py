@@ -19,9 +19,7 @@ import abc
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +30,8 @@ from torch import nn
 
 from metrics.frechet import frechet_distance
 from models.weights import load_torch_file, resolve
+from ops.atomic_write import atomic_path
+from ops.shapes import assert_shape
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -70,8 +70,7 @@ class FeatureDetector(nn.Module, abc.ABC):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"FeatureDetector expects uint8 images, got {images.dtype}; use quantize()")
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
+        assert_shape(images, (None, 3, None, None), "FID images")
         device = next(iter(self.parameters()), torch.empty(0)).device
         with torch.no_grad():
             features = self.extract(images.to(device=device, dtype=torch.float32) / 255.0)
@@ -219,20 +218,9 @@ def _cache_key(cache_key_parts: Mapping, detector: FeatureDetector) -> str:
 
 
 def save_stats(path, stats: GaussianStats, key: str = "") -> None:
-    """Write stats to ``path`` (.npz) atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), key=np.array(key))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    """Write stats to ``path`` (.npz) atomically (``ops.atomic_write``)."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, mu=stats.mu, sigma=stats.sigma, n=np.array(stats.n), key=np.array(key))
 
 
 def load_stats(path, expected_key: str | None = None) -> GaussianStats:

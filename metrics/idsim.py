@@ -19,12 +19,13 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime
 import torch
-import torch.nn.functional as F
 from insightface.model_zoo import get_model
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils.face_align import arcface_dst
 
 from models.weights import resolve_path
+from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 ARCFACE_SIZE = 112
 
@@ -55,8 +56,8 @@ def aligned_face_crop(template: np.ndarray = arcface_dst, template_size: int = A
 
 
 CELEBAHQ_CROP = aligned_face_crop()
-# Toy faces are rendered centred and fill the frame; the toy ArcFace sees the whole image.
-TOY_CROP = (0.0, 1.0, 0.0, 1.0)
+# The whole image: faces rendered centred and filling the frame (the toy world's).
+FULL_CROP = (0.0, 1.0, 0.0, 1.0)
 
 
 def arcface_crop(images: torch.Tensor, crop=CELEBAHQ_CROP, size: int = ARCFACE_SIZE) -> np.ndarray:
@@ -71,7 +72,7 @@ def arcface_crop(images: torch.Tensor, crop=CELEBAHQ_CROP, size: int = ARCFACE_S
     height, width = images.shape[-2:]
     box = images.detach().float()[:, :, round(top * height):round(bottom * height),
                                   round(left * width):round(right * width)]
-    box = F.interpolate(box, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    box = resize_to(box, size, "bilinear")
     rgb = (box.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
     return np.ascontiguousarray(rgb.flip(1).permute(0, 2, 3, 1).cpu().numpy())
 
@@ -100,7 +101,7 @@ class ArcFaceEmbedder:
     model_path: a recognition .onnx with a square >= 112 input (insightface feeds it RGB as
     (v - 127.5) / 127.5). providers: onnxruntime providers in order of preference, those missing
     from this onnxruntime build dropped; None or 'auto' -> ``default_providers()``.
-    crop: see ``arcface_crop`` (``CELEBAHQ_CROP`` for aligned real faces, ``TOY_CROP`` for toy faces).
+    crop: see ``arcface_crop`` (``CELEBAHQ_CROP`` for aligned real faces, ``FULL_CROP`` for faces that fill the frame).
     """
 
     def __init__(self, model_path, providers=None, crop=CELEBAHQ_CROP):
@@ -135,7 +136,7 @@ def idsim(identity_imgs: torch.Tensor, outputs: torch.Tensor, embedder: ArcFaceE
 
     identity_imgs, outputs: (B, 3, H, W) RGB in [-1, 1] (any H, W; both cropped by the embedder).
     """
-    if identity_imgs.shape[0] != outputs.shape[0]:
-        raise ValueError(f"batch sizes differ: {identity_imgs.shape[0]} vs {outputs.shape[0]}")
+    assert_shape(identity_imgs, (None, 3, None, None), "identity images")
+    assert_shape(outputs, (len(identity_imgs), 3, None, None), "outputs")
     cosine = (embedder(identity_imgs) * embedder(outputs)).sum(axis=1)
     return torch.from_numpy(cosine).to(outputs.device)

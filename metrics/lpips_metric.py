@@ -1,101 +1,12 @@
-"""LPIPS between outputs and real faces: the real AlexNet v0.1 metric and the toy-world analogue.
-
-'alex': ``lpips.LPIPS(net='alex', version='0.1')`` with its shipped linear layers. lpips would
-fetch the AlexNet trunk through torchvision's download; instead the trunk is built random
-(``pnet_rand=True``) and torchvision's AlexNet state dict (``alexnet-owt-7be5be79.pth``) is loaded
-from the weights registry (``lpips_alex``) into lpips' slices.
-
-'toy': the lpips package's ``LPIPS`` with ``lpips=False`` (no learned linear layers exist for a
-toy backbone): per level, channel-unit-normalised features are compared by squared distance,
-summed over channels, averaged over space, then summed over levels. Its ``.net`` is a network
-trained in the toy world (the toy evaluation ArcFace IR-SE: its ``stage_features``), or any
-module that maps (B, 3, H, W) in [-1, 1] to a list of (B, C_l, H_l, W_l) feature maps.
-"""
+"""LPIPS between outputs and real faces, per pair, on a network of ``models.lpips_network``."""
 
 from __future__ import annotations
 
-import warnings
-
 import lpips
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from models.weights import load_torch_file, resolve
-
-
-class _FeatureLevels(nn.Module):
-    """Adapts a feature network to lpips' trunk interface: forward -> tuple of feature maps."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-        self._features = getattr(network, "stage_features", network)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self._features(x))
-
-
-def _load_alexnet_trunk(trunk: nn.Module, state_dict: dict) -> None:
-    """Copy torchvision AlexNet ``features.{i}.*`` weights into lpips' ``slice{k}.{i}.*`` layout.
-
-    lpips splits ``alexnet().features`` into slices that keep each layer's original index as its
-    name, so the index i tells which slice holds it.
-    """
-    renamed = {}
-    for slice_name, block in trunk.named_children():
-        for index in block._modules:
-            for param in ("weight", "bias"):
-                key = f"features.{index}.{param}"
-                if key in state_dict:
-                    renamed[f"{slice_name}.{index}.{param}"] = state_dict[key]
-    trunk.load_state_dict(renamed, strict=True)
-
-
-def make_lpips(backbone: str = "alex", toy_network: nn.Module | None = None, weights=None,
-               weights_root=None) -> lpips.LPIPS:
-    """Build an LPIPS module in eval mode (on the CPU; move it with ``.to``).
-
-    backbone: 'alex' (real metric; weights: path to torchvision's ``alexnet-owt-7be5be79.pth``,
-    default the registry's ``lpips_alex``, resolved with ``root=weights_root``; the registry keeps
-    it in $TORCH_HOME/hub/checkpoints. MissingWeightsError naming the file when absent)
-    or 'toy' (``toy_network`` required: a module with ``stage_features(x)`` or whose forward
-    returns a list of feature maps; it expects inputs in [-1, 1], so lpips' ImageNet input
-    scaling is replaced by the identity. The module is put in eval mode).
-    """
-    if backbone == "alex":
-        path = weights if weights is not None else resolve("lpips_alex", root=weights_root)
-        model = lpips_random_trunk(learned=True)
-        _load_alexnet_trunk(model.net, load_torch_file(path))
-    elif backbone == "toy":
-        if toy_network is None:
-            raise ValueError("backbone='toy' needs toy_network (e.g. the toy eval ArcFace IR-SE)")
-        # The AlexNet trunk and input scaling it builds are replaced: build them on the meta device
-        # (no memory, no initialisation cost).
-        with torch.device("meta"):
-            model = lpips_random_trunk(learned=False)
-        model.net = _FeatureLevels(toy_network)
-        model.scaling_layer = nn.Identity()
-        model.L = _count_levels(model.net)
-    else:
-        raise ValueError(f"unknown LPIPS backbone {backbone!r}: use 'alex' or 'toy'")
-    return model.eval()
-
-
-def lpips_random_trunk(learned: bool) -> lpips.LPIPS:
-    """AlexNet-v0.1 LPIPS with a random trunk (``pnet_rand=True`` skips torchvision's download)."""
-    with warnings.catch_warnings():
-        # lpips 0.1.4 calls torchvision's alexnet(pretrained=False), deprecated since torchvision 0.13.
-        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-        return lpips.LPIPS(net="alex", version="0.1", lpips=learned, pnet_rand=True, verbose=False)
-
-
-def _count_levels(levels: _FeatureLevels, size: int = 64) -> int:
-    """Number of feature maps the network returns (lpips iterates over ``L`` levels), by one probe."""
-    parameter = next(iter(levels.parameters()), torch.empty(0))
-    with torch.no_grad():
-        probe = torch.zeros(1, 3, size, size, device=parameter.device, dtype=parameter.dtype)
-        return len(levels.eval()(probe))
+from ops.resize import resize_to
+from ops.shapes import assert_shape
 
 
 def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
@@ -106,8 +17,8 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
     ``size`` x ``size`` (bilinear, antialiased, as the evaluation at 256 of the paper) unless
     ``size`` is None or already matches. Runs without gradients, on the model's device.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"shape mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
+    assert_shape(x, (None, 3, None, None), "LPIPS images")
+    assert_shape(y, tuple(x.shape), "LPIPS references")
     device = next(iter(model.parameters()), torch.empty(0)).device
     x, y = (_prepare(t.to(device), size) for t in (x, y))
     with torch.no_grad():
@@ -116,7 +27,4 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
 
 def _prepare(images: torch.Tensor, size: int | None) -> torch.Tensor:
     images = images.float().clamp(-1, 1)
-    if size is not None and images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=True)
-    return images
+    return images if size is None else resize_to(images, size, "bilinear")

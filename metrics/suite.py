@@ -1,28 +1,28 @@
 """The three metrics of Tables 1 and 2 as one evaluation bundle, built from the ``eval`` config.
 
 - LPIPS between each output and the real face of its contour (``eval.lpips_backbone``: the real
-  AlexNet v0.1, or the lpips code path on the toy evaluation ArcFace trunk), at
+  AlexNet v0.1, or ``irse``: the lpips code path on the stage features of ``eval.feature_network``), at
   ``eval.lpips_resolution``;
 - IDSIM between each identity image and its output, through insightface + onnxruntime
-  (``eval.idsim_model``: ``w600k_r50.onnx`` or the toy evaluation ArcFace exported to ONNX);
+  (``eval.idsim_model``: a registry name, ``w600k_r50.onnx`` or a world's evaluation ArcFace exported to ONNX);
 - with a gallery of the test photos (``set_gallery``), the same network's similarity of each output to
   both people of its pair and the identity-following rate (``metrics.identity_following``);
 - with ``eval.dlib_judge``, a second identity judge of another network family, never a loss: dlib's
   ResNet descriptor distance between identity image and output (``metrics.dlib_idsim``);
 - FID between all outputs and a reference image set (``eval.fid_detector``: pytorch-fid's
-  Inception, or features of the toy evaluation ArcFace), from float64 running sums that chunks and
+  Inception, or ``embedding``: the embeddings of ``eval.feature_network``), from float64 running sums that chunks and
   processes add up.
 
-``describe()`` says which networks produced the numbers, so toy and real figures are never confused.
+``describe()`` says which networks produced the numbers, so figures of different worlds are never confused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from metrics.fid import (
@@ -35,10 +35,18 @@ from metrics.fid import (
     reference_stats,
 )
 from metrics.identity_following import PersonTemplates
+from models.lpips_network import BACKBONES
+from ops.resize import resize_to
+from ops.shapes import assert_shape
+
+# The one list of FID feature networks (``eval.fid_detector``): name -> detector. 'toy' is the name
+# 'embedding' had before it was named for what it is; run folders' config.yaml files still say it.
+FID_DETECTORS = {"inception": "inception", "embedding": "embedding", "toy": "embedding"}
 
 
 class EmbeddingDetector(FeatureDetector):
-    """FID features from an ArcFace-style embedding network (the toy world's Inception analogue).
+    """FID features from an ArcFace-style embedding network (``eval.feature_network``; a world without
+    an Inception trained on its faces, such as the toy world, uses its evaluation ArcFace).
 
     network: (B, 3, S, S) in [-1, 1] -> (B, D) (an ``models.irse.Backbone``); uint8 images are
     mapped to [-1, 1] and resized to the network's ``input_size`` (bilinear, antialiased).
@@ -54,9 +62,7 @@ class EmbeddingDetector(FeatureDetector):
         self.preprocessing = f"{EmbeddingDetector.preprocessing}{self.input_size}"
 
     def extract(self, images01: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images01 * 2 - 1, size=(self.input_size, self.input_size), mode="bilinear",
-                          align_corners=False, antialias=True)
-        return self.network(x)
+        return self.network(resize_to(images01 * 2 - 1, self.input_size, "bilinear"))
 
 
 class MetricSuite:
@@ -79,18 +85,18 @@ class MetricSuite:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device) -> MetricSuite:
-        from losses.identity import load_arcface
         from metrics.idsim import ArcFaceEmbedder
-        from metrics.lpips_metric import make_lpips
+        from models.irse import load_arcface
+        from models.lpips_network import make_lpips
 
         e = cfg.eval
         feature_net = None
-        if "toy" in (e.lpips_backbone, e.fid_detector):
+        if BACKBONES[e.lpips_backbone] == "irse" or FID_DETECTORS[e.fid_detector] == "embedding":
             feature_net = load_arcface(e.feature_network, root=cfg.weights_root)
-        lpips_model = make_lpips(e.lpips_backbone, toy_network=feature_net)
+        lpips_model = make_lpips(e.lpips_backbone, network=feature_net)
         embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
                                                  weights_root=cfg.weights_root)
-        detector = InceptionDetector() if e.fid_detector == "inception" else \
+        detector = InceptionDetector() if FID_DETECTORS[e.fid_detector] == "inception" else \
             EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
         dlib_judge = None
         if e.dlib_judge:
@@ -108,11 +114,11 @@ class MetricSuite:
         also ``PersonTemplates.scores``' three (B,) arrays; with the dlib judge, 'dlib_distance' (B,)."""
         from metrics.lpips_metric import lpips_distance
 
-        if not (output.shape[0] == target.shape[0] == identity.shape[0]):
-            raise ValueError(f"batch sizes differ: {output.shape[0]}, {target.shape[0]}, {identity.shape[0]}")
+        assert_shape(output, (None, 3, None, None), "outputs")
+        assert_shape(target, (len(output), 3, None, None), "targets")
+        assert_shape(identity, (len(output), 3, None, None), "identities")
         output = output.float().clamp(-1, 1)
-        out_res = F.interpolate(output, size=target.shape[-2:], mode="bilinear", align_corners=False,
-                                antialias=True) if output.shape[-2:] != target.shape[-2:] else output
+        out_res = resize_to(output, target.shape[-2:], "bilinear")
         e_out, e_identity = self.embedder(output), self.embedder(identity)
         values = {
             "lpips": lpips_distance(out_res, target, self.lpips_model, self.cfg.eval.lpips_resolution).cpu().numpy(),
@@ -130,29 +136,29 @@ class MetricSuite:
         values.update({f"fid_{k}": v for k, v in state.items()})
         return values
 
-    def reference(self) -> GaussianStats:
-        """Statistics of the real reference set (cached .npz; computed once)."""
-        from experiments.world import reference_images
-
+    def reference(self, images: Iterable[torch.Tensor]) -> GaussianStats:
+        """Statistics of the real reference set (cached .npz; computed once): ``images`` yields its batches
+        (B, 3, S, S) in [-1, 1] and is only read when the cache misses (the world's ``reference_images``)."""
         e = self.cfg.eval
         parts = {"dataset": e.fid_reference, "resolution": self.cfg.data.input_size,
                  "n": e.fid_reference_size}
         cache_dir = Path(self.cfg.output_dir).expanduser() / "fid_cache"
-        return reference_stats(reference_images(self.cfg, e.fid_reference_size, e.batch_size), self.detector,
-                               parts, cache_dir)
+        return reference_stats(images, self.detector, parts, cache_dir)
 
-    def fid(self, chunks: list, n_blocks: int = 20) -> dict:
+    def fid(self, chunks: list, reference_images: Iterable[torch.Tensor], n_blocks: int = 20) -> dict:
         """FID of the outputs whose per-chunk sums are in ``chunks`` (mappings with fid_* arrays, in manifest
         order, each of whole contours), with its jackknife interval over ``n_blocks`` blocks of
-        consecutive chunks (see :func:`metrics.fid.fid_with_interval`)."""
+        consecutive chunks (see :func:`metrics.fid.fid_with_interval`); ``reference_images`` as in
+        :meth:`reference`."""
         states = [{"n": c["fid_n"], "sum": c["fid_sum"], "sum_outer": c["fid_sum_outer"]} for c in chunks]
         blocks = [StatsAccumulator.from_states(part).state()
                   for part in np.array_split(np.array(states, dtype=object), min(n_blocks, len(states)))]
-        return fid_with_interval(blocks, self.reference())
+        return fid_with_interval(blocks, self.reference(reference_images))
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval
-        return {"lpips": f"lpips-{e.lpips_backbone}" + (f"({e.feature_network})" if e.lpips_backbone == "toy" else ""),
+        backbone = BACKBONES[e.lpips_backbone]
+        return {"lpips": f"lpips-{backbone}" + (f"({e.feature_network})" if backbone == "irse" else ""),
                 "idsim": f"insightface-onnx({self.embedder.model_path})",
                 "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
                 "world": self.cfg.world,

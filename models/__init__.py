@@ -1,15 +1,4 @@
-"""Networks: StyleGAN2, IR-SE, the IDE/ReStyle/pSp encoders, the weights registry, inference.
+"""Networks: StyleGAN2, IR-SE, the IDE/ReStyle/pSp encoders, LPIPS networks, PULSE, the weights registry.
 
-Importing the package is cheap; ``load_pipeline`` (models/pipeline.py) is imported on first use.
+Inference (``load_pipeline``) is assembled one floor up, in ``experiments.pipeline``.
 """
-
-
-def __getattr__(name: str):
-    if name == "load_pipeline":
-        from models.pipeline import load_pipeline
-
-        return load_pipeline
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
-
-
-__all__ = ["load_pipeline"]

@@ -21,22 +21,49 @@ IR-SE weights as the identity encoder (``encoder_init``; ReStyle does this for i
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
+from models import inversion
 from models.encoders import BackboneEncoder, GradualStyleEncoder, init_from_irse
 from models.ide import IDEEncoder
 from models.inversion import IterativeInverter
 from models.weights import resolve_path
 
-DEFAULTS = {
-    "n_iters": 5, "encoder_layers": 50, "encoder_mode": "ir_se", "stage_channels": None, "stage_units": None,
-    "encoder_init": "pretrained", "identity_encoder": True, "identity_init": "pretrained",
-    "identity_freeze": False, "identity_weights": "ir_se50", "input_latent": True, "ifm_hidden": 128,
-    "n_ifm_per_block": None, "loss_resolution": 256,
-}
+# model.kind: the encoder kinds build_model builds, and pulse (optimisation-based: models.pulse)
+KINDS = (*inversion.KINDS, "pulse")
+INITS = ("random", "pretrained")  # model.encoder_init / model.identity_init
+
+
+@dataclass
+class ModelConfig:
+    """The ``model`` config section: the encoder method; see the module docstring for how each knob maps
+    onto modules. The defaults are the paper's full model ("Ours")."""
+
+    kind: str = "ide"  # KINDS: restyle | ide | psp (build_model), pulse (models.pulse)
+    n_iters: int = 5
+    encoder_layers: int = 50
+    encoder_mode: str = "ir_se"
+    stage_channels: list[int] | None = None  # None = IR-SE50's (64, 128, 256, 512)
+    stage_units: list[int] | None = None  # None = the depth's units
+    encoder_init: str = "pretrained"  # INITS: random | pretrained: main/ReStyle/pSp body from identity_weights
+    identity_encoder: bool = True
+    identity_init: str = "pretrained"  # random | pretrained (Table 2's last row)
+    identity_freeze: bool = False
+    identity_weights: str = "ir_se50"  # registry name or path of the ArcFace IR-SE weights
+    input_latent: bool = True
+    ifm_hidden: int = 128
+    n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
+    loss_resolution: int = 256
+    # Fresh generator noise at every training forward, as pSp/ReStyle train; evaluation always uses the
+    # generator's fixed noise buffers. False makes training independent of the global RNG.
+    randomize_noise: bool = True
+
+
+DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
 
 
 def cfg_get(cfg: Any, key: str) -> Any:
@@ -66,8 +93,8 @@ def build_model(
     """
     c = lambda key: cfg_get(model_cfg, key)
     kind = c("kind")
-    if kind not in ("restyle", "ide", "psp"):
-        raise ValueError(f"model.kind={kind!r} is not an encoder method (restyle | ide | psp)")
+    if kind not in inversion.KINDS:
+        raise ValueError(f"model.kind={kind!r} is not an encoder method ({' | '.join(inversion.KINDS)})")
     if kind != "ide":
         bad = [k for k in ("identity_encoder", "input_latent") if c(k)]
         if bad:
@@ -76,8 +103,8 @@ def build_model(
     elif not c("identity_encoder"):
         raise ValueError("model.kind=ide needs model.identity_encoder=true (the baseline is kind=restyle)")
     for key in ("encoder_init", "identity_init"):
-        if c(key) not in ("random", "pretrained"):
-            raise ValueError(f"model.{key} must be random | pretrained, got {c(key)!r}")
+        if c(key) not in INITS:
+            raise ValueError(f"model.{key} must be {' | '.join(INITS)}, got {c(key)!r}")
     if kind == "psp" and c("n_iters") != 1:
         raise ValueError(f"model.kind=psp is single-pass: set model.n_iters=1 (got {c('n_iters')})")
     input_size = input_size or min(generator.size, 256)

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.shapes import assert_shape
+
 KINDS = ("restyle", "ide", "psp")
 
 
@@ -165,6 +167,8 @@ class IterativeInverter(nn.Module):
         average) -> list of Steps. ``randomize_noise`` None = ``self.training``. ``identity_condition``
         (ide only): the IFMs' modulations for these steps (e.g. :meth:`SharedIdentityCondition.for_step`);
         None computes them, once when they cannot change between steps (see :meth:`_reusable`)."""
+        assert_shape(contour, (None, None, None, None), "contour")
+        assert_shape(identity, (len(contour), 3, None, None), "identity")
         noise = self.training if randomize_noise is None else randomize_noise
         steps, prev = [], start
         for _ in range(self.n_iters if n_iters is None else n_iters):

@@ -12,6 +12,7 @@ the input layer then has ``stage_channels[0]`` outputs, as IR-SE50's 64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.weights import load_state_file
+from models.frozen import freeze
+from models.weights import WeightsMismatchError, load_state_file, mismatch_detail, resolve_path
 
 STAGE_UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 STAGE_CHANNELS = (64, 128, 256, 512)
@@ -197,3 +199,47 @@ class Backbone(IRSEBody):
 def body_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``input_layer.*`` / ``body.*`` part of a Backbone state dict (drops ``output_layer.*``)."""
     return {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}
+
+
+def backbone_kwargs_from_state(state: dict[str, torch.Tensor]) -> dict:
+    """The ``irse.Backbone`` arguments that a TreB1eN-layout state dict was saved from.
+
+    A stage starts at unit 0 and wherever a unit's width differs from the previous unit's; two
+    adjacent stages of equal width cannot be told apart (pass ``stage_units`` then).
+    """
+    n_units = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+    widths = [state[f"body.{k}.res_layer.1.weight"].shape[0] for k in range(n_units)]
+    starts = [k for k in range(n_units) if k == 0 or widths[k] != widths[k - 1]]
+    if len(starts) != 4:
+        raise ValueError(f"cannot infer 4 stages from unit widths {widths}; pass stage_units= and "
+                         f"stage_channels=")
+    units = [b - a for a, b in zip(starts, starts[1:] + [n_units])]
+    channels = [widths[k] for k in starts]
+    linear = state["output_layer.3.weight"]
+    side = math.isqrt(linear.shape[1] // channels[-1])
+    return dict(
+        input_size=16 * side, mode="ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir",
+        stage_channels=channels, stage_units=units, input_channels=state["input_layer.0.weight"].shape[1],
+        embedding_dim=linear.shape[0], affine="output_layer.4.weight" in state,
+    )
+
+
+def load_arcface(name_or_path: str | Path, root: str | Path | None = None, **backbone_kwargs) -> nn.Module:
+    """A frozen ``irse.Backbone`` (eval mode) with weights loaded strictly.
+
+    ``name_or_path``: a weights-registry name (``ir_se50``, ``toy_arcface``; a missing file raises the
+    registry's ``MissingWeightsError``) or a ``.pth`` (loaded with ``weights_only=True``) /
+    ``.safetensors`` path. The architecture is read from the state dict; ``backbone_kwargs`` override it.
+    """
+    path = resolve_path(name_or_path, root)
+    state = load_checkpoint(path)
+    try:
+        kwargs = {**backbone_kwargs_from_state(state), **backbone_kwargs}
+        net = Backbone(**kwargs)
+        net.load_state_dict(state, strict=True)
+    except (KeyError, IndexError, ValueError, RuntimeError) as err:  # not an IR-SE state dict, or other shapes
+        detail = mismatch_detail(err) if isinstance(err, RuntimeError) else \
+            f"no {err} tensor" if isinstance(err, KeyError) else str(err)
+        raise WeightsMismatchError(f"{path}: not the weights of an ArcFace IR-SE backbone ({detail}); point it at "
+                                   "an IR-SE file (e.g. model_ir_se50.pth)") from None
+    return freeze(net)

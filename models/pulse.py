@@ -14,7 +14,7 @@ recipe on our StyleGAN2 (the original used StyleGAN v1) and adds the paper's Arc
   radius (z stays on the sphere of radius ~sqrt(style_dim), where Gaussian samples live);
 - per-sample loss = ``w_l2 * max(L2, eps) + w_geo * GEOCROSS + w_id * (1 - cos)``: L2 is the mean
   squared error between the generated image mapped to [0, 1] and bicubic-downsampled
-  (``data.resample.bicubic_downsample``, PULSE's filter) to the LR size, and the LR input in [0, 1];
+  (``ops.resize.bicubic_downsample``, PULSE's filter) to the LR size, and the LR input in [0, 1];
   the clamp at eps is PULSE's (no pressure once the LR matches); GEOCROSS pulls the W+ rows together;
   the identity term is :class:`losses.IdentityLoss` between the generated face and the identity image;
 - Adam lr 0.4, 100 steps, ``linear1cycledrop`` schedule, eps 2e-3 (PULSE's defaults).
@@ -43,7 +43,6 @@ Only LR contours are defined for PULSE (as in the paper); other modalities raise
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.resample import bicubic_downsample
-from losses.identity import IdentityLoss
+from ops.atomic_write import atomic_path
+from ops.resize import bicubic_downsample
 
 # learning-rate factor at fractions of the run, linearly interpolated (PULSE's schedules)
 SCHEDULES = {
@@ -176,10 +175,9 @@ def gaussian_fit(
             return fit["mean"].to(device), fit["std"].to(device)
     mean, std = fit_gaussian(generator, n_samples, seed)
     if path is not None:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
-            save_file({"mean": mean.cpu(), "std": std.cpu()}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({"mean": mean.cpu(), "std": std.cpu()}, str(tmp))
         except OSError as err:
             warnings.warn(f"could not cache the PULSE Gaussian fit at {path}: {err}", stacklevel=2)
     return mean, std
@@ -203,15 +201,15 @@ class Pulse(nn.Module):
     """Batched modified PULSE: forward(contour (B, 3, h, h) in [-1, 1], identity (B, 3, H, H) in [-1, 1]).
 
     ``generator``: our StyleGAN2 (frozen here). ``mean``/``std`` (style_dim,): its Gaussian fit.
-    ``identity_loss``: an :class:`IdentityLoss` (needed when ``config.w_id > 0``). ``lr_size``: when
-    the contour is larger (the LR upsampled to the encoder input size, as ``data.conditions`` makes it),
-    it is first brought back to ``lr_size`` with the same bicubic downsampler.
+    ``identity_loss``: a ``losses.IdentityLoss`` (``embed``, ``distance``; needed when ``config.w_id > 0``).
+    ``lr_size``: when the contour is larger (the LR upsampled to the encoder input size, as
+    ``data.conditions`` makes it), it is first brought back to ``lr_size`` with the same bicubic downsampler.
     Returns a :class:`PulseResult`. Each sample is optimised independently (the batch loss is a sum).
     """
 
     def __init__(
         self, generator: nn.Module, mean: torch.Tensor, std: torch.Tensor,
-        identity_loss: IdentityLoss | None = None, config: PulseConfig | None = None,
+        identity_loss: nn.Module | None = None, config: PulseConfig | None = None,
         lr_size: int | None = None,
     ):
         super().__init__()
@@ -304,24 +302,3 @@ class Pulse(nn.Module):
         better = (ok_new & ~ok_old) | ((ok_new == ok_old) & (current["loss"] < best["loss"]))
         for k, v in current.items():
             best[k][better] = v[better]
-
-
-def build_pulse(cfg, device: torch.device) -> Pulse:
-    """:class:`Pulse` from the run config: the world's frozen generator, its cached Gaussian fit, the
-    ``loss.id_network`` ArcFace with ``loss.id_crop``, and the ``pulse`` section's knobs."""
-    from experiments.world import load_frozen_generator
-    from losses.identity import PSP_CROP, load_arcface
-    from models.weights import resolve_path
-
-    if cfg.data.condition != "lr":
-        raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not "
-                         f"'{cfg.data.condition}'")
-    config = PulseConfig.from_section(cfg.pulse)
-    generator, _ = load_frozen_generator(cfg, device)
-    weights_dir = resolve_path(cfg.generator.weights, cfg.weights_root).parent
-    mean, std = gaussian_fit(generator, config.gaussian_fit_samples, seed=0, cache_dir=weights_dir)
-    identity = None
-    if config.w_id:
-        arcface = load_arcface(cfg.loss.id_network, root=cfg.weights_root)
-        identity = IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP)
-    return Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)

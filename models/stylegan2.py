@@ -18,6 +18,7 @@ from torch import nn
 
 from models.weights import load_state_file, load_torch_file
 from ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
+from ops.shapes import assert_shape
 
 
 def default_channels(channel_multiplier: int = 2) -> dict[int, int]:
@@ -347,9 +348,7 @@ class Generator(nn.Module):
         if input_latent is None:
             out = self.input(latent)
         else:
-            expected = (latent.shape[0], self.channels[4], 4, 4)
-            if tuple(input_latent.shape) != expected:
-                raise ValueError(f"input_latent must have shape {expected}, got {tuple(input_latent.shape)}")
+            assert_shape(input_latent, (latent.shape[0], self.channels[4], 4, 4), "input_latent")
             out = input_latent
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])

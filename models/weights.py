@@ -92,6 +92,10 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
                "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric", location="repo"),
 ]}
 
+# Trained encoders shipped as exports (encoder.safetensors + config.yaml): the short name that
+# ``load_pipeline`` and the generate/demo tools take -> the registry entry of the encoder file.
+SHIPPED_ENCODERS = {"toy": "toy_ide"}
+
 _verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already hashed in this process
 
 

@@ -1,4 +1,6 @@
-"""StyleGAN2's custom ops with pure-PyTorch references and a lazily built CUDA plugin (ops/plugin.py)."""
+"""The floor every package builds on: StyleGAN2's custom ops with pure-PyTorch references and a lazily built
+CUDA plugin (ops/plugin.py), image resizing with named kernels (ops.resize), shape contracts at public
+forwards (ops.shapes) and atomic file writes (ops.atomic_write); the last three are imported by name."""
 
 from ops.bias_act import FusedLeakyReLU, fused_leaky_relu, fused_leaky_relu_ref
 from ops.plugin import get_impl, set_impl

@@ -220,10 +220,10 @@ def export_arcface(net: Backbone, name: str, out_dir: Path) -> dict[str, Path]:
 
 def build_like(net: Backbone, path: Path) -> Backbone:
     """A fresh fp32 copy of ``net``'s architecture loaded strictly from a safetensors file, eval mode."""
-    from safetensors.torch import load_file
+    from models.weights import load_state_file
 
     fresh = Backbone(net.input_size, mode="ir_se", drop_ratio=0.0, stage_channels=net.stage_channels,
                      stage_units=net.stage_units, embedding_dim=net.output_layer[3].out_features)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_file(path).items()}
     fresh.load_state_dict(state, strict=True)
     return fresh.eval()

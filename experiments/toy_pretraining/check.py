@@ -87,8 +87,8 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     import torchvision
     import torchvision.transforms.functional as TF
 
-    from losses.identity import load_arcface
     from metrics.fid import frechet_distance_at_infinity
+    from models.irse import load_arcface
     from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]

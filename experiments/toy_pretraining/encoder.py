@@ -12,13 +12,17 @@ import torch
 
 from experiments.toy_pretraining.export import fp16_state, print_hashes
 
+# the shipped encoder's recipe: the Ours row (the paper's full model) on the toy world's defaults
+RUN_ARGS = ("ablation=pretrained_id",)
+
 
 def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
     """Train the toy run (``seed``), or take the finished ``run`` folder, and export its ``final/`` to
     ``out_dir/toy_ide/`` with the generator fingerprint; returns {"name", "run", "sha256"}."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from models.pipeline import TOY_RUN_ARGS, recorded_generator
+    from experiments.pipeline import recorded_generator
+    from models.weights import load_state_file
 
     if run:
         final = Path(run) / "final"
@@ -26,18 +30,18 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
         from experiments.config import load_config
         from experiments.train import train
 
-        final = train(load_config([*TOY_RUN_ARGS, f"seed={seed}"])) / "final"
+        final = train(load_config([*RUN_ARGS, f"seed={seed}"])) / "final"
     if not (final / "encoder.safetensors").is_file():
         raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
     out = Path(out_dir) / "toy_ide"
     out.mkdir(parents=True, exist_ok=True)
     source = final / "encoder.safetensors"
-    state = fp16_state(load_file(str(source)))
+    state = fp16_state(load_state_file(source))
     generator = recorded_generator(source)
     if generator is None:
         # exported before encoders recorded their generator: stamp the one its config names today
+        from experiments.pipeline import load_run_config
         from experiments.world import load_frozen_generator
-        from models.pipeline import load_run_config
         from models.weights import state_fingerprint
 
         generator = state_fingerprint(load_frozen_generator(load_run_config(final), torch.device("cpu"))[0])

@@ -55,7 +55,7 @@ class GeneratorConfig:
     # The LPIPS loss (losses.perceptual, unlearned, lpips code path) on the toy ID-loss ArcFace's stages
     # (0 = off): weights the parts that identity lives in.
     perceptual_weight: float = 0.0
-    perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (losses.identity.load_arcface)
+    perceptual_net: str = "toy_arcface"  # a weights-registry name or a path (models.irse.load_arcface)
     # Extra weight of the fine parts' pixels (eyes, brows, nose, mouth; from the renderer's label map) in
     # the full-size distillation loss (0 = off). An underfit L1 regression draws the per-pixel median,
     # which is skin wherever a small part is not yet placed exactly: its samples then draw no eyes at
@@ -236,7 +236,7 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
     if cfg.perceptual_weight > 0:
         from losses.perceptual import PerceptualLoss
 
-        perceptual = PerceptualLoss.from_backbone("toy", toy_network=cfg.perceptual_net).to(device)
+        perceptual = PerceptualLoss.from_backbone("irse", network=cfg.perceptual_net).to(device)
     d_opt = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99)) if d is not None else None
     ckpt_path = run_dir / "ckpt.pt"
     start, losses, mapping_error = 0, [], None

@@ -17,7 +17,7 @@ from data.conditions import (
     one_hot,
     xdog_sketch,
 )
-from data.resample import bicubic_downsample, upsample_bicubic
+from ops.resize import bicubic_downsample, upsample_bicubic
 
 SPEC_ORDER = ("background skin nose eye_g l_eye r_eye l_brow r_brow l_ear r_ear mouth u_lip l_lip hair hat "
               "ear_r neck_l neck cloth").split()

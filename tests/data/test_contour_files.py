@@ -15,7 +15,7 @@ from data.contour_files import (
     read_sketch_file,
 )
 from data.images import BadImageError, to_uint8
-from data.resample import resize_to
+from ops.resize import resize_to
 
 
 def face_labels(size: int = 512) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_merge_order_presets_then_overrides():
     (["world=mars"], "available: celebahq, toy"),
     (["garbage"], "malformed argument"),
     (["train..lr=1"], "malformed key"),
-    (["data.condition=xyz"], "allowed: lr, sketch, mask"),
+    (["data.condition=xyz"], "allowed: lr, mask, sketch"),
     (["world=celebahq"], "data.root is required"),
     (["model.n_iters=0"], "n_iters"),
     (["train.warmup_steps=-5"], "'train.warmup_steps': -5; it must be >= 0"),
@@ -107,3 +107,34 @@ def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
                          timeout=120)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_preset_builds_on_the_presets_it_names(tmp_path, monkeypatch):
+    import experiments.config as config
+
+    # the shipped baseline is the restyle method as it is
+    baseline, restyle = load_config(["ablation=baseline"]), load_config(["method=restyle"])
+    assert baseline.method == "restyle" and baseline.model == restyle.model and baseline.ablation == "baseline"
+    (tmp_path / "frozen.yaml").write_text("presets: [ablation=ifblock]\nmodel:\n  identity_freeze: true\n")
+    (tmp_path / "ifblock.yaml").write_text("presets: [method=psp]\nmodel:\n  kind: ide\n  input_latent: false\n")
+    monkeypatch.setattr(config, "ABLATION_DIR", tmp_path)
+    cfg = load_config(["ablation=frozen"])
+    # psp first, then ifblock over it, then frozen over both; the last named preset is the ablation
+    model = cfg.model
+    assert (model.kind, model.n_iters, model.input_latent, model.identity_freeze) == ("ide", 1, False, True)
+    assert cfg.method == "psp" and cfg.ablation == "frozen"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("presets: [ablation=loop]\n", "circle: ablation=loop -> ablation=loop"),
+    ("presets: [train.lr=1]\n", "not the override 'train.lr=1'"),
+    ("presets: method=psp\n", "must be a list"),
+])
+def test_bad_preset_lists_are_one_line_errors(tmp_path, monkeypatch, text, needle):
+    import experiments.config as config
+
+    (tmp_path / "loop.yaml").write_text(text)
+    monkeypatch.setattr(config, "ABLATION_DIR", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(["ablation=loop"])
+    assert needle in str(info.value) and "loop.yaml" in str(info.value) and "\n" not in str(info.value)

@@ -30,8 +30,8 @@ from experiments.demo import (
     build_parser,
     max_steps,
 )
-from models.pipeline import load_pipeline
-from tests.models.test_pipeline import N_ITERS, make_tiny_run
+from experiments.pipeline import load_pipeline
+from tests.experiments.test_pipeline import N_ITERS, make_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

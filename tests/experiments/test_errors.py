@@ -351,8 +351,8 @@ def test_final_export_is_swapped_in_whole(trained, tmp_path):
     """An export that fails midway leaves the previous final/ as it was; one that succeeds replaces it whole
     and leaves no partial or old folder behind."""
     from experiments.methods import build_method
+    from experiments.pipeline import load_run_config
     from experiments.train import export_final
-    from models.pipeline import load_run_config
 
     copy = copy_run(trained[0], tmp_path)
     before = {p.name: p.read_bytes() for p in (copy / "final").iterdir()}

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from data.images import save_image, to_uint8
-from models.pipeline import load_pipeline
-from tests.models.test_pipeline import N_ITERS, make_tiny_run
+from experiments.pipeline import load_pipeline
+from tests.experiments.test_pipeline import N_ITERS, make_tiny_run
 
 insightface = pytest.importorskip("insightface")
 TOM = os.path.join(os.path.dirname(insightface.__file__), "data", "images", "Tom_Hanks_54745.png")

@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 from accelerate import Accelerator
+from safetensors.torch import save_file
 
 from experiments.config import load_config
-from experiments.methods import build_method
+from experiments.methods import build_method, build_pulse
+from models.irse import Backbone
+from models.stylegan2 import Generator, save_generator
 
 from .conftest import tiny_overrides
 
@@ -112,3 +115,25 @@ def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets
         assert new == pytest.approx(old, rel=1e-4, abs=1e-6)
     for k in new_state:  # parameters, and E_id's BatchNorm statistics (one update of momentum 1 - 0.9^3)
         torch.testing.assert_close(new_state[k], old_state[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_build_pulse_wires_the_config(tmp_path):
+    """build_pulse on files given by path (random weights in the toy world's shapes): sizes, knobs, cache."""
+    cfg = load_config(["method=pulse", f"generator.weights={tmp_path / 'g.safetensors'}",
+                       f"loss.id_network={tmp_path / 'arc.safetensors'}", "pulse.steps=2",
+                       "pulse.gaussian_fit_samples=2048", "pulse.w_id=0.5"])
+    torch.manual_seed(0)
+    gc = cfg.generator
+    g = Generator(gc.size, gc.style_dim, gc.n_mlp, channels={int(k): v for k, v in gc.channels.items()})
+    save_generator(tmp_path / "g.safetensors", g, torch.zeros(gc.style_dim))
+    arc = Backbone(input_size=32, stage_channels=(8, 16, 24, 32), stage_units=(1, 1, 1, 1))
+    save_file({k: v.contiguous() for k, v in arc.state_dict().items()}, str(tmp_path / "arc.safetensors"))
+    pulse = build_pulse(cfg, torch.device("cpu"))
+    c = pulse.config
+    assert (c.steps, c.w_id, c.seed, pulse.lr_size) == (2, 0.5, 0, cfg.data.lr_size)
+    assert pulse.identity_loss.crop == tuple(cfg.loss.id_crop)
+    assert len(list(tmp_path.glob("gaussian_fit-*.safetensors"))) == 1
+    contour = torch.rand(2, 3, cfg.data.input_size, cfg.data.input_size) * 2 - 1  # LR upsampled to input size
+    out = pulse(contour, contour)
+    assert out.image.shape == (2, 3, gc.size, gc.size) and out.eps_reached.dtype == torch.bool
+    assert out.eps_reached.shape == (2,) and out.id_loss.shape == (2,)

@@ -42,7 +42,7 @@ def test_frozen_network_and_gradient_to_input(perceptual):
 def test_toy_backbone_goes_through_lpips_with_a_frozen_trunk():
     from tests.losses.test_identity import small_arcface
 
-    loss = PerceptualLoss.from_backbone("toy", toy_network=small_arcface())
+    loss = PerceptualLoss.from_backbone("irse", network=small_arcface())
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert isinstance(loss.net, lpips.LPIPS)
     assert loss(x, x.clone()).item() == 0.0 and loss(x, x.flip(-1)).item() > 0
@@ -63,7 +63,7 @@ def test_distance_to_precomputed_features_is_lpips_bitwise(perceptual, backbone)
     layers for alex, channel sums for the toy trunk), with the same gradient."""
     from tests.losses.test_identity import small_arcface
 
-    loss = perceptual if backbone == "alex" else PerceptualLoss.from_backbone("toy", toy_network=small_arcface())
+    loss = perceptual if backbone == "alex" else PerceptualLoss.from_backbone("irse", network=small_arcface())
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).requires_grad_()
     target = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from losses import ReconstructionL2, resize_to
+from losses import ReconstructionL2
 
 
 def test_identical_images_give_zero():
@@ -21,8 +21,6 @@ def test_output_is_brought_to_the_loss_resolution():
     target = torch.rand(1, 3, 4, 4) * 2 - 1
     output = target.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
     assert ReconstructionL2()(output, target).item() == pytest.approx(0.0, abs=1e-12)
-    assert resize_to(output, 4).shape == (1, 3, 4, 4)
-    assert resize_to(target, 8).shape == (1, 3, 8, 8)
 
 
 def test_gradient_reaches_output():

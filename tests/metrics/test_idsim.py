@@ -6,7 +6,7 @@ from torch import nn
 
 from metrics.idsim import (
     CELEBAHQ_CROP,
-    TOY_CROP,
+    FULL_CROP,
     ArcFaceEmbedder,
     arcface_crop,
     default_providers,
@@ -89,7 +89,7 @@ def test_embedder_from_registry_missing_file_and_default_providers(tmp_path):
 def test_crop_is_bgr_uint8_and_honours_the_box():
     red = torch.full((2, 3, 64, 64), -1.0)
     red[:, 0] = 1.0
-    crops = arcface_crop(red, crop=TOY_CROP)
+    crops = arcface_crop(red, crop=FULL_CROP)
     assert crops.shape == (2, 112, 112, 3) and crops.dtype == np.uint8
     assert (crops[..., 2] == 255).all() and (crops[..., :2] == 0).all()
     # Only the box is kept: a bright square exactly on the box fills the crop.

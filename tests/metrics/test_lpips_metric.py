@@ -5,9 +5,9 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from data.toyfaces import FACTOR_DIMS, render_gaussian
-from metrics.lpips_metric import lpips_distance, make_lpips
+from metrics.lpips_metric import lpips_distance
 from models.irse import Backbone
-from models.weights import MissingWeightsError
+from models.lpips_network import make_lpips
 
 
 def _faces(n=2, seed=0):
@@ -62,7 +62,7 @@ def test_toy_lpips_zero_for_identical_and_monotone_in_degradation(network):
         net = Backbone(input_size=64, num_layers=50, stage_channels=(8, 8, 16, 16), stage_units=(1, 1, 1, 1))
     else:
         net = _random_feature_net()
-    model = make_lpips("toy", toy_network=net)
+    model = make_lpips("irse", network=net)
     assert model.L == 4
     faces = _faces(2)
     assert torch.equal(lpips_distance(faces, faces, model, size=None), torch.zeros(2))
@@ -75,7 +75,7 @@ def test_toy_lpips_zero_for_identical_and_monotone_in_degradation(network):
 
 
 def test_lpips_distance_resizes_and_clips():
-    model = make_lpips("toy", toy_network=_random_feature_net())
+    model = make_lpips("irse", network=_random_feature_net())
     faces = _faces(2)
     # Values beyond [-1, 1] are clipped as a saved image would be.
     assert torch.equal(lpips_distance(faces, faces * 1.5, model, size=None),
@@ -84,12 +84,6 @@ def test_lpips_distance_resizes_and_clips():
     assert upsampled.shape == (2,) and (upsampled > 0).all()
     with pytest.raises(ValueError, match="shape"):
         lpips_distance(faces, faces[:1], model)
-
-
-def test_alex_without_weights_names_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # the registry looks in $TORCH_HOME/hub/checkpoints
-    with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
-        make_lpips("alex")
 
 
 def test_alex_loads_torchvision_state_dict_into_lpips_trunk(tmp_path):
@@ -108,10 +102,3 @@ def test_alex_loads_torchvision_state_dict_into_lpips_trunk(tmp_path):
     blurred = gaussian_blur(faces, kernel_size=9, sigma=2.0)
     distance = lpips_distance(faces, blurred, model, size=64)
     assert distance.shape == (2,) and torch.isfinite(distance).all() and (distance > 0).all()
-
-
-def test_unknown_backbone_and_missing_toy_network():
-    with pytest.raises(ValueError, match="backbone"):
-        make_lpips("vgg")
-    with pytest.raises(ValueError, match="toy_network"):
-        make_lpips("toy")

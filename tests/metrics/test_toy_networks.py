@@ -7,10 +7,11 @@ import torch
 
 from data.toyfaces import FACTOR_DIMS, render_gaussian
 from experiments.config import load_config
-from losses.identity import load_arcface
 from metrics.fid import accumulate, fid, quantize
-from metrics.lpips_metric import lpips_distance, make_lpips
+from metrics.lpips_metric import lpips_distance
 from metrics.suite import EmbeddingDetector
+from models.irse import load_arcface
+from models.lpips_network import make_lpips
 
 from .test_lpips_metric import _degradations
 
@@ -18,7 +19,7 @@ from .test_lpips_metric import _degradations
 @pytest.fixture(scope="module")
 def toy_world():
     cfg = load_config(["world=toy"])
-    assert cfg.eval.lpips_backbone == "toy" and cfg.eval.fid_detector == "toy"
+    assert cfg.eval.lpips_backbone == "irse" and cfg.eval.fid_detector == "embedding"
     network = load_arcface(cfg.eval.feature_network)
     codes = torch.randn(100, FACTOR_DIMS, generator=torch.Generator().manual_seed(0))
     return network, render_gaussian(codes, size=cfg.data.input_size).image
@@ -26,7 +27,7 @@ def toy_world():
 
 def test_shipped_toy_lpips_grows_with_degradation(toy_world):
     network, faces = toy_world
-    model = make_lpips("toy", toy_network=network)
+    model = make_lpips("irse", network=network)
     faces = faces[:8]
     for name, degraded in _degradations(faces).items():
         distances = lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model,

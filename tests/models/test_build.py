@@ -1,20 +1,18 @@
 """build_model: each Table 2 preset (ablations/*.yaml) and modified pSp builds exactly its modules."""
 
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from experiments.config import ModelConfig
+from experiments.config import load_config
 from models import encoders, ide, irse
-from models.build import build_model
+from models.build import ModelConfig, build_model
 from models.stylegan2 import Generator
 from tests.models.test_inversion import toy_generator
 from tests.models.test_irse import TOY
 
-ABLATIONS = Path(__file__).resolve().parents[2] / "ablations"
 TOY_MODEL = dict(stage_channels=list(TOY["stage_channels"]), stage_units=list(TOY["stage_units"]),
                  ifm_hidden=16, loss_resolution=64, n_iters=2, encoder_init="random")
 EXPECTED = {  # top-level encoder modules per preset: the intended ones and nothing else
@@ -41,10 +39,11 @@ def toy_irse_file(tmp_path_factory):
 
 
 def toy_cfg(preset=None, **over):
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), TOY_MODEL)
+    """The model section of ``ablation=<preset>`` (composed with the presets it builds on), at toy size."""
+    cfg = OmegaConf.structured(ModelConfig)
     if preset:
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(ABLATIONS / f"{preset}.yaml").model)
-    return OmegaConf.merge(cfg, over)
+        cfg = OmegaConf.merge(cfg, load_config([f"ablation={preset}"]).model)
+    return OmegaConf.merge(cfg, TOY_MODEL, over)
 
 
 def matches_file(module, path):

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from models import irse
+from models.irse import Backbone, backbone_kwargs_from_state, load_arcface
+from tests.losses.test_identity import small_arcface
 
 TOY = dict(stage_channels=(32, 64, 96, 128), stage_units=(1, 2, 2, 1))
 
@@ -165,3 +168,26 @@ def test_subsample_is_treb1en_max_pool_shortcut_bitwise(stride, size):
     sub = irse.Subsample(stride)(x)
     (got,) = torch.autograd.grad(sub, x, grad)
     assert torch.equal(sub, pooled) and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_load_arcface_infers_architecture_and_loads_strictly(tmp_path, suffix):
+    net = small_arcface(1)
+    path = tmp_path / f"arc{suffix}"
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    loaded = load_arcface(str(path))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_architecture_inference_rejects_equal_width_neighbours():
+    state = Backbone(input_size=16, stage_channels=(8, 8, 16, 16), stage_units=(1, 1, 1, 1)).state_dict()
+    with pytest.raises(ValueError, match="stage_units"):
+        backbone_kwargs_from_state(state)
+    kw = backbone_kwargs_from_state(small_arcface().state_dict())
+    assert kw["input_size"] == 32 and kw["mode"] == "ir_se" and list(kw["stage_units"]) == [1, 1, 2, 1]

@@ -6,25 +6,25 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from data.resample import bicubic_downsample
 from experiments.config import load_config
+from experiments.methods import build_pulse
 from experiments.world import build_dataset
-from losses import IdentityLoss, load_arcface
-from models.irse import Backbone
+from losses import IdentityLoss
+from models.irse import Backbone, load_arcface
 from models.pulse import (
     SCHEDULES,
     Pulse,
     PulseConfig,
     SphericalOptimizer,
-    build_pulse,
     fit_gaussian,
     gaussian_fit,
     geocross,
     lr_factor,
     mapping_hash,
 )
-from models.stylegan2 import Generator, save_generator
+from models.stylegan2 import Generator
 from models.weights import PRETRAINED_DIR
+from ops.resize import bicubic_downsample
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -201,27 +201,6 @@ def test_gaussian_fit_is_cached_by_mapping_hash(small_world, tmp_path):
     assert mapping_hash(other) != mapping_hash(g)
 
 
-
-def test_build_pulse_wires_the_config(tmp_path):
-    """build_pulse on files given by path (random weights in the toy world's shapes): sizes, knobs, cache."""
-    cfg = load_config(["method=pulse", f"generator.weights={tmp_path / 'g.safetensors'}",
-                       f"loss.id_network={tmp_path / 'arc.safetensors'}", "pulse.steps=2",
-                       "pulse.gaussian_fit_samples=2048", "pulse.w_id=0.5"])
-    torch.manual_seed(0)
-    gc = cfg.generator
-    g = Generator(gc.size, gc.style_dim, gc.n_mlp, channels={int(k): v for k, v in gc.channels.items()})
-    save_generator(tmp_path / "g.safetensors", g, torch.zeros(gc.style_dim))
-    arc = Backbone(input_size=32, stage_channels=(8, 16, 24, 32), stage_units=(1, 1, 1, 1))
-    save_file({k: v.contiguous() for k, v in arc.state_dict().items()}, str(tmp_path / "arc.safetensors"))
-    pulse = build_pulse(cfg, torch.device("cpu"))
-    c = pulse.config
-    assert (c.steps, c.w_id, c.seed, pulse.lr_size) == (2, 0.5, 0, cfg.data.lr_size)
-    assert pulse.identity_loss.crop == tuple(cfg.loss.id_crop)
-    assert len(list(tmp_path.glob("gaussian_fit-*.safetensors"))) == 1
-    contour = torch.rand(2, 3, cfg.data.input_size, cfg.data.input_size) * 2 - 1  # LR upsampled to input size
-    out = pulse(contour, contour)
-    assert out.image.shape == (2, 3, gc.size, gc.size) and out.eps_reached.dtype == torch.bool
-    assert out.eps_reached.shape == (2,) and out.id_loss.shape == (2,)
 
 # --- on the toy world's trained networks -------------------------------------------------------------
 

@@ -47,7 +47,7 @@ def test_arcface_trains_resumes_and_exports(tmp_path):
         assert torch.allclose(v.float(), w.float(), atol=1e-5), k
 
     paths = export_arcface(net, "tiny_arc", tmp_path / "out")
-    from losses.identity import load_arcface
+    from models.irse import load_arcface
 
     loaded = load_arcface(paths["safetensors"])
     x = torch.rand(3, 3, 64, 64) * 2 - 1

@@ -15,9 +15,9 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from models.pipeline import load_pipeline
+    from experiments.pipeline import load_pipeline
     from models.weights import state_fingerprint
-    from tests.models.test_pipeline import make_tiny_run
+    from tests.experiments.test_pipeline import make_tiny_run
 
     run, model = make_tiny_run(tmp_path / "world")
     source = run / "final" / "encoder.safetensors"

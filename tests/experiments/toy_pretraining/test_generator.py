@@ -156,7 +156,7 @@ def test_generator_perceptual_term_grows_with_blur_on_the_shipped_arcface():
     """The generator's perceptual term: the project's LPIPS loss on the toy ID ArcFace's stages."""
     from losses.perceptual import PerceptualLoss
 
-    loss = PerceptualLoss.from_backbone("toy", toy_network=GeneratorConfig().perceptual_net)
+    loss = PerceptualLoss.from_backbone("irse", network=GeneratorConfig().perceptual_net)
     _, real, _ = generator_batch(replace(GeneratorConfig(), batch_size=8), torch.Generator().manual_seed(5))
     assert loss(real, real).item() == pytest.approx(0.0, abs=1e-6)
     blurred = [F.avg_pool2d(real, k, 1, k // 2) for k in (3, 5, 7)]

@@ -1,11 +1,12 @@
-"""PULSE-style bicubic downsampling and the anti-aliased resize/upsample around it."""
+"""The resize kernels: PULSE-style bicubic downsampling, the anti-aliased resize/upsample around it, area, bilinear."""
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from data.resample import bicubic_downsample, bicubic_kernel, resize_to, upsample_bicubic
+from ops.resize import KERNELS, bicubic_downsample, bicubic_kernel, resize_to, upsample_bicubic
 
 
 def _cubic_scalar(t: float, a: float = -0.5) -> float:
@@ -130,3 +131,29 @@ def test_upsample_shape_constants_and_refusal_to_shrink():
     smooth = torch.from_numpy(_smooth_uint8(16)).permute(2, 0, 1)[None].float() / 127.5 - 1
     back = bicubic_downsample(upsample_bicubic(smooth, 64), 4)
     assert (back - smooth).abs().mean() < 0.05
+
+
+def test_area_kernel_is_the_box_average_down_and_bilinear_up():
+    x = torch.rand(1, 3, 8, 8)
+    down = resize_to(x, 2, "area")
+    assert torch.allclose(down, x.reshape(1, 3, 2, 4, 2, 4).mean((3, 5)))
+    up = resize_to(x, (12, 16), "area")
+    assert torch.equal(up, F.interpolate(x, size=(12, 16), mode="bilinear", align_corners=False))
+
+
+def test_bilinear_kernel_is_torchs_antialiased_bilinear():
+    x = torch.rand(2, 1, 30, 30)
+    assert torch.equal(resize_to(x, 7, "bilinear"),
+                       F.interpolate(x, size=(7, 7), mode="bilinear", align_corners=False, antialias=True))
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_every_kernel_keeps_constants_and_returns_same_size_input(kernel):
+    x = torch.full((1, 2, 12, 12), 0.3)
+    assert torch.allclose(resize_to(x, 5, kernel), torch.full((1, 2, 5, 5), 0.3), atol=1e-6)
+    assert resize_to(x, 12, kernel) is x
+
+
+def test_unknown_kernel_names_the_known_ones():
+    with pytest.raises(ValueError, match="bicubic, area, bilinear"):
+        resize_to(torch.zeros(1, 1, 4, 4), 2, "lanczos")

@@ -2,8 +2,8 @@
 
 ::
 
-    from models import load_pipeline
-    pipe = load_pipeline("runs/input_latent-toy-lr-s0")          # a run folder, its final/, or "toy"
+    from experiments.pipeline import load_pipeline
+    pipe = load_pipeline("runs/input_latent-toy-lr-s0")          # a run folder, its final/, or "toy" (shipped)
     out = pipe("contour.png", "identity.jpg")                    # paths, PIL images or tensors
     out.image       # (B, 3, S, S) in [-1, 1], S = generator size: the last refinement step
     out.steps       # every step's image;  out.codes: every step's W+ code (B, n_latent, style_dim)
@@ -44,15 +44,6 @@ import torch
 
 from data.align import DEFAULT_MIN_FACE, AlignResult, align_face
 from data.conditions import contour_to_rgb
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Where a trained toy encoder is looked for by ``load_pipeline("toy")``, in order: one shipped with
-# the repository (the export format), then a local run of the paper's full model ("Ours": the
-# pretrained-ID row, whose identity encoder starts from the toy ArcFace; at the toy recipe's 200 steps
-# the randomly initialised identity encoder of +Input Latent does not yet follow the identity photo).
-TOY_SHIPPED = REPO_ROOT / "models" / "pretrained" / "toy_ide"
-TOY_RUN_ARGS = ("ablation=pretrained_id",)
-TOY_TRAIN_COMMAND = "accelerate launch --cpu experiments/run.py ablation=pretrained_id"
 
 
 class CheckpointError(ValueError):
@@ -141,7 +132,7 @@ class IDEPipeline:
 
     def _prepare_identity(self, identity, aligned: bool) -> tuple[torch.Tensor, list[str]]:
         """:meth:`prepare_identity` plus the aligner of each item."""
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         out, methods = [], []
         for item in _split_batch(identity, 3):
@@ -181,7 +172,7 @@ class IDEPipeline:
 
         from data.conditions import lr_contour, one_hot
         from data.contour_files import read_label_file, read_lr_file, read_sketch_file
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         s, n_classes = self.input_size, self.contour_channels
         if self.modality == "mask":
@@ -266,7 +257,7 @@ class IDEPipeline:
 
         Returns (3, B * tile, (n + 2) * tile) in [-1, 1]; ``tile`` defaults to the encoder input size.
         """
-        from data.resample import resize_to
+        from ops.resize import resize_to
 
         tile = tile or self.input_size
         columns = [contour_to_rgb(result.contour), result.identity, *result.steps]
@@ -293,24 +284,6 @@ def _find_final(checkpoint) -> Path:
                               "or 'toy')")
     raise CheckpointError(f"{path}: no final/encoder.safetensors + final/config.yaml (a run folder "
                           "gets them when training finishes; checkpoints/step_<n>/ states are for resuming)")
-
-
-def toy_checkpoint() -> Path:
-    """The toy encoder: shipped (``models/pretrained/toy_ide/``) or trained by the README's command."""
-    from experiments.config import load_config, run_name
-
-    cfg = load_config(list(TOY_RUN_ARGS))
-    local = Path(cfg.output_dir) / run_name(cfg) / "final"
-    for folder in (TOY_SHIPPED, local):
-        if (folder / "encoder.safetensors").is_file():
-            if folder == TOY_SHIPPED:
-                from models.weights import verify
-
-                verify("toy_ide")  # the shipped file's sha256
-            return folder
-    raise CheckpointError(f"no trained toy encoder: none shipped in {TOY_SHIPPED} and no local run at "
-                          f"{local}; train one with `{TOY_TRAIN_COMMAND}` (about 10 minutes on a CPU), "
-                          "then rerun")
 
 
 def load_run_config(folder: Path):
@@ -347,20 +320,30 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
                   weights_root=None, detector: str = "auto") -> IDEPipeline:
     """Build an :class:`IDEPipeline` from a checkpoint.
 
-    checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or
-    ``"toy"`` (the shipped toy encoder, else the README's toy run). weights_root: overrides the run's
-    ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies when both are unset).
+    checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or the
+    name of a shipped encoder (``models.weights.SHIPPED_ENCODERS``: ``"toy"``, checked against its sha256).
+    weights_root: overrides the run's ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies
+    when both are unset).
     detector: face aligner for identity photos (``data.align.DETECTORS``: auto | dlib | dlib-mmod | insightface |
     cascade; auto takes dlib, then insightface buffalo_l, then the cascade, whichever is there first).
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
-    Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator.
+    Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator or
+    shipped encoder.
     """
     from data.conditions import condition_channels
     from experiments.world import load_frozen_generator
     from models.build import build_model
-    from models.weights import load_state_file, mismatch_detail, resolve_path, state_fingerprint
+    from models.weights import (
+        SHIPPED_ENCODERS,
+        load_state_file,
+        mismatch_detail,
+        resolve,
+        resolve_path,
+        state_fingerprint,
+    )
 
-    folder = toy_checkpoint() if str(checkpoint) == "toy" else _find_final(checkpoint)
+    shipped = SHIPPED_ENCODERS.get(str(checkpoint))
+    folder = resolve(shipped).parent if shipped else _find_final(checkpoint)
     cfg = load_run_config(folder)
     if weights_root is not None:
         cfg.weights_root = str(weights_root)

@@ -1,5 +1,6 @@
 """The inference pipeline on a tiny toy-world run built in the test (random small networks on disk)."""
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 from data.conditions import lr_contour, one_hot
 from data.images import save_image, save_label_map
-from models.pipeline import CheckpointError, load_pipeline
+from experiments.pipeline import CheckpointError, load_pipeline
 
 CHANNELS = {4: 16, 8: 16, 16: 8, 32: 8, 64: 8}
 N_ITERS = 3
@@ -223,11 +224,12 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not match the encoder its config describes"):
         load_pipeline(other.parent)
 
-    import models.pipeline as mp
+    import models.weights
 
-    monkeypatch.setattr(mp, "TOY_SHIPPED", tmp_path / "not_shipped")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(CheckpointError, match="experiments/run.py ablation=pretrained_id"):
+    spec = models.weights.REGISTRY["toy_ide"]
+    moved = dataclasses.replace(spec, filename="nowhere/encoder.safetensors")
+    monkeypatch.setitem(models.weights.REGISTRY, "toy_ide", moved)
+    with pytest.raises(models.weights.MissingWeightsError, match="pretrain_toy.py encoder"):
         load_pipeline("toy")
 
 
@@ -260,7 +262,7 @@ def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
         return final.parent
 
     from experiments.methods import EncoderMethod
-    from models.pipeline import load_run_config
+    from experiments.pipeline import load_run_config
 
     method = SimpleNamespace(cfg=load_run_config(run / "final"))
     for k in range(3):  # the record keeps identical exports byte-identical
@@ -277,14 +279,6 @@ def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
         load_pipeline(run_with(tmp_path / "other.safetensors", "other"))
     unchecked = load_pipeline(run_with(tmp_path / "other.safetensors", "old_export", metadata=False))
     assert (unchecked(photo, identity).image - expected).abs().max() > 0.05
-
-
-def test_lazy_package_export():
-    import models
-
-    assert models.load_pipeline is load_pipeline
-    with pytest.raises(AttributeError):
-        models.no_such_thing  # noqa: B018
 
 
 def test_shipped_toy_encoder_reconstructs_toy_test_faces():
@@ -317,7 +311,7 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     chance is 50%)."""
     from data.toyfaces import ToyFaces
     from metrics.identity_following import PersonTemplates
-    from metrics.idsim import TOY_CROP, ArcFaceEmbedder
+    from metrics.idsim import FULL_CROP, ArcFaceEmbedder
 
     pipe = load_pipeline("toy")
     test = ToyFaces("test", "lr", pairing="random", n_test_identities=60)
@@ -325,7 +319,7 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     items = [test[i] for i in range(0, 600, 5)]
     out = pipe.run_tensors(torch.stack([it["contour"] for it in items]),
                            torch.stack([it["identity"] for it in items])).image
-    judge = ArcFaceEmbedder.from_registry("toy_eval_arcface_onnx", providers=["CPUExecutionProvider"], crop=TOY_CROP)
+    judge = ArcFaceEmbedder.from_registry("toy_eval_arcface_onnx", providers=["CPUExecutionProvider"], crop=FULL_CROP)
     templates = PersonTemplates.from_batches(test.photo_batches(), judge)
     scores = templates.scores(judge(out), [r.contour for r in rows], [r.contour_identity_id for r in rows],
                               [r.identity for r in rows], [r.identity_id for r in rows])

@@ -1,4 +1,11 @@
-"""Deterministic, anti-aliased image resampling shared by the LR contour and the PULSE baseline.
+"""Image resizing with named kernels: the one resize module of the tree (data, losses, metrics, models).
+
+:func:`resize_to` takes ``kernel=``, a name in :data:`KERNELS`:
+
+- ``bicubic`` (default): anti-aliased a = -0.5 bicubic (the LR contour, photos, PULSE's filter);
+- ``area``: pSp's face pool, an average over each output pixel's input box when shrinking (exact box
+  filter for integer factors such as 1024 -> 256), bilinear when growing (the losses' resolution);
+- ``bilinear``: anti-aliased bilinear (the metrics' network inputs, torch's ``antialias=True``).
 
 ``bicubic_downsample`` is PULSE's ``BicubicDownSample`` in form (REFERENCE.md section 6): a
 separable bicubic kernel (a = -0.5) stretched over ``4 * factor`` taps so that it low-passes
@@ -16,6 +23,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ops.shapes import assert_shape
 
 BICUBIC_A = -0.5
 
@@ -66,8 +75,7 @@ def bicubic_downsample(x: torch.Tensor, factor: int | None = None, *,
     padded by edge replication instead. ``factor=1`` returns ``x`` unchanged (PULSE would apply a
     half-pixel-shifted blur, which is never what a caller wants).
     """
-    if x.dim() != 4:
-        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    assert_shape(x, (None, None, None, None), "bicubic_downsample's input")
     factor = _factor_for(x, factor, size)
     if factor == 1:
         return x
@@ -108,17 +116,36 @@ def upsample_bicubic(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     return _bicubic_aa(x, hw)
 
 
-def resize_to(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Resize (B, C, H, W) any range -> (B, C, *size) with an anti-aliased a = -0.5 bicubic.
-
-    The same integer factor on both axes goes through ``bicubic_downsample`` (PULSE's filter);
-    anything else (non-integer shrink, growth, mixed) uses the same cubic, stretched by the scale
-    when shrinking. Deterministic (no random or atomic-add kernels on the forward).
-    """
-    hw = _pair(size)
+def _bicubic(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """The same integer factor on both axes goes through ``bicubic_downsample`` (PULSE's filter);
+    anything else (non-integer shrink, growth, mixed) uses the same cubic, stretched by the scale when
+    shrinking. Deterministic (no random or atomic-add kernels on the forward)."""
     h, w = x.shape[-2:]
-    if hw == (h, w):
-        return x
     if hw[0] <= h and hw[1] <= w and h % hw[0] == 0 and w % hw[1] == 0 and h // hw[0] == w // hw[1]:
         return bicubic_downsample(x, h // hw[0])
     return _bicubic_aa(x, hw)
+
+
+def _area(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    # pooling to a larger grid would only repeat pixels, so growth is bilinear
+    if x.shape[-2] >= hw[0] and x.shape[-1] >= hw[1]:
+        return F.adaptive_avg_pool2d(x, hw)
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+
+def _bilinear(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+
+
+KERNELS = {"bicubic": _bicubic, "area": _area, "bilinear": _bilinear}
+
+
+def resize_to(x: torch.Tensor, size: int | tuple[int, int], kernel: str = "bicubic") -> torch.Tensor:
+    """Resize (B, C, H, W) any range -> (B, C, *size) (an int means square) with ``kernel`` (a name in
+    :data:`KERNELS`, see the module docstring); the input itself when it already has that size."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown resize kernel {kernel!r}; use one of {', '.join(KERNELS)}")
+    hw = _pair(size)
+    if hw == tuple(x.shape[-2:]):
+        return x
+    return KERNELS[kernel](x, hw)
