@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 FLOORS = {"ops": 0, "models": 1, "data": 2, "losses": 2, "metrics": 2, "experiments": 3}
 # experiments/ modules that are run directly; the rest of experiments/ is the library they build on
 ENTRY_POINTS = frozenset({
-    "benchmark", "convert", "demo", "demo_screenshot", "evaluate", "generate", "gpu_check", "pretrain_toy",
-    "report", "reproduce", "run",
+    "benchmark", "convert", "demo", "demo_screenshot", "evaluate", "generate", "gpu_check", "identity_figure",
+    "pretrain_toy", "report", "reproduce", "run",
 })
 ENTRY_FLOOR = 4
 
