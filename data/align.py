@@ -58,8 +58,9 @@ import numpy as np
 import torch
 
 # insightface's ArcFace 5-point template for 112x112 crops (x, y): eyes, nose tip, mouth corners.
-ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                                 [41.5493, 92.3655], [70.7299, 92.2041]])
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
 # Eye centres as fractions (x, y) of the refined cascade box (refine_cascade_box), measured on the
 # photos shipped in the insightface wheel: Tom_Hanks_54745.png (an ArcFace-aligned crop, so its eyes
 # are the template's) resized to 70-500 px gives (0.25, 0.42), (0.70, 0.42) with a spread of 0.02;
@@ -201,7 +202,7 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    square = Image.fromarray(rgb[top:top + s, left:left + s])
+    square = Image.fromarray(rgb[top : top + s, left : left + s])
     return np.asarray(square.resize((size, size), Image.BICUBIC))
 
 
@@ -217,8 +218,7 @@ def warp_face(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     shrink = int(np.floor(1 / scale)) if scale < 0.5 else 1
     if shrink > 1:
         h, w = rgb.shape[:2]
-        rgb = cv2.resize(rgb, (max(1, round(w / shrink)), max(1, round(h / shrink))),
-                         interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (max(1, round(w / shrink)), max(1, round(h / shrink))), interpolation=cv2.INTER_AREA)
         matrix = np.concatenate([matrix[:, :2] * shrink, matrix[:, 2:]], axis=1)
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
@@ -237,8 +237,9 @@ def _merge_boxes(boxes: list[tuple[float, float, float, float]]) -> list[tuple[f
     for box in sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True):
         x0, y0, x1, y1 = box
         area = (x1 - x0) * (y1 - y0)
-        if all(max(0, min(x1, k[2]) - max(x0, k[0])) * max(0, min(y1, k[3]) - max(y0, k[1])) < 0.5 * area
-               for k in kept):
+        if all(
+            max(0, min(x1, k[2]) - max(x0, k[0])) * max(0, min(y1, k[3]) - max(y0, k[1])) < 0.5 * area for k in kept
+        ):
             kept.append(box)
     return kept
 
@@ -253,10 +254,17 @@ def detect_cascade(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     if k < 1:
         gray = gray.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
     g = np.asarray(gray)
-    found = _cascade().detect_multi_scale(img=g, scale_factor=1.2, step_ratio=1, min_size=(20, 20),
-                                          max_size=g.shape, min_neighbor_number=CASCADE_MIN_NEIGHBOURS)
-    return _merge_boxes([(d["c"] / k, d["r"] / k, (d["c"] + d["width"]) / k, (d["r"] + d["height"]) / k)
-                         for d in found])
+    found = _cascade().detect_multi_scale(
+        img=g,
+        scale_factor=1.2,
+        step_ratio=1,
+        min_size=(20, 20),
+        max_size=g.shape,
+        min_neighbor_number=CASCADE_MIN_NEIGHBOURS,
+    )
+    return _merge_boxes(
+        [(d["c"] / k, d["r"] / k, (d["c"] + d["width"]) / k, (d["r"] + d["height"]) / k) for d in found]
+    )
 
 
 def refine_cascade_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -> tuple[float, ...]:
@@ -277,17 +285,27 @@ def refine_cascade_box(rgb: np.ndarray, box: tuple[float, float, float, float]) 
         k = target / side
         n = round(2 * half * k)
         # Output pixel (u, v) samples source (cx - half + u / k, cy - half + v / k).
-        region = np.asarray(gray.transform((n, n), Image.AFFINE, (1 / k, 0, cx - half, 0, 1 / k, cy - half),
-                                           Image.BILINEAR))
-        found = _cascade().detect_multi_scale(img=region, scale_factor=1.1, step_ratio=1, min_size=(20, 20),
-                                              max_size=region.shape, min_neighbor_number=4)
-        off = {i: np.hypot(d["c"] + d["width"] / 2 - half * k, d["r"] + d["height"] / 2 - half * k)
-               for i, d in enumerate(found)}
+        region = np.asarray(
+            gray.transform((n, n), Image.AFFINE, (1 / k, 0, cx - half, 0, 1 / k, cy - half), Image.BILINEAR)
+        )
+        found = _cascade().detect_multi_scale(
+            img=region, scale_factor=1.1, step_ratio=1, min_size=(20, 20), max_size=region.shape, min_neighbor_number=4
+        )
+        off = {
+            i: np.hypot(d["c"] + d["width"] / 2 - half * k, d["r"] + d["height"] / 2 - half * k)
+            for i, d in enumerate(found)
+        }
         near = [i for i, d in enumerate(found) if 0.7 < d["width"] / target < 1.4 and off[i] < 0.25 * target]
         if near:
             d = found[min(near, key=off.get)]
-            boxes.append((cx - half + d["c"] / k, cy - half + d["r"] / k,
-                          cx - half + (d["c"] + d["width"]) / k, cy - half + (d["r"] + d["height"]) / k))
+            boxes.append(
+                (
+                    cx - half + d["c"] / k,
+                    cy - half + d["r"] / k,
+                    cx - half + (d["c"] + d["width"]) / k,
+                    cy - half + (d["r"] + d["height"]) / k,
+                )
+            )
     return tuple(np.mean(boxes, axis=0)) if boxes else box
 
 
@@ -309,20 +327,23 @@ def _face_analysis(folder: str):
     try:
         app = FaceAnalysis(name=folder, root=str(Path(folder).parent), allowed_modules=["detection"])
     except AssertionError:  # insightface's way of saying no detection model was found
-        raise MissingWeightsError(f"{folder} holds no insightface face-detection model (buffalo_l's "
-                                  "det_10g.onnx); unzip buffalo_l.zip there, or use detector='cascade'"
-                                  ) from None
+        raise MissingWeightsError(
+            f"{folder} holds no insightface face-detection model (buffalo_l's "
+            "det_10g.onnx); unzip buffalo_l.zip there, or use detector='cascade'"
+        ) from None
     app.prepare(ctx_id=0, det_size=(640, 640))
     return app
 
 
-def detect_insightface(rgb: np.ndarray, folder: Path) -> list[tuple[tuple[float, float, float, float], float,
-                                                                      np.ndarray]]:
+def detect_insightface(
+    rgb: np.ndarray, folder: Path
+) -> list[tuple[tuple[float, float, float, float], float, np.ndarray]]:
     """Faces by insightface's SCRFD (``buffalo_l``): a list of (box (x0, y0, x1, y1), score, landmarks (5, 2))."""
     app = _face_analysis(str(Path(folder).resolve()))
     faces = app.get(np.ascontiguousarray(rgb[:, :, ::-1]))
-    return [(tuple(float(v) for v in f.bbox[:4]), float(f.det_score), np.asarray(f.kps, dtype=np.float64))
-            for f in faces]
+    return [
+        (tuple(float(v) for v in f.bbox[:4]), float(f.det_score), np.asarray(f.kps, dtype=np.float64)) for f in faces
+    ]
 
 
 def _buffalo_folder(weights_root) -> Path:
@@ -334,8 +355,9 @@ def _buffalo_folder(weights_root) -> Path:
 def dlib_points(points68: np.ndarray) -> np.ndarray:
     """dlib's 68 landmarks (68, 2) -> the crop rule's five points (5, 2), as the FFHQ script takes them."""
     p = np.asarray(points68, dtype=np.float64)
-    return np.stack([p[DLIB_EYE_LEFT].mean(0), p[DLIB_EYE_RIGHT].mean(0), p[DLIB_NOSE], p[DLIB_MOUTH_LEFT],
-                     p[DLIB_MOUTH_RIGHT]])
+    return np.stack(
+        [p[DLIB_EYE_LEFT].mean(0), p[DLIB_EYE_RIGHT].mean(0), p[DLIB_NOSE], p[DLIB_MOUTH_LEFT], p[DLIB_MOUTH_RIGHT]]
+    )
 
 
 def choose_detector(detector: str = "auto", weights_root=None) -> tuple[str, Path | None]:
@@ -367,8 +389,9 @@ def choose_detector(detector: str = "auto", weights_root=None) -> tuple[str, Pat
         return "cascade", None
 
 
-def _detect(rgb: np.ndarray, method: str, folder: Path | None) -> list[tuple[tuple[float, ...], float,
-                                                                            np.ndarray | None]]:
+def _detect(
+    rgb: np.ndarray, method: str, folder: Path | None
+) -> list[tuple[tuple[float, ...], float, np.ndarray | None]]:
     """Faces as (box (x0, y0, x1, y1), detector score, (5, 2) crop-rule points or None) by ``method``."""
     if method == "insightface":
         return detect_insightface(rgb, folder)
@@ -394,8 +417,14 @@ def pick_face(faces: list) -> tuple:
     return max(faces, key=lambda f: (area(f) >= NEAR_LARGEST * largest, f[1], area(f)))
 
 
-def align_face(image, size: int = 256, detector: str = "auto", weights_root=None, aligned: bool = False,
-               min_face: int = DEFAULT_MIN_FACE) -> AlignResult:
+def align_face(
+    image,
+    size: int = 256,
+    detector: str = "auto",
+    weights_root=None,
+    aligned: bool = False,
+    min_face: int = DEFAULT_MIN_FACE,
+) -> AlignResult:
     """Detect the largest face in a photo and crop it like CelebA-HQ/FFHQ.
 
     image: a path, PIL image or uint8 array (see :func:`load_rgb`). size: output side in pixels.
@@ -412,19 +441,30 @@ def align_face(image, size: int = 256, detector: str = "auto", weights_root=None
     h, w = rgb.shape[:2]
     if aligned:
         note = "" if h == w else f" (centre-cropped from {w}x{h})"
-        return AlignResult(to_tensor(resize_square(rgb, size)), 1, None, None, None, "aligned",
-                           f"{name}: used as an aligned face{note}")
+        return AlignResult(
+            to_tensor(resize_square(rgb, size)),
+            1,
+            None,
+            None,
+            None,
+            "aligned",
+            f"{name}: used as an aligned face{note}",
+        )
     method, folder = choose_detector(detector, weights_root)
     faces = confident_faces(_detect(rgb, method, folder))
     if not faces:
         hint = "; --detector dlib-mmod finds more poses" if method == "dlib" else ""
-        raise FaceNotFoundError(f"{name}: no face found ({method} detector); use a frontal photo of one "
-                                f"face, or pass --aligned if it is already an aligned face crop{hint}")
+        raise FaceNotFoundError(
+            f"{name}: no face found ({method} detector); use a frontal photo of one "
+            f"face, or pass --aligned if it is already an aligned face crop{hint}"
+        )
     box, _, landmarks = pick_face(faces)
     side = min(box[2] - box[0], box[3] - box[1])
     if side < min_face:
-        raise FaceNotFoundError(f"{name}: the largest face is {side:.0f} px wide, below the {min_face} px "
-                                f"minimum; use a photo where the face is larger")
+        raise FaceNotFoundError(
+            f"{name}: the largest face is {side:.0f} px wide, below the {min_face} px "
+            f"minimum; use a photo where the face is larger"
+        )
     if method in ("dlib", "dlib-mmod"):
         from models import dlibface
 
@@ -435,7 +475,5 @@ def align_face(image, size: int = 256, detector: str = "auto", weights_root=None
     matrix = ffhq_transform(landmarks, size)
     crop = warp_face(rgb, matrix, size)
     others = f"; {len(faces)} faces found, using the largest" if len(faces) > 1 else ""
-    message = (f"{name}: face at x={box[0]:.0f}..{box[2]:.0f}, y={box[1]:.0f}..{box[3]:.0f} "
-               f"({method}){others}")
-    return AlignResult(to_tensor(crop), len(faces), tuple(float(v) for v in box), landmarks, matrix, method,
-                       message)
+    message = f"{name}: face at x={box[0]:.0f}..{box[2]:.0f}, y={box[1]:.0f}..{box[3]:.0f} ({method}){others}"
+    return AlignResult(to_tensor(crop), len(faces), tuple(float(v) for v in box), landmarks, matrix, method, message)

@@ -55,12 +55,21 @@ DEFAULT_CACHE = "ideface-prepared"
 PAPER_TEST_IMAGES = 2842
 PAPER_TEST_PAIRS = 28420
 
-CELEBAMASK_SOURCE = ("CelebAMask-HQ: https://github.com/switchablenorms/CelebAMask-HQ "
-                     "(download links in its README; unzip CelebAMask-HQ.zip into the root)")
-CELEBA_SOURCE = ("CelebA: https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive folder, "
-                 "Anno/identity_CelebA.txt and Eval/list_eval_partition.txt; put them in the root)")
-SOURCES = {IMAGE_DIR: CELEBAMASK_SOURCE, MASK_DIR: CELEBAMASK_SOURCE, MAPPING_FILE: CELEBAMASK_SOURCE,
-           IDENTITY_FILE: CELEBA_SOURCE, PARTITION_FILE: CELEBA_SOURCE}
+CELEBAMASK_SOURCE = (
+    "CelebAMask-HQ: https://github.com/switchablenorms/CelebAMask-HQ "
+    "(download links in its README; unzip CelebAMask-HQ.zip into the root)"
+)
+CELEBA_SOURCE = (
+    "CelebA: https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Google Drive folder, "
+    "Anno/identity_CelebA.txt and Eval/list_eval_partition.txt; put them in the root)"
+)
+SOURCES = {
+    IMAGE_DIR: CELEBAMASK_SOURCE,
+    MASK_DIR: CELEBAMASK_SOURCE,
+    MAPPING_FILE: CELEBAMASK_SOURCE,
+    IDENTITY_FILE: CELEBA_SOURCE,
+    PARTITION_FILE: CELEBA_SOURCE,
+}
 # Where CelebA's own archive puts each of its files, besides the root itself.
 _SUBDIRS = {IDENTITY_FILE: ("Anno",), PARTITION_FILE: ("Eval",)}
 
@@ -132,10 +141,12 @@ class CelebAHQIndex:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise MissingDataError(f"CelebA-HQ root {self.root} is not a folder (data.root / --root). "
-                                   f"It should hold {IMAGE_DIR}/, {MASK_DIR}/, {MAPPING_FILE} from "
-                                   f"{CELEBAMASK_SOURCE}; and {IDENTITY_FILE}, {PARTITION_FILE} from "
-                                   f"{CELEBA_SOURCE}.")
+            raise MissingDataError(
+                f"CelebA-HQ root {self.root} is not a folder (data.root / --root). "
+                f"It should hold {IMAGE_DIR}/, {MASK_DIR}/, {MAPPING_FILE} from "
+                f"{CELEBAMASK_SOURCE}; and {IDENTITY_FILE}, {PARTITION_FILE} from "
+                f"{CELEBA_SOURCE}."
+            )
         found, missing = {}, []
         for name in (IMAGE_DIR, MAPPING_FILE, IDENTITY_FILE, PARTITION_FILE):
             try:
@@ -143,20 +154,24 @@ class CelebAHQIndex:
             except MissingDataError as err:
                 missing.append(str(err))
         if missing:  # every missing item at once, not one per attempt
-            raise MissingDataError(" ".join(missing) if len(missing) == 1 else
-                                   f"{len(missing)} items missing from {self.root}: " + " ".join(missing))
+            raise MissingDataError(
+                " ".join(missing)
+                if len(missing) == 1
+                else f"{len(missing)} items missing from {self.root}: " + " ".join(missing)
+            )
         self.image_dir = found[IMAGE_DIR]
         mapping_path, identity_path, partition_path = (found[n] for n in (MAPPING_FILE, IDENTITY_FILE, PARTITION_FILE))
         mapping = read_mapping(mapping_path)
         identities = read_celeba_list(identity_path)
         partitions = read_celeba_list(partition_path)
-        for name, table, path in (("identity", identities, identity_path),
-                                  ("partition", partitions, partition_path)):
+        for name, table, path in (("identity", identities, identity_path), ("partition", partitions, partition_path)):
             unknown = [(i, f) for i, f in sorted(mapping.items()) if f not in table]
             if unknown:
-                raise ValueError(f"{len(unknown)} CelebA-HQ images have no {name} in {path} "
-                                 f"(first: idx {unknown[0][0]} -> {unknown[0][1]}); is it CelebA's complete "
-                                 f"{path.name}? It comes from {CELEBA_SOURCE}.")
+                raise ValueError(
+                    f"{len(unknown)} CelebA-HQ images have no {name} in {path} "
+                    f"(first: idx {unknown[0][0]} -> {unknown[0][1]}); is it CelebA's complete "
+                    f"{path.name}? It comes from {CELEBA_SOURCE}."
+                )
         bad = sorted({p for p in partitions.values() if p not in SPLITS.values()})
         if bad:
             raise ValueError(f"{partition_path}: partitions must be 0, 1 or 2, found {bad}")
@@ -192,8 +207,7 @@ def load_photo(index: CelebAHQIndex, idx: int) -> torch.Tensor:
     """The CelebA-HQ face ``idx`` at its stored size: (3, H, W) in [-1, 1], H == W."""
     path = index.image_path(idx)
     if not path.is_file():
-        raise MissingDataError(f"missing image {path} (CelebA-HQ index {idx}). "
-                               f"It comes from {CELEBAMASK_SOURCE}.")
+        raise MissingDataError(f"missing image {path} (CelebA-HQ index {idx}). It comes from {CELEBAMASK_SOURCE}.")
     photo = load_image(path)
     if photo.shape[1] != photo.shape[2]:
         raise BadImageError(path, f"expected a square aligned face, got {photo.shape[2]}x{photo.shape[1]}")
@@ -204,8 +218,10 @@ def build_label_map(index: CelebAHQIndex, idx: int, size: int) -> torch.Tensor:
     """Merge image ``idx``'s part masks into a (size, size) int64 label map (see ``merge_mask``)."""
     parts = index.mask_files(idx)
     if not parts:
-        raise MissingDataError(f"no part masks for CelebA-HQ image {idx}: expected files such as "
-                               f"{index.mask_path(idx, 'skin')}. They come from {CELEBAMASK_SOURCE}.")
+        raise MissingDataError(
+            f"no part masks for CelebA-HQ image {idx}: expected files such as "
+            f"{index.mask_path(idx, 'skin')}. They come from {CELEBAMASK_SOURCE}."
+        )
     return merge_mask(parts, size=size)
 
 
@@ -248,8 +264,7 @@ class PreparedCache:
     def write_bad_files(self, bad: list[BadFile]) -> Path:
         """Write the bad-file list (header only when there are none), atomically."""
         # Reasons may carry tabs/newlines from decoder messages; one line per file keeps it a TSV.
-        lines = [self.BAD_HEADER] + [f"{b.idx}\t{b.kind}\t{b.path}\t{' '.join(b.reason.split())}"
-                                     for b in bad]
+        lines = [self.BAD_HEADER] + [f"{b.idx}\t{b.kind}\t{b.path}\t{' '.join(b.reason.split())}" for b in bad]
         atomic_write_text(self.bad_files_path, "\n".join(lines) + "\n")
         return self.bad_files_path
 
@@ -280,10 +295,12 @@ def count_report(index: CelebAHQIndex, manifest: TestManifest | None = None) -> 
     lines += [f"  {name:5s}: {v['images']:,} images, {v['identities']:,} identities" for name, v in c.items()]
     lines.append(f"  test images: {c['test']['images']:,} (paper: {PAPER_TEST_IMAGES:,})")
     if manifest is not None:
-        lines.append(f"  test pairs ({manifest.mode}, {manifest.n_per_contour} per contour): "
-                     f"{len(manifest.rows):,} from {manifest.n_contours:,} contours, "
-                     f"{len(manifest.excluded):,} contours excluded (no other photo of the person) "
-                     f"(paper: {PAPER_TEST_PAIRS:,} pairs)")
+        lines.append(
+            f"  test pairs ({manifest.mode}, {manifest.n_per_contour} per contour): "
+            f"{len(manifest.rows):,} from {manifest.n_contours:,} contours, "
+            f"{len(manifest.excluded):,} contours excluded (no other photo of the person) "
+            f"(paper: {PAPER_TEST_PAIRS:,} pairs)"
+        )
     return "\n".join(lines)
 
 
@@ -307,10 +324,19 @@ class CelebAHQ(Dataset):
         """From the run config's ``data`` section (its ``root``) and the arguments every dataset takes."""
         return cls(root=data_cfg.root, **common)
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", condition: str = "lr",
-                 input_size: int = 256, lr_size: int = 32, pairing: str = "same_identity", seed: int = 0,
-                 cache_dir: str | os.PathLike | None = None, n_per_contour: int = 10,
-                 sketch_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        condition: str = "lr",
+        input_size: int = 256,
+        lr_size: int = 32,
+        pairing: str = "same_identity",
+        seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        n_per_contour: int = 10,
+        sketch_dir: str | os.PathLike | None = None,
+    ):
         if root is None:
             raise MissingDataError("no CelebA-HQ root given (data.root=<folder>); see data/celebahq.py")
         self.index = CelebAHQIndex(root)
@@ -325,8 +351,10 @@ class CelebAHQ(Dataset):
         self.records = [r for r in records if r.idx not in bad]
         self.excluded_bad = len(records) - len(self.records)
         if self.excluded_bad:
-            warnings.warn(f"CelebA-HQ {split}: {self.excluded_bad} images left out, listed as bad in "
-                          f"{self.cache.bad_files_path}", stacklevel=2)
+            warnings.warn(
+                f"CelebA-HQ {split}: {self.excluded_bad} images left out, listed as bad in {self.cache.bad_files_path}",
+                stacklevel=2,
+            )
         self._position = {r.key: i for i, r in enumerate(self.records)}
         items = [(r.key, r.identity) for r in self.records]
         self.sampler: TrainPairSampler | None = None
@@ -334,16 +362,19 @@ class CelebAHQ(Dataset):
         if split == "train":
             self.sampler = TrainPairSampler(items, pairing)
         else:
-            self.manifest = load_or_build_manifest(self.cache.manifest(split, pairing, n_per_contour, seed),
-                                                   items, n_per_contour, pairing, seed)
+            self.manifest = load_or_build_manifest(
+                self.cache.manifest(split, pairing, n_per_contour, seed), items, n_per_contour, pairing, seed
+            )
 
     def __len__(self) -> int:
         return len(self.records) if self.manifest is None else len(self.manifest.rows)
 
     def _record(self, key: str) -> Record:
         if key not in self._position:
-            raise KeyError(f"manifest {self.manifest.path} names image {key}, which is not in the "
-                           f"{self.split} split (or is listed as bad); delete the manifest to rebuild it")
+            raise KeyError(
+                f"manifest {self.manifest.path} names image {key}, which is not in the "
+                f"{self.split} split (or is listed as bad); delete the manifest to rebuild it"
+            )
         return self.records[self._position[key]]
 
     def _labels(self, rec: Record) -> torch.Tensor:
@@ -358,8 +389,10 @@ class CelebAHQ(Dataset):
                 path = self.sketch_dir / f"{rec.idx}{ext}"
                 if path.is_file():
                     return load_image(path, channels=1)
-            raise MissingDataError(f"no sketch for CelebA-HQ image {rec.idx} in {self.sketch_dir} "
-                                   f"(expected {rec.idx}.png or {rec.idx}.jpg)")
+            raise MissingDataError(
+                f"no sketch for CelebA-HQ image {rec.idx} in {self.sketch_dir} "
+                f"(expected {rec.idx}.png or {rec.idx}.jpg)"
+            )
         cached = self.cache.sketch(self.input_size, rec.idx)
         return load_image(cached, channels=1) if cached.is_file() else None
 
@@ -381,9 +414,12 @@ class CelebAHQ(Dataset):
         """Every photo of the split, in order, as the pairs show them: yields (keys list[str], CelebA identity
         ids (B,) int64, faces (B, 3, S, S) in [-1, 1]); the identity-following metric's gallery."""
         for start in range(0, len(self.records), batch_size):
-            records = self.records[start:start + batch_size]
-            yield ([r.key for r in records], torch.tensor([r.identity for r in records], dtype=torch.long),
-                   torch.stack([self._face(r) for r in records]))
+            records = self.records[start : start + batch_size]
+            yield (
+                [r.key for r in records],
+                torch.tensor([r.identity for r in records], dtype=torch.long),
+                torch.stack([self._face(r) for r in records]),
+            )
 
     def __getitem__(self, i: int) -> dict:
         if self.manifest is None:
@@ -401,8 +437,14 @@ class CelebAHQ(Dataset):
         identity = target.clone() if partner.idx == rec.idx else self._face(partner)
         if draw is not None:
             identity = apply_draw(identity, draw, rng)
-        return {"contour": self._contour(rec, photo), "target": target, "identity": identity,
-                "identity_id": partner.identity, "same_identity": bool(same), "index": i}
+        return {
+            "contour": self._contour(rec, photo),
+            "target": target,
+            "identity": identity,
+            "identity_id": partner.identity,
+            "same_identity": bool(same),
+            "index": i,
+        }
 
     @property
     def manifest_path(self) -> Path | None:
@@ -416,7 +458,11 @@ class CelebAHQ(Dataset):
             stats.update(self.sampler.stats())
         else:
             m = self.manifest
-            stats.update(manifest=str(m.path) if m.path else None, manifest_hash=m.hash, pairs=len(m.rows),
-                         contours=m.n_contours, excluded_contours=len(m.excluded))
+            stats.update(
+                manifest=str(m.path) if m.path else None,
+                manifest_hash=m.hash,
+                pairs=len(m.rows),
+                contours=m.n_contours,
+                excluded_contours=len(m.excluded),
+            )
         return stats
-

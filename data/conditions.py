@@ -25,19 +25,54 @@ from data.images import load_binary_mask
 from ops.resize import resize_to, upsample_bicubic
 
 CELEBAMASK_CLASSES = (
-    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "background",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )
 N_CLASSES = len(CELEBAMASK_CLASSES)
 CONDITIONS = {"lr": 3, "mask": N_CLASSES, "sketch": 1}
 
 # Display colours (RGB uint8), one per class in CELEBAMASK_CLASSES order; background is black.
-MASK_PALETTE = torch.tensor([
-    (0, 0, 0), (230, 180, 140), (200, 110, 50), (100, 100, 100), (0, 80, 230), (0, 170, 255),
-    (120, 60, 20), (180, 100, 40), (255, 215, 0), (255, 150, 0), (255, 60, 130), (200, 0, 60),
-    (130, 0, 50), (110, 50, 200), (0, 160, 80), (255, 255, 130), (120, 255, 220), (200, 150, 120),
-    (40, 100, 160),
-], dtype=torch.uint8)
+MASK_PALETTE = torch.tensor(
+    [
+        (0, 0, 0),
+        (230, 180, 140),
+        (200, 110, 50),
+        (100, 100, 100),
+        (0, 80, 230),
+        (0, 170, 255),
+        (120, 60, 20),
+        (180, 100, 40),
+        (255, 215, 0),
+        (255, 150, 0),
+        (255, 60, 130),
+        (200, 0, 60),
+        (130, 0, 50),
+        (110, 50, 200),
+        (0, 160, 80),
+        (255, 255, 130),
+        (120, 255, 220),
+        (200, 150, 120),
+        (40, 100, 160),
+    ],
+    dtype=torch.uint8,
+)
 
 
 def condition_channels(name: str) -> int:
@@ -74,8 +109,7 @@ def lr_contour(img: torch.Tensor, lr_size: int = 32, out_size: int = 256) -> tor
     return back(upsample_bicubic(lr_downsample(x, lr_size), out_size).clamp(-1.0, 1.0))
 
 
-def merge_mask(parts: Mapping[str, torch.Tensor | str | os.PathLike],
-               size: int | None = None) -> torch.Tensor:
+def merge_mask(parts: Mapping[str, torch.Tensor | str | os.PathLike], size: int | None = None) -> torch.Tensor:
     """Merge per-class part masks into one (H, W) int64 label map with values in [0, 19).
 
     ``parts`` maps class names (``CELEBAMASK_CLASSES[1:]``) to (H, W) bool tensors or to mask
@@ -100,8 +134,10 @@ def merge_mask(parts: Mapping[str, torch.Tensor | str | os.PathLike],
         if labels is None:
             labels = torch.zeros(part.shape, dtype=torch.int64)
         elif part.shape != labels.shape:
-            raise ValueError(f"mask {name!r} is {tuple(part.shape)} but earlier parts are "
-                             f"{tuple(labels.shape)}; pass size= to resample them")
+            raise ValueError(
+                f"mask {name!r} is {tuple(part.shape)} but earlier parts are "
+                f"{tuple(labels.shape)}; pass size= to resample them"
+            )
         labels[part] = idx
     return labels
 
@@ -111,8 +147,9 @@ def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     if labels.dtype.is_floating_point:
         raise ValueError("one_hot expects integer labels")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
     x, back = _batched(labels, 2)
     return back(F.one_hot(x.long(), n_classes).permute(0, 3, 1, 2).float())
 
@@ -136,8 +173,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def xdog_sketch(img: torch.Tensor, sigma: float = 1.0, k: float = 1.6, tau: float = 0.99,
-                eps: float = -0.005, phi: float = 200.0) -> torch.Tensor:
+def xdog_sketch(
+    img: torch.Tensor, sigma: float = 1.0, k: float = 1.6, tau: float = 0.99, eps: float = -0.005, phi: float = 200.0
+) -> torch.Tensor:
     """XDoG edge sketch: (3, H, W) or (B, 3, H, W) in [-1, 1] -> (..., 1, H, W) in [-1, 1].
 
     Difference of Gaussians D = G_sigma(L) - tau * G_{k sigma}(L) on luminance L in [0, 1]; where
@@ -146,8 +184,9 @@ def xdog_sketch(img: torch.Tensor, sigma: float = 1.0, k: float = 1.6, tau: floa
     inked, so the output is lines on a white background. ``sigma`` is in pixels of the input.
     """
     x, back = _batched(img, 3)
-    lum = ((x + 1.0) * 0.5 * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-           .view(1, 3, 1, 1)).sum(1, keepdim=True)
+    lum = ((x + 1.0) * 0.5 * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(
+        1, keepdim=True
+    )
     d = _gaussian_blur(lum, sigma) - tau * _gaussian_blur(lum, k * sigma)
     paper = torch.where(d >= eps, torch.ones_like(d), 1.0 + torch.tanh(phi * (d - eps)))
     return back(paper.clamp(0.0, 1.0) * 2.0 - 1.0)

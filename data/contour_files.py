@@ -33,11 +33,30 @@ from data.conditions import MASK_PALETTE, N_CLASSES
 from data.images import BadImageError, load_image, open_image
 
 # CelebAMask-HQ's colour for each class, in CELEBAMASK_CLASSES order (background black).
-CELEBAMASK_HQ_PALETTE = np.array([
-    (0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
-    (255, 204, 204), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0), (0, 0, 153), (0, 0, 204),
-    (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51), (0, 204, 0),
-], dtype=np.uint8)
+CELEBAMASK_HQ_PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (204, 0, 0),
+        (76, 153, 0),
+        (204, 204, 0),
+        (51, 51, 255),
+        (204, 0, 204),
+        (0, 255, 255),
+        (255, 204, 204),
+        (102, 51, 0),
+        (255, 0, 0),
+        (102, 204, 0),
+        (255, 255, 0),
+        (0, 0, 153),
+        (0, 0, 204),
+        (255, 51, 153),
+        (0, 204, 204),
+        (0, 51, 0),
+        (255, 153, 51),
+        (0, 204, 0),
+    ],
+    dtype=np.uint8,
+)
 PALETTES = {"CelebAMask-HQ": CELEBAMASK_HQ_PALETTE, "ideface display": MASK_PALETTE.numpy()}
 # Half the smallest distance between two CelebAMask-HQ colours along one channel (51) rounded down.
 PALETTE_TOLERANCE = 25
@@ -49,8 +68,9 @@ _INDEX_MODES = {"L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 def _check_square(path: Path, width: int, height: int) -> None:
     if width != height:
-        raise BadImageError(path, f"is {width}x{height}; contours are square face crops (crop it to the face "
-                                  "square first)")
+        raise BadImageError(
+            path, f"is {width}x{height}; contours are square face crops (crop it to the face square first)"
+        )
 
 
 def _from_palette(path: Path, rgb: np.ndarray) -> np.ndarray:
@@ -67,9 +87,12 @@ def _from_palette(path: Path, rgb: np.ndarray) -> np.ndarray:
             best = (name, off, nearest[inverse.ravel()])
     name, off, labels = best
     if off > MAX_OFF_PALETTE:
-        raise BadImageError(path, f"an RGB mask, but {100 * off:.0f}% of its pixels are no colour of the "
-                                  f"CelebAMask-HQ palette (nor of ideface's); give a class-index PNG "
-                                  f"(values 0-{N_CLASSES - 1}) or a mask drawn in that palette")
+        raise BadImageError(
+            path,
+            f"an RGB mask, but {100 * off:.0f}% of its pixels are no colour of the "
+            f"CelebAMask-HQ palette (nor of ideface's); give a class-index PNG "
+            f"(values 0-{N_CLASSES - 1}) or a mask drawn in that palette",
+        )
     return labels.reshape(rgb.shape[:2])
 
 
@@ -83,8 +106,7 @@ def read_label_file(path: str | os.PathLike, n_classes: int = N_CLASSES) -> torc
     elif im.mode in ("RGB", "RGBA", "LA"):
         arr = np.asarray(im.convert("RGBA"))
         if (arr[..., 3] < 255).any():
-            raise BadImageError(path, "a mask with transparent pixels; save the label map without an alpha "
-                                      "channel")
+            raise BadImageError(path, "a mask with transparent pixels; save the label map without an alpha channel")
         rgb = arr[..., :3]
         gray = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
         if gray and int(rgb.max()) < n_classes:
@@ -92,12 +114,17 @@ def read_label_file(path: str | os.PathLike, n_classes: int = N_CLASSES) -> torc
         else:
             labels = _from_palette(path, rgb)
     else:
-        raise BadImageError(path, f"colour mode {im.mode} is not a label map (use a single-channel class-index "
-                                  "PNG or a colour-coded mask)")
+        raise BadImageError(
+            path,
+            f"colour mode {im.mode} is not a label map (use a single-channel class-index PNG or a colour-coded mask)",
+        )
     top = int(labels.max())
     if top >= n_classes or int(labels.min()) < 0:
-        raise BadImageError(path, f"label {top} out of range for {n_classes} classes (a label map holds class "
-                                  f"indices 0-{n_classes - 1} in CelebAMask-HQ order)")
+        raise BadImageError(
+            path,
+            f"label {top} out of range for {n_classes} classes (a label map holds class "
+            f"indices 0-{n_classes - 1} in CelebAMask-HQ order)",
+        )
     return torch.from_numpy(np.ascontiguousarray(labels))
 
 
@@ -119,9 +146,12 @@ def read_lr_file(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     im = open_image(path)
     if im.mode == "L" and int(np.asarray(im).max()) < N_CLASSES:
-        raise BadImageError(path, f"a label map (every value a class index 0-{N_CLASSES - 1}), not an LR face "
-                                  "image; this checkpoint takes LR contours: give it a face image, or use a mask "
-                                  "checkpoint for label maps")
+        raise BadImageError(
+            path,
+            f"a label map (every value a class index 0-{N_CLASSES - 1}), not an LR face "
+            "image; this checkpoint takes LR contours: give it a face image, or use a mask "
+            "checkpoint for label maps",
+        )
     image = load_image(path, channels=3)
     _check_square(path, image.shape[2], image.shape[1])
     return image

@@ -89,8 +89,7 @@ def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
         raise BadImageError(path, f"colour mode {mode} cannot be converted to RGB ({e})") from None
 
 
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
-               channels: int = 3) -> torch.Tensor:
+def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
     """Read an image file as a float tensor (channels, H, W) in [-1, 1].
 
     ``size``: resize to (size, size) or (h, w) with the anti-aliased bicubic of ``ops.resize``

@@ -75,8 +75,7 @@ def manifest_csv(rows: Sequence[PairRow]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
     for r in rows:
-        writer.writerow([r.pair, r.contour, r.contour_identity_id, r.identity, r.identity_id,
-                         int(r.same_identity)])
+        writer.writerow([r.pair, r.contour, r.contour_identity_id, r.identity, r.identity_id, int(r.same_identity)])
     return buf.getvalue()
 
 
@@ -123,8 +122,9 @@ def _draw(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[int]:
     return picks[:n]
 
 
-def build_test_manifest(items: Iterable[tuple[object, int]], n_per_contour: int = 10,
-                        mode: str = "same_identity", seed: int = 0) -> TestManifest:
+def build_test_manifest(
+    items: Iterable[tuple[object, int]], n_per_contour: int = 10, mode: str = "same_identity", seed: int = 0
+) -> TestManifest:
     """The fixed test pairs for ``items`` = [(key, identity id), ...] in the given order.
 
     same_identity / random: ``n_per_contour`` rows per contour (see the module docstring);
@@ -175,14 +175,23 @@ def read_manifest(path: str | os.PathLike) -> list[PairRow]:
             reader = csv.DictReader(f)
             missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ManifestError(f"{path}: not a pair manifest, missing columns {missing} "
-                                    f"(expected {', '.join(MANIFEST_COLUMNS)}); {advice}")
+                raise ManifestError(
+                    f"{path}: not a pair manifest, missing columns {missing} "
+                    f"(expected {', '.join(MANIFEST_COLUMNS)}); {advice}"
+                )
             rows = []
             for line, rec in enumerate(reader, start=2):
                 try:
-                    rows.append(PairRow(int(rec["pair"]), rec["contour"], int(rec["contour_identity_id"]),
-                                        rec["identity"], int(rec["identity_id"]),
-                                        {"1": True, "0": False}[rec["same_identity"]]))
+                    rows.append(
+                        PairRow(
+                            int(rec["pair"]),
+                            rec["contour"],
+                            int(rec["contour_identity_id"]),
+                            rec["identity"],
+                            int(rec["identity_id"]),
+                            {"1": True, "0": False}[rec["same_identity"]],
+                        )
+                    )
                 except (KeyError, TypeError, ValueError) as e:
                     raise ManifestError(f"{path}:{line}: malformed manifest row {rec} ({e!r}); {advice}") from None
     except (UnicodeDecodeError, csv.Error) as e:
@@ -197,9 +206,13 @@ def manifest_hash(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_or_build_manifest(path: str | os.PathLike | None, items: Iterable[tuple[object, int]],
-                           n_per_contour: int = 10, mode: str = "same_identity",
-                           seed: int = 0) -> TestManifest:
+def load_or_build_manifest(
+    path: str | os.PathLike | None,
+    items: Iterable[tuple[object, int]],
+    n_per_contour: int = 10,
+    mode: str = "same_identity",
+    seed: int = 0,
+) -> TestManifest:
     """The manifest at ``path`` if it exists (written once, then only read), else build and write it.
 
     An existing file must hold exactly the pairs a fresh build gives (same rows, so the same sha256): a file
@@ -215,19 +228,23 @@ def load_or_build_manifest(path: str | os.PathLike | None, items: Iterable[tuple
         rows = tuple(read_manifest(path))
         if rows != fresh.rows or manifest_hash(path) != fresh.hash:
             changed = [r.pair for r, f in zip(rows, fresh.rows) if r != f]
-            what = (f"{len(rows)} rows where the data gives {len(fresh.rows)}" if len(rows) != len(fresh.rows)
-                    else f"{len(changed)} rows differ (first: pair {changed[0]})" if changed
-                    else "its bytes differ from the canonical CSV")
+            what = (
+                f"{len(rows)} rows where the data gives {len(fresh.rows)}"
+                if len(rows) != len(fresh.rows)
+                else f"{len(changed)} rows differ (first: pair {changed[0]})"
+                if changed
+                else "its bytes differ from the canonical CSV"
+            )
             raise ManifestError(
                 f"test manifest {path} is not the one the current data builds ({what}): it was edited, or the "
                 "data changed since it was written; delete it to rebuild it (results of the old pairs are then "
-                "recomputed, as their manifest sha256 no longer matches)")
+                "recomputed, as their manifest sha256 no longer matches)"
+            )
         return TestManifest(rows, fresh.excluded, mode, n_per_contour, seed, path)
     try:
         write_manifest(fresh, path)
     except OSError as e:
-        warnings.warn(f"could not write the test manifest to {path} ({e}); keeping it in memory",
-                      stacklevel=2)
+        warnings.warn(f"could not write the test manifest to {path} ({e}); keeping it in memory", stacklevel=2)
         return fresh
     return TestManifest(fresh.rows, fresh.excluded, mode, n_per_contour, seed, path)
 
@@ -263,8 +280,9 @@ class TrainPairSampler:
         self._rank = {p: r for group in self.groups.values() for r, p in enumerate(group)}
         if mode == "random" and len(self.groups) < 2:
             raise ValueError("pairing 'random' needs at least two identities in the split")
-        self.n_fallback_items = sum(len(g) for g in self.groups.values() if len(g) == 1) \
-            if mode == "same_identity" else 0
+        self.n_fallback_items = (
+            sum(len(g) for g in self.groups.values() if len(g) == 1) if mode == "same_identity" else 0
+        )
         self.fallback_draws = 0
 
     def __len__(self) -> int:
@@ -288,13 +306,17 @@ class TrainPairSampler:
 
     def stats(self) -> dict:
         """Numbers to log with a run: pairing mode, fallback items and fraction, fallbacks drawn."""
-        return {"pairing": self.mode, "fallback_items": self.n_fallback_items,
-                "fallback_fraction": self.n_fallback_items / len(self.items),
-                "fallback_draws": self.fallback_draws}
+        return {
+            "pairing": self.mode,
+            "fallback_items": self.n_fallback_items,
+            "fallback_fraction": self.n_fallback_items / len(self.items),
+            "fallback_draws": self.fallback_draws,
+        }
 
 
-def augment_identity(img: torch.Tensor, generator: torch.Generator | None = None,
-                     max_shift: float = 0.04, max_gain: float = 0.1) -> torch.Tensor:
+def augment_identity(
+    img: torch.Tensor, generator: torch.Generator | None = None, max_shift: float = 0.04, max_gain: float = 0.1
+) -> torch.Tensor:
     """Random mirror, shift and re-light: (3, H, W) in [-1, 1] -> (3, H, W) in [-1, 1].
 
     Mirror with p = 0.5; integer shift up to ``max_shift`` x size (reflect-filled); contrast and
@@ -306,14 +328,13 @@ def augment_identity(img: torch.Tensor, generator: torch.Generator | None = None
     m = int(round(max_shift * min(h, w)))
     if m > 0:
         dy, dx = (int(v) for v in torch.randint(-m, m + 1, (2,), generator=generator))
-        x = F.pad(x[None], (m, m, m, m), mode="reflect")[0, :, m + dy:m + dy + h, m + dx:m + dx + w]
+        x = F.pad(x[None], (m, m, m, m), mode="reflect")[0, :, m + dy : m + dy + h, m + dx : m + dx + w]
     contrast = 1.0 + max_gain * (2.0 * float(r[1]) - 1.0)
     brightness = max_gain * (2.0 * float(r[2]) - 1.0)
     return (x * contrast + brightness).clamp(-1.0, 1.0)
 
 
-def apply_draw(img: torch.Tensor, draw: IdentityDraw,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def apply_draw(img: torch.Tensor, draw: IdentityDraw, generator: torch.Generator | None = None) -> torch.Tensor:
     """The identity image for ``draw``: (3, H, W) in [-1, 1] mirrored / augmented as it says."""
     if draw.augment:
         return augment_identity(img, generator)

@@ -75,21 +75,25 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)  # what a user must act on (e.g. a split left empty)
 
     def text(self) -> str:
-        lines = [self.counts, f"prepared files in {self.out}: built {self.built_labels} label maps and "
-                              f"{self.built_sketches} sketches; {self.skipped} images already done"]
+        lines = [
+            self.counts,
+            f"prepared files in {self.out}: built {self.built_labels} label maps and "
+            f"{self.built_sketches} sketches; {self.skipped} images already done",
+        ]
         if self.bad:
             lines.append(f"{len(self.bad)} bad files (left out of every split; listed in bad_files.tsv):")
             lines += [f"  [{b.kind}] {b.path}: {b.reason}" for b in self.bad]
         else:
             lines.append("no bad files")
-        lines += [f"manifest {name}: {path} sha256={digest[:16]} ({status})"
-                  for name, (path, digest, status) in self.manifests.items()]
+        lines += [
+            f"manifest {name}: {path} sha256={digest[:16]} ({status})"
+            for name, (path, digest, status) in self.manifests.items()
+        ]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
-def prepare_item(index: CelebAHQIndex, cache: PreparedCache, size: int,
-                 idx: int) -> tuple[int, int, list[BadFile]]:
+def prepare_item(index: CelebAHQIndex, cache: PreparedCache, size: int, idx: int) -> tuple[int, int, list[BadFile]]:
     """Build what is missing for image ``idx``: (label maps built, sketches built, bad files found)."""
     built_labels = built_sketch = 0
     bad: list[BadFile] = []
@@ -99,8 +103,14 @@ def prepare_item(index: CelebAHQIndex, cache: PreparedCache, size: int,
             save_label_map(build_label_map(index, idx, size), labels_path)
             built_labels = 1
         except MissingDataError:
-            bad.append(BadFile(idx, "mask", str(index.mask_path(idx, "skin").parent),
-                               f"no part masks {idx:05d}_<class>.png for this image"))
+            bad.append(
+                BadFile(
+                    idx,
+                    "mask",
+                    str(index.mask_path(idx, "skin").parent),
+                    f"no part masks {idx:05d}_<class>.png for this image",
+                )
+            )
         except BadImageError as e:
             bad.append(BadFile(idx, "mask", str(e.path), e.reason))
     sketch_path = cache.sketch(size, idx)
@@ -127,9 +137,16 @@ def _work(idx: int) -> tuple[int, int, list[BadFile]]:
     return prepare_item(*_WORKER["args"], idx)
 
 
-def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = None, size: int = 256,
-                     n_per_contour: int = 10, seed: int = 0, modes: Sequence[str] = PAIRING_MODES,
-                     workers: int = 0, progress: bool = True) -> PrepareReport:
+def prepare_celebahq(
+    root: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    size: int = 256,
+    n_per_contour: int = 10,
+    seed: int = 0,
+    modes: Sequence[str] = PAIRING_MODES,
+    workers: int = 0,
+    progress: bool = True,
+) -> PrepareReport:
     """Validate ``root``, build label maps and sketches at ``size`` into ``out``, write manifests."""
     missing = []
     for check in (lambda: locate(root, MASK_DIR), lambda: CelebAHQIndex(root)):
@@ -143,8 +160,11 @@ def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = No
     out = Path(out) if out is not None else default_cache_dir(root)
     cache = PreparedCache(out)
     report = PrepareReport(out=out)
-    todo = [r.idx for r in index.records
-            if not (cache.labels(size, r.idx).is_file() and cache.sketch(size, r.idx).is_file())]
+    todo = [
+        r.idx
+        for r in index.records
+        if not (cache.labels(size, r.idx).is_file() and cache.sketch(size, r.idx).is_file())
+    ]
     report.skipped = len(index.records) - len(todo)
     bar = tqdm(total=len(todo), desc="prepare celebahq", disable=not progress or not todo, dynamic_ncols=True)
     if workers > 0 and todo:
@@ -169,8 +189,10 @@ def prepare_celebahq(root: str | os.PathLike, out: str | os.PathLike | None = No
         records = index.split(split)
         items = [(r.key, r.identity) for r in records if r.idx not in bad_idx]
         if records and not items:
-            report.warnings.append(f"every one of the {len(records)} {split} images is bad (see bad_files.tsv): "
-                                   f"no {split} manifest written; replace those files and run prepare again")
+            report.warnings.append(
+                f"every one of the {len(records)} {split} images is bad (see bad_files.tsv): "
+                f"no {split} manifest written; replace those files and run prepare again"
+            )
             continue
         for mode in modes:
             manifest = build_test_manifest(items, n_per_contour, mode, seed)
@@ -218,8 +240,10 @@ class AlignReport:
 
     def text(self) -> str:
         used = ", ".join(f"{m}: {n}" for m, n in sorted(self.aligners.items())) or "none"
-        lines = [f"aligned faces in {self.out}: {self.aligned} aligned now, {self.skipped} already done "
-                 f"(aligners: {used}); records in alignment.tsv"]
+        lines = [
+            f"aligned faces in {self.out}: {self.aligned} aligned now, {self.skipped} already done "
+            f"(aligners: {used}); records in alignment.tsv"
+        ]
         if self.bad:
             lines.append(f"{len(self.bad)} photos not usable (listed in bad_files.tsv; retried next run):")
             lines += [f"  [{kind}] {path}: {reason}" for path, kind, reason in self.bad]
@@ -242,8 +266,13 @@ def align_photo(src: Path, dst: Path, size: int, detector: str, weights_root=Non
         return "unreadable", e.reason
     except FaceNotFoundError as e:
         return "no_face", str(e).removeprefix(f"{src}: ")
-    record = {"aligner": r.method, "n_faces": str(r.n_faces), "box": _fmt(r.chosen_box),
-              "points": _fmt(r.landmarks), "matrix": _fmt(r.matrix)}
+    record = {
+        "aligner": r.method,
+        "n_faces": str(r.n_faces),
+        "box": _fmt(r.chosen_box),
+        "points": _fmt(r.landmarks),
+        "matrix": _fmt(r.matrix),
+    }
     save_image(r.image, dst, text={f"ideface.{k}": v for k, v in record.items()})
     return "ok", record
 
@@ -264,8 +293,15 @@ def _atomic_lines(path: Path, lines: list[str]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 1024, detector: str = "auto",
-                 workers: int = 0, weights_root=None, progress: bool = True) -> AlignReport:
+def align_folder(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    size: int = 1024,
+    detector: str = "auto",
+    workers: int = 0,
+    weights_root=None,
+    progress: bool = True,
+) -> AlignReport:
     """Align every photo under ``src`` into ``out`` (module docstring); returns what it did."""
     from data.align import choose_detector
 
@@ -273,8 +309,11 @@ def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 102
     if not src.is_dir():
         raise MissingDataError(f"--src {src} is not a folder of photos")
     choose_detector(detector, weights_root)  # a named aligner that is not installed stops here, once
-    photos = sorted(p for p in src.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()
-                    and not p.resolve().is_relative_to(out.resolve()))
+    photos = sorted(
+        p
+        for p in src.rglob("*")
+        if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file() and not p.resolve().is_relative_to(out.resolve())
+    )
     if not photos:
         raise MissingDataError(f"{src}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
     targets: dict[Path, Path] = {}
@@ -296,8 +335,7 @@ def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 102
     bar = tqdm(total=len(todo), desc="align photos", disable=not progress or not todo, dynamic_ncols=True)
     with contextlib.ExitStack() as stack:
         if workers > 0 and todo:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=torch.set_num_threads,
-                                                           initargs=(1,)))
+            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)))
             results = pool.map(_align_work, todo, chunksize=4)
         else:
             results = map(_align_work, todo)
@@ -314,9 +352,14 @@ def align_folder(src: str | os.PathLike, out: str | os.PathLike, size: int = 102
             report.bad.append((path, kind, " ".join(str(detail).split())))
     for record in records.values():
         report.aligners[record["aligner"]] = report.aligners.get(record["aligner"], 0) + 1
-    _atomic_lines(out / "alignment.tsv", [ALIGN_HEADER] + [
-        "\t".join([str(p.relative_to(src))] + [r[k] for k in ("aligner", "n_faces", "box", "points", "matrix")])
-        for p, r in sorted(records.items())])
+    _atomic_lines(
+        out / "alignment.tsv",
+        [ALIGN_HEADER]
+        + [
+            "\t".join([str(p.relative_to(src))] + [r[k] for k in ("aligner", "n_faces", "box", "points", "matrix")])
+            for p, r in sorted(records.items())
+        ],
+    )
     _atomic_lines(out / "bad_files.tsv", [ALIGN_BAD_HEADER] + ["\t".join(b) for b in sorted(report.bad)])
     return report
 
@@ -326,13 +369,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="dataset", required=True)
     p = sub.add_parser("celebahq", help="CelebAMask-HQ + CelebA identity/partition files")
     p.add_argument("--root", required=True, help="folder with CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, ...")
-    p.add_argument("--out", default=None,
-                   help="output folder (default <root>/ideface-prepared; pass it as data.cache_dir)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default <root>/ideface-prepared; pass it as data.cache_dir)"
+    )
     p.add_argument("--size", type=int, default=256, help="label-map / sketch size (= data.input_size)")
     p.add_argument("--n-per-contour", type=int, default=10, help="identity images per test contour")
     p.add_argument("--seed", type=int, default=0, help="manifest seed")
-    p.add_argument("--modes", nargs="+", default=list(PAIRING_MODES), choices=PAIRING_MODES,
-                   help="pairing modes to write test manifests for")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(PAIRING_MODES),
+        choices=PAIRING_MODES,
+        help="pairing modes to write test manifests for",
+    )
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from data.align import DETECTORS
@@ -341,8 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--src", required=True, help="folder of photos (searched recursively)")
     a.add_argument("--out", required=True, help="output folder: <out>/<sub-folder>/<name>.png")
     a.add_argument("--size", type=int, default=1024, help="output side in pixels (CelebA-HQ/FFHQ: 1024)")
-    a.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="aligner (auto: dlib, else insightface buffalo_l, else cascade)")
+    a.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="aligner (auto: dlib, else insightface buffalo_l, else cascade)",
+    )
     a.add_argument("--weights-root", default=None, help="weights folder holding buffalo_l (insightface)")
     a.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -351,16 +404,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from models.weights import MissingWeightsError
 
         try:
-            report = align_folder(args.src, args.out, args.size, args.detector, args.workers, args.weights_root,
-                                  progress=not args.no_progress)
+            report = align_folder(
+                args.src,
+                args.out,
+                args.size,
+                args.detector,
+                args.workers,
+                args.weights_root,
+                progress=not args.no_progress,
+            )
         except (MissingDataError, MissingWeightsError, ValueError) as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
         print(report.text())
         return 0
     try:
-        report = prepare_celebahq(args.root, args.out, args.size, args.n_per_contour, args.seed, args.modes,
-                                  args.workers, progress=not args.no_progress)
+        report = prepare_celebahq(
+            args.root,
+            args.out,
+            args.size,
+            args.n_per_contour,
+            args.seed,
+            args.modes,
+            args.workers,
+            progress=not args.no_progress,
+        )
     except (MissingDataError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -368,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

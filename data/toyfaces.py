@@ -36,25 +36,92 @@ from torch.utils.data import Dataset
 
 # The renderer's code layout (z[:, i] drives FACTORS[i]); fixed: the shipped generator was distilled on it.
 FACTORS = (
-    "face_width", "face_height", "jaw", "skin_tone", "hair_colour", "hair_style", "hair_length",
-    "hairline", "hair_part", "eye_colour", "eye_width", "eye_height", "eye_tilt", "eye_spacing",
-    "eye_level", "iris_size", "brow_thickness", "brow_angle", "brow_gap", "brow_length",
-    "nose_length", "nose_width", "mouth_width", "lip_thickness", "lip_tint", "mouth_gap",
-    "shift_x", "shift_y", "rotation", "scale", "mouth_open", "smile", "light_angle", "light_strength",
-    "ambient", "bg_r", "bg_g", "bg_b",
+    "face_width",
+    "face_height",
+    "jaw",
+    "skin_tone",
+    "hair_colour",
+    "hair_style",
+    "hair_length",
+    "hairline",
+    "hair_part",
+    "eye_colour",
+    "eye_width",
+    "eye_height",
+    "eye_tilt",
+    "eye_spacing",
+    "eye_level",
+    "iris_size",
+    "brow_thickness",
+    "brow_angle",
+    "brow_gap",
+    "brow_length",
+    "nose_length",
+    "nose_width",
+    "mouth_width",
+    "lip_thickness",
+    "lip_tint",
+    "mouth_gap",
+    "shift_x",
+    "shift_y",
+    "rotation",
+    "scale",
+    "mouth_open",
+    "smile",
+    "light_angle",
+    "light_strength",
+    "ambient",
+    "bg_r",
+    "bg_g",
+    "bg_b",
 )
 # Per person: the fine parts, below an 8x8 contour's resolution.
 IDENTITY_FACTORS = (
-    "eye_colour", "eye_width", "eye_height", "eye_tilt", "eye_spacing", "eye_level", "iris_size",
-    "brow_thickness", "brow_angle", "brow_gap", "brow_length", "nose_length", "nose_width", "mouth_width",
-    "lip_thickness", "lip_tint", "mouth_gap",
+    "eye_colour",
+    "eye_width",
+    "eye_height",
+    "eye_tilt",
+    "eye_spacing",
+    "eye_level",
+    "iris_size",
+    "brow_thickness",
+    "brow_angle",
+    "brow_gap",
+    "brow_length",
+    "nose_length",
+    "nose_width",
+    "mouth_width",
+    "lip_thickness",
+    "lip_tint",
+    "mouth_gap",
 )
 # Per photo: the coarse look (what an 8x8 image shows of a face) ...
-LOOK_FACTORS = ("face_width", "face_height", "jaw", "skin_tone", "hair_colour", "hair_style", "hair_length",
-                "hairline", "hair_part")
+LOOK_FACTORS = (
+    "face_width",
+    "face_height",
+    "jaw",
+    "skin_tone",
+    "hair_colour",
+    "hair_style",
+    "hair_length",
+    "hairline",
+    "hair_part",
+)
 # ... and the nuisance.
-NUISANCE_FACTORS = ("shift_x", "shift_y", "rotation", "scale", "mouth_open", "smile", "light_angle",
-                    "light_strength", "ambient", "bg_r", "bg_g", "bg_b")
+NUISANCE_FACTORS = (
+    "shift_x",
+    "shift_y",
+    "rotation",
+    "scale",
+    "mouth_open",
+    "smile",
+    "light_angle",
+    "light_strength",
+    "ambient",
+    "bg_r",
+    "bg_g",
+    "bg_b",
+)
 PHOTO_FACTORS = LOOK_FACTORS + NUISANCE_FACTORS
 assert sorted(IDENTITY_FACTORS + PHOTO_FACTORS) == sorted(FACTORS)
 N_IDENTITY = len(IDENTITY_FACTORS)
@@ -68,8 +135,10 @@ LOOK_DIMS = tuple(FACTORS.index(n) for n in LOOK_FACTORS)
 def assemble(identity: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
     """Renderer codes (..., FACTOR_DIMS) from identity codes (..., N_IDENTITY) and photo codes (..., N_PHOTO)."""
     if identity.shape[-1] != N_IDENTITY or photo.shape[-1] != N_PHOTO:
-        raise ValueError(f"identity and photo codes must end in {N_IDENTITY} and {N_PHOTO} dims, got "
-                         f"{tuple(identity.shape)} and {tuple(photo.shape)}")
+        raise ValueError(
+            f"identity and photo codes must end in {N_IDENTITY} and {N_PHOTO} dims, got "
+            f"{tuple(identity.shape)} and {tuple(photo.shape)}"
+        )
     codes = identity.new_empty(*torch.broadcast_shapes(identity.shape[:-1], photo.shape[:-1]), FACTOR_DIMS)
     codes[..., list(IDENTITY_DIMS)] = identity
     codes[..., list(PHOTO_DIMS)] = photo
@@ -85,15 +154,26 @@ def with_look(codes: torch.Tensor, look_from: torch.Tensor) -> torch.Tensor:
 
 
 # Palettes (RGB in [0, 1]) of the per-photo coarse look.
-SKIN_TONES = ((0.96, 0.80, 0.69), (0.88, 0.70, 0.56), (0.76, 0.56, 0.42), (0.56, 0.39, 0.27),
-              (0.38, 0.26, 0.18))
-HAIR_COLOURS = ((0.08, 0.07, 0.07), (0.26, 0.17, 0.10), (0.47, 0.31, 0.18), (0.86, 0.72, 0.45),
-                (0.60, 0.25, 0.12), (0.72, 0.72, 0.72))
+SKIN_TONES = ((0.96, 0.80, 0.69), (0.88, 0.70, 0.56), (0.76, 0.56, 0.42), (0.56, 0.39, 0.27), (0.38, 0.26, 0.18))
+HAIR_COLOURS = (
+    (0.08, 0.07, 0.07),
+    (0.26, 0.17, 0.10),
+    (0.47, 0.31, 0.18),
+    (0.86, 0.72, 0.45),
+    (0.60, 0.25, 0.12),
+    (0.72, 0.72, 0.72),
+)
 # (side length, fringe drop) per hair style: short, medium, long, very long with a fringe.
 HAIR_STYLES = ((-0.08, 0.00), (0.22, 0.02), (0.55, 0.00), (0.85, 0.10))
 # Iris colours, interpolated continuously by the eye_colour factor (brown .. grey-blue).
-IRIS_COLOURS = ((0.36, 0.20, 0.09), (0.66, 0.42, 0.14), (0.50, 0.46, 0.20), (0.22, 0.52, 0.28),
-                (0.22, 0.42, 0.80), (0.55, 0.62, 0.72))
+IRIS_COLOURS = (
+    (0.36, 0.20, 0.09),
+    (0.66, 0.42, 0.14),
+    (0.50, 0.46, 0.20),
+    (0.22, 0.52, 0.28),
+    (0.22, 0.42, 0.80),
+    (0.55, 0.62, 0.72),
+)
 SCLERA = (0.96, 0.95, 0.93)
 PUPIL = (0.04, 0.03, 0.03)
 LIP_RED = (0.78, 0.28, 0.30)
@@ -102,8 +182,7 @@ MOUTH_INSIDE = (0.30, 0.06, 0.08)
 # CelebAMask-HQ indices of the classes the toy renderer draws.
 BACKGROUND, SKIN, NOSE, L_EYE, R_EYE, L_BROW, R_BROW, L_EAR, R_EAR = 0, 1, 2, 4, 5, 6, 7, 8, 9
 MOUTH, U_LIP, L_LIP, HAIR, NECK = 10, 11, 12, 13, 17
-RENDERED_CLASSES = (BACKGROUND, SKIN, NOSE, L_EYE, R_EYE, L_BROW, R_BROW, L_EAR, R_EAR, MOUTH, U_LIP,
-                    L_LIP, HAIR, NECK)
+RENDERED_CLASSES = (BACKGROUND, SKIN, NOSE, L_EYE, R_EYE, L_BROW, R_BROW, L_EAR, R_EAR, MOUTH, U_LIP, L_LIP, HAIR, NECK)
 
 
 def _uniform(z: torch.Tensor) -> torch.Tensor:
@@ -251,8 +330,7 @@ def render(factors: dict[str, torch.Tensor], size: int = 64) -> Render:
     hair_shade = hair * (0.9 + 0.1 * shade)
 
     # Hair behind the head (long styles): a rounded slab from the crown down to side_len.
-    back = torch.minimum(_ellipse(u, v, zero, fc - 0.05, fw * 1.25, fh * 1.15, px),
-                         _coverage(side_len - v, px))
+    back = torch.minimum(_ellipse(u, v, zero, fc - 0.05, fw * 1.25, fh * 1.15, px), _coverage(side_len - v, px))
     lower = torch.minimum(_coverage(v - fc, px), _coverage(side_len - v, px))
     back = torch.maximum(back, torch.minimum(_coverage(fw * 1.22 - u.abs(), px), lower))
     paint(back, hair_shade, HAIR)
@@ -298,8 +376,7 @@ def render(factors: dict[str, torch.Tensor], size: int = 64) -> Render:
     tip = ntop + f["nose_length"]
     tt = ((v - ntop) / f["nose_length"]).clamp(0, 1)
     nhw = f["nose_width"] * (0.3 + 0.7 * tt**2)
-    nose = torch.minimum(torch.minimum(_coverage(nhw - u.abs(), px), _coverage(v - ntop, px)),
-                         _coverage(tip - v, px))
+    nose = torch.minimum(torch.minimum(_coverage(nhw - u.abs(), px), _coverage(v - ntop, px)), _coverage(tip - v, px))
     side_shade = 1 - 0.25 * torch.sign(u) * torch.cos(ang)
     paint(nose, skin * shade * 0.88 * side_shade[:, None], NOSE)
     for side in (1.0, -1.0):
@@ -360,8 +437,9 @@ class ToyIdentities:
     photos_per_identity: int
 
     @classmethod
-    def build(cls, split: str, n_identities: int, photos_per_identity: int, seed: int = 0,
-              id_offset: int = 0) -> ToyIdentities:
+    def build(
+        cls, split: str, n_identities: int, photos_per_identity: int, seed: int = 0, id_offset: int = 0
+    ) -> ToyIdentities:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
         stream = SPLITS[split]
@@ -377,18 +455,22 @@ class ToyIdentities:
     def render(self, index, size: int = 64, chunk: int = 256) -> Render:
         """Render photos by index (any iterable of ints) at ``size``, ``chunk`` at a time."""
         codes = self.codes[torch.as_tensor(list(index), dtype=torch.long)]
-        parts = [render_gaussian(codes[i:i + chunk], size) for i in range(0, len(codes), chunk)]
+        parts = [render_gaussian(codes[i : i + chunk], size) for i in range(0, len(codes), chunk)]
         return Render(*(torch.cat([getattr(p, f) for p in parts]) for f in ("image", "labels", "sketch")))
 
 
-def split_identities(split: str, n_train_identities: int = 2000, photos_per_identity: int = 15,
-                     n_test_identities: int = 300, test_photos_per_identity: int = 11,
-                     seed: int = 0) -> ToyIdentities:
+def split_identities(
+    split: str,
+    n_train_identities: int = 2000,
+    photos_per_identity: int = 15,
+    n_test_identities: int = 300,
+    test_photos_per_identity: int = 11,
+    seed: int = 0,
+) -> ToyIdentities:
     """The photos of the train or test split (disjoint identities: test ids follow the train ids)."""
     if split == "train":
         return ToyIdentities.build("train", n_train_identities, photos_per_identity, seed)
-    return ToyIdentities.build("test", n_test_identities, test_photos_per_identity, seed,
-                               id_offset=n_train_identities)
+    return ToyIdentities.build("test", n_test_identities, test_photos_per_identity, seed, id_offset=n_train_identities)
 
 
 class ToyFaces(Dataset):
@@ -409,21 +491,38 @@ class ToyFaces(Dataset):
         """From the run config's ``data`` section (its ``toy_*`` sizes) and the arguments every dataset
         takes (``common``: split, condition, sizes, pairing, seed, n_per_contour, cache_dir)."""
         d = data_cfg
-        return cls(n_train_identities=d.toy_train_identities, photos_per_identity=d.toy_photos_per_identity,
-                   n_test_identities=d.toy_test_identities,
-                   test_photos_per_identity=d.toy_test_photos_per_identity, **common)
+        return cls(
+            n_train_identities=d.toy_train_identities,
+            photos_per_identity=d.toy_photos_per_identity,
+            n_test_identities=d.toy_test_identities,
+            test_photos_per_identity=d.toy_test_photos_per_identity,
+            **common,
+        )
 
-    def __init__(self, split: str = "train", condition: str = "lr", lr_size: int = 8, input_size: int = 64,
-                 pairing: str = "same_identity", seed: int = 0, n_per_contour: int = 10,
-                 n_train_identities: int = 2000, photos_per_identity: int = 15, n_test_identities: int = 300,
-                 test_photos_per_identity: int = 11, cache_dir: str | Path | None = None, world_seed: int = 0):
+    def __init__(
+        self,
+        split: str = "train",
+        condition: str = "lr",
+        lr_size: int = 8,
+        input_size: int = 64,
+        pairing: str = "same_identity",
+        seed: int = 0,
+        n_per_contour: int = 10,
+        n_train_identities: int = 2000,
+        photos_per_identity: int = 15,
+        n_test_identities: int = 300,
+        test_photos_per_identity: int = 11,
+        cache_dir: str | Path | None = None,
+        world_seed: int = 0,
+    ):
         from data.conditions import make_condition
         from data.pairs import TrainPairSampler, load_or_build_manifest
 
         self.split, self.input_size = split, input_size
         self.seed, self.epoch = seed, 0
-        self.photos = split_identities(split, n_train_identities, photos_per_identity, n_test_identities,
-                                       test_photos_per_identity, world_seed)
+        self.photos = split_identities(
+            split, n_train_identities, photos_per_identity, n_test_identities, test_photos_per_identity, world_seed
+        )
         self.condition = make_condition(condition, out_size=input_size, lr_size=lr_size)
         per = self.photos.photos_per_identity
         self.keys = [f"toy/{split}/{int(i):05d}_{k % per:02d}" for k, i in enumerate(self.photos.identity)]
@@ -438,8 +537,10 @@ class ToyFaces(Dataset):
             items.sort(key=lambda item: (self._position[item[0]] % per, self._position[item[0]]))
             path = None
             if cache_dir:
-                name = (f"toy_w{world_seed}_{n_test_identities}x{test_photos_per_identity}_pm"
-                        f"_after{n_train_identities}_{pairing}_n{n_per_contour}_s{seed}.csv")
+                name = (
+                    f"toy_w{world_seed}_{n_test_identities}x{test_photos_per_identity}_pm"
+                    f"_after{n_train_identities}_{pairing}_n{n_per_contour}_s{seed}.csv"
+                )
                 path = Path(cache_dir).expanduser() / name
             self.manifest = load_or_build_manifest(path, items, n_per_contour, pairing, seed)
 
@@ -455,8 +556,11 @@ class ToyFaces(Dataset):
         (B,) int64, images (B, 3, S, S) in [-1, 1]); the identity-following metric's gallery."""
         for start in range(0, len(self.keys), batch_size):
             index = range(start, min(start + batch_size, len(self.keys)))
-            yield ([self.keys[i] for i in index], self.photos.identity[start:index.stop].clone(),
-                   self.photos.render(index, self.input_size).image)
+            yield (
+                [self.keys[i] for i in index],
+                self.photos.identity[start : index.stop].clone(),
+                self.photos.render(index, self.input_size).image,
+            )
 
     def __getitem__(self, index: int) -> dict:
         """{"contour": (C, S, S) float, "target": (3, S, S) in [-1, 1], "identity": (3, S, S) in [-1, 1],
@@ -475,12 +579,21 @@ class ToyFaces(Dataset):
                 rngs[index] = item_generator(self.seed, self.epoch, index)
                 draw = self.sampler.draw(index, rngs[index])
                 contour_id = int(self.photos.identity[index])
-                pairs.append((index, draw.index, int(self.photos.identity[draw.index]), contour_id,
-                              draw.same_identity, draw))
+                pairs.append(
+                    (index, draw.index, int(self.photos.identity[draw.index]), contour_id, draw.same_identity, draw)
+                )
             else:
                 row = self.manifest.rows[index]
-                pairs.append((self._position[row.contour], self._position[row.identity], row.identity_id,
-                               row.contour_identity_id, row.same_identity, None))
+                pairs.append(
+                    (
+                        self._position[row.contour],
+                        self._position[row.identity],
+                        row.identity_id,
+                        row.contour_identity_id,
+                        row.same_identity,
+                        None,
+                    )
+                )
         n = len(pairs)
         rendered = self.photos.render([p[0] for p in pairs] + [p[1] for p in pairs], self.input_size)
         contours = self.condition(rendered.image[:n], labels=rendered.labels[:n], sketch=rendered.sketch[:n])
@@ -489,7 +602,15 @@ class ToyFaces(Dataset):
             identity = rendered.image[n + k]
             if draw is not None:
                 identity = apply_draw(identity, draw, rngs[index])
-            items.append({"contour": contours[k], "target": rendered.image[k], "identity": identity,
-                          "identity_id": identity_id, "contour_identity_id": contour_id,
-                          "same_identity": bool(same), "index": int(index)})
+            items.append(
+                {
+                    "contour": contours[k],
+                    "target": rendered.image[k],
+                    "identity": identity,
+                    "identity_id": identity_id,
+                    "contour_identity_id": contour_id,
+                    "same_identity": bool(same),
+                    "index": int(index),
+                }
+            )
         return items

@@ -63,8 +63,14 @@ def subcommand(name: str, help: str, *arguments):
 
 def environment(device: torch.device) -> dict:
     """What the figures depend on: device, versions, threads."""
-    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cpu_threads": torch.get_num_threads(), "machine": platform.machine(), "code_root": str(CODE_ROOT)}
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "code_root": str(CODE_ROOT),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -85,7 +91,8 @@ def timed(fn, device: torch.device, iters: int, warmup: int) -> float:
 
 
 @subcommand(
-    "generator", "StyleGAN2 generator images/s: fwd and fwd+bwd, ref vs CUDA ops, fp32 vs bf16 autocast",
+    "generator",
+    "StyleGAN2 generator images/s: fwd and fwd+bwd, ref vs CUDA ops, fp32 vs bf16 autocast",
     arg("--sizes", type=int, nargs="+", default=[256, 1024]),
     arg("--batches", type=int, nargs="+", default=[1, 8]),
     arg("--impls", nargs="+", default=None, help="ops implementations (default: ref, plus cuda on a GPU)"),
@@ -128,8 +135,13 @@ def generator(args) -> dict:
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     ops.set_impl("auto")
-    return {"benchmark": "generator", "iters": iters, **environment(device), "results": results,
-            "cuda_speedup": _speedups(results)}
+    return {
+        "benchmark": "generator",
+        "iters": iters,
+        **environment(device),
+        "results": results,
+        "cuda_speedup": _speedups(results),
+    }
 
 
 def _generator_step(g, w, mode: str, bf16: bool, device_type: str) -> None:
@@ -153,8 +165,13 @@ def _speedups(results: list[dict]) -> dict:
     return out
 
 
-ROWS = {"baseline": "ablation=baseline", "ifblock": "ablation=ifblock", "input_latent": "ablation=input_latent",
-        "pretrained_id": "ablation=pretrained_id", "psp": "method=psp"}
+ROWS = {
+    "baseline": "ablation=baseline",
+    "ifblock": "ablation=ifblock",
+    "input_latent": "ablation=input_latent",
+    "pretrained_id": "ablation=pretrained_id",
+    "psp": "method=psp",
+}
 
 
 # data.root of a full-size benchmark world: nothing is opened there, the batches are random tensors
@@ -169,8 +186,16 @@ def world_config(world: str, tokens: list[str]):
     if not world.isdigit():
         return load_config([f"world={world}", *tokens])
     # No file is read: initialisations that would load one are switched to random.
-    return load_config(["world=celebahq", f"generator.size={int(world)}", f"data.root={RANDOM_INPUTS}",
-                        *tokens, "model.encoder_init=random", "model.identity_init=random"])
+    return load_config(
+        [
+            "world=celebahq",
+            f"generator.size={int(world)}",
+            f"data.root={RANDOM_INPUTS}",
+            *tokens,
+            "model.encoder_init=random",
+            "model.identity_init=random",
+        ]
+    )
 
 
 def frozen_networks(cfg, device: torch.device):
@@ -202,8 +227,11 @@ def synthetic_batch(cfg, batch: int, device: torch.device) -> dict:
 
     s, r = cfg.data.input_size, cfg.model.loss_resolution
     rand = lambda *shape: torch.rand(*shape, device=device) * 2 - 1  # noqa: E731
-    return {"contour": rand(batch, condition_channels(cfg.data.condition), s, s),
-            "identity": rand(batch, 3, s, s), "target": rand(batch, 3, r, r)}
+    return {
+        "contour": rand(batch, condition_channels(cfg.data.condition), s, s),
+        "identity": rand(batch, 3, s, s),
+        "target": rand(batch, 3, r, r),
+    }
 
 
 def _fresh_accelerator(device: torch.device, precision: str):
@@ -251,7 +279,8 @@ REFERENCE_STEP = ["train.step_constants=false", "generator.factored_backward=fal
 
 
 @subcommand(
-    "train", "training images/s and peak memory of every encoder method (Table 2 rows and pSp)",
+    "train",
+    "training images/s and peak memory of every encoder method (Table 2 rows and pSp)",
     arg("--worlds", nargs="+", default=["toy", "1024"], help="toy and/or generator sizes (random weights)"),
     arg("--rows", nargs="+", default=list(ROWS), choices=list(ROWS)),
     arg("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]),
@@ -259,9 +288,12 @@ REFERENCE_STEP = ["train.step_constants=false", "generator.factored_backward=fal
     arg("--n-iters", type=int, default=None, help="refinement steps (default: the config's; pSp is 1)"),
     arg("--iters", type=int, default=None, help="timed steps (default 10 on a GPU, 2 on the CPU)"),
     arg("--warmup", type=int, default=1),
-    arg("--compare", action="store_true",
+    arg(
+        "--compare",
+        action="store_true",
         help="also time the reference step (" + " ".join(REFERENCE_STEP) + "), alternating with the current "
-             "one step by step, and report reference / current"),
+        "one step by step, and report reference / current",
+    ),
     arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the current step"),
     arg("--device", default=None, help="default: cuda if available, else cpu"),
     arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
@@ -286,10 +318,20 @@ def train(args) -> dict:
                     variants = {"reference": world_config(world, tokens + REFERENCE_STEP), **variants}
                 cfg = variants["current"]
                 batch = args.batch or cfg.train.batch_size
-                row = {"world": world, "row": name, "precision": precision, "batch": batch,
-                       "n_iters": cfg.model.n_iters}
-                results.append(_run_row(row, device, partial(_train_figures, variants, networks, device, precision,
-                                                             batch, iters, args.warmup)))
+                row = {
+                    "world": world,
+                    "row": name,
+                    "precision": precision,
+                    "batch": batch,
+                    "n_iters": cfg.model.n_iters,
+                }
+                results.append(
+                    _run_row(
+                        row,
+                        device,
+                        partial(_train_figures, variants, networks, device, precision, batch, iters, args.warmup),
+                    )
+                )
     finally:
         # the Accelerator state is a process singleton: leave none behind (its mixed precision would pin
         # every later Accelerator of this process, e.g. when the benchmark runs inside a test session)
@@ -305,8 +347,14 @@ def train_step_fn(cfg, networks, device, accelerator, batch: int):
     from models.build import build_model
 
     generator, latent_avg, arcface, perceptual = networks
-    model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
-                        input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
+    model = build_model(
+        cfg.model,
+        generator,
+        condition_channels(cfg.data.condition),
+        latent_avg=latent_avg,
+        input_size=cfg.data.input_size,
+        weights_root=cfg.weights_root,
+    ).to(device)
     objective = Objective.from_config(cfg.loss, cfg.weights_root, perceptual_net=perceptual, id_net=arcface)
     method = EncoderMethod(cfg, model, objective.to(device))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
@@ -325,20 +373,24 @@ def train_step_fn(cfg, networks, device, accelerator, batch: int):
     return step, method
 
 
-def _train_figures(variants: dict, networks, device, precision: str, batch: int, iters: int,
-                   warmup: int) -> dict:
+def _train_figures(variants: dict, networks, device, precision: str, batch: int, iters: int, warmup: int) -> dict:
     accelerator = _fresh_accelerator(device, precision)
     steps = {}
     for name, cfg in variants.items():
         steps[name], method = train_step_fn(cfg, networks, device, accelerator, batch)
     trainable = sum(p.numel() for p in method.model.parameters() if p.requires_grad)
     seconds = interleaved(steps, device, iters, warmup)
-    out = {"images_per_s": round(batch / seconds["current"], 3), "seconds_per_step": round(seconds["current"], 4),
-           "trainable_params_m": round(trainable / 1e6, 3)}
+    out = {
+        "images_per_s": round(batch / seconds["current"], 3),
+        "seconds_per_step": round(seconds["current"], 4),
+        "trainable_params_m": round(trainable / 1e6, 3),
+    }
     if "reference" in seconds:
-        out.update(reference_images_per_s=round(batch / seconds["reference"], 3),
-                   reference_seconds_per_step=round(seconds["reference"], 4),
-                   speedup=round(seconds["reference"] / seconds["current"], 3))
+        out.update(
+            reference_images_per_s=round(batch / seconds["reference"], 3),
+            reference_seconds_per_step=round(seconds["reference"], 4),
+            speedup=round(seconds["reference"] / seconds["current"], 3),
+        )
     return out
 
 
@@ -359,7 +411,8 @@ def interleaved(fns: dict, device: torch.device, iters: int, warmup: int) -> dic
 
 
 @subcommand(
-    "profile", "where one training step's time goes: forward and backward by module and by op; GFLOP/s vs peak",
+    "profile",
+    "where one training step's time goes: forward and backward by module and by op; GFLOP/s vs peak",
     arg("--world", default="toy", help="toy or a generator size (random weights)"),
     arg("--row", default="input_latent", choices=list(ROWS)),
     arg("--precision", default="fp32", choices=["fp32", "bf16"]),
@@ -395,11 +448,22 @@ def profile(args) -> dict:
         AcceleratorState._reset_state(reset_partial_state=True)
     peak = peak_gflops(device)
     achieved = flops / seconds / 1e9
-    return {"benchmark": "profile", **environment(device), "world": args.world, "row": args.row,
-            "precision": args.precision, "batch": batch, "n_iters": cfg.model.n_iters, "tokens": tokens,
-            "seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 2),
-            "achieved_gflop_s": round(achieved, 1), "peak_gflop_s": peak,
-            "fraction_of_peak": round(achieved / max(peak.values()), 3), **figures}
+    return {
+        "benchmark": "profile",
+        **environment(device),
+        "world": args.world,
+        "row": args.row,
+        "precision": args.precision,
+        "batch": batch,
+        "n_iters": cfg.model.n_iters,
+        "tokens": tokens,
+        "seconds_per_step": round(seconds, 4),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_gflop_s": round(achieved, 1),
+        "peak_gflop_s": peak,
+        "fraction_of_peak": round(achieved / max(peak.values()), 3),
+        **figures,
+    }
 
 
 def module_groups(method) -> dict[str, torch.nn.Module]:
@@ -421,6 +485,7 @@ def profile_step(step, groups: dict[str, torch.nn.Module], top: int) -> dict:
     open_scopes, handles = {}, []
     for name, root in groups.items():
         for module in root.modules():
+
             def enter(m, _args, name=name):
                 scope = record_function(f"group::{name}")
                 scope.__enter__()
@@ -446,7 +511,7 @@ def profile_step(step, groups: dict[str, torch.nn.Module], top: int) -> dict:
     def group_of(event) -> str:
         for a in ancestors(event):
             if a.name.startswith("group::"):
-                return a.name[len("group::"):]
+                return a.name[len("group::") :]
             if a.name.startswith("Optimizer.step"):
                 return "optimizer"
         return "other"
@@ -463,12 +528,16 @@ def profile_step(step, groups: dict[str, torch.nn.Module], top: int) -> dict:
             ms["fwd_op"][e.name] += t
         else:
             ms["bwd_group"][created_by.get(node.sequence_nr, "unattributed")] += t
-            ms["bwd_op"][node.name[len(backward_marker):]] += t
+            ms["bwd_op"][node.name[len(backward_marker) :]] += t
     ranked = lambda d, n=None: {k: round(v, 1) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]}  # noqa: E731
-    return {"profiled_forward_ms": round(sum(ms["fwd_group"].values()), 1),
-            "profiled_backward_ms": round(sum(ms["bwd_group"].values()), 1),
-            "forward_ms_by_module": ranked(ms["fwd_group"]), "backward_ms_by_module": ranked(ms["bwd_group"]),
-            "forward_ms_by_op": ranked(ms["fwd_op"], top), "backward_ms_by_node": ranked(ms["bwd_op"], top)}
+    return {
+        "profiled_forward_ms": round(sum(ms["fwd_group"].values()), 1),
+        "profiled_backward_ms": round(sum(ms["bwd_group"].values()), 1),
+        "forward_ms_by_module": ranked(ms["fwd_group"]),
+        "backward_ms_by_module": ranked(ms["bwd_group"]),
+        "forward_ms_by_op": ranked(ms["fwd_op"], top),
+        "backward_ms_by_node": ranked(ms["bwd_op"], top),
+    }
 
 
 def step_flops(fn) -> int:
@@ -480,8 +549,21 @@ def step_flops(fn) -> int:
     which is counted right."""
     from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
-                      _output_padding, _groups, output_mask, out_shape=None, **_):
+    def conv_backward(
+        grad_out_shape,
+        x_shape,
+        w_shape,
+        _bias,
+        _stride,
+        _padding,
+        _dilation,
+        transposed,
+        _output_padding,
+        _groups,
+        output_mask,
+        out_shape=None,
+        **_,
+    ):
         forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
         return forward * (int(output_mask[0]) + int(output_mask[1]))
 
@@ -498,18 +580,25 @@ def peak_gflops(device: torch.device) -> dict[str, float]:
     x, w = torch.randn(8, 256, 64, 64, device=device), torch.randn(256, 256, 3, 3, device=device)
     matmul = timed(lambda: a @ b, device, 5, 1)
     conv = timed(lambda: F.conv2d(x, w, padding=1), device, 3, 1)
-    return {"matmul_2048": round(2 * 2048**3 / matmul / 1e9, 1),
-            "conv3x3_b8_c256_64px": round(2 * 8 * 256 * 256 * 9 * 64 * 64 / conv / 1e9, 1)}
+    return {
+        "matmul_2048": round(2 * 2048**3 / matmul / 1e9, 1),
+        "conv3x3_b8_c256_64px": round(2 * 8 * 256 * 256 * 9 * 64 * 64 / conv / 1e9, 1),
+    }
 
 
 @subcommand(
-    "pulse-vs-encoder", "seconds per image: modified PULSE vs the IDE encoder (5 refinement steps)",
+    "pulse-vs-encoder",
+    "seconds per image: modified PULSE vs the IDE encoder (5 refinement steps)",
     arg("--worlds", nargs="+", default=["toy", "256", "1024"], help="toy and/or generator sizes (random weights)"),
     arg("--batches", type=int, nargs="+", default=[1, 16]),
     arg("--n-iters", type=int, default=5, help="IDE refinement steps"),
-    arg("--pulse-steps", type=int, default=None,
+    arg(
+        "--pulse-steps",
+        type=int,
+        default=None,
         help="PULSE steps actually run (default: the config's, 100); the per-image time is reported for "
-             "the config's steps, scaled linearly (every PULSE step costs the same)"),
+        "the config's steps, scaled linearly (every PULSE step costs the same)",
+    ),
     arg("--gaussian-fit-samples", type=int, default=100_000, help="PULSE's Gaussian fit (random worlds)"),
     arg("--iters", type=int, default=1, help="timed calls of each"),
     arg("--warmup", type=int, default=1),
@@ -529,19 +618,54 @@ def pulse_vs_encoder(args) -> dict:
     for world in args.worlds:
         cfg = world_config(world, ["ablation=input_latent", f"model.n_iters={args.n_iters}"])
         generator, latent_avg, arcface, _ = frozen_networks(cfg, device)
-        model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
-                            input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device).eval()
+        model = (
+            build_model(
+                cfg.model,
+                generator,
+                condition_channels(cfg.data.condition),
+                latent_avg=latent_avg,
+                input_size=cfg.data.input_size,
+                weights_root=cfg.weights_root,
+            )
+            .to(device)
+            .eval()
+        )
         configured_steps = cfg.pulse.steps
         pulse_cfg = PulseConfig.from_section(cfg.pulse, steps=args.pulse_steps or configured_steps)
         mean, std = fit_gaussian(generator, args.gaussian_fit_samples)
-        pulse = Pulse(generator, mean, std, IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP),
-                      pulse_cfg, lr_size=cfg.data.lr_size).to(device)
+        pulse = Pulse(
+            generator,
+            mean,
+            std,
+            IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP),
+            pulse_cfg,
+            lr_size=cfg.data.lr_size,
+        ).to(device)
         for batch in args.batches:
-            row = {"world": world, "batch": batch, "n_iters": args.n_iters, "pulse_steps_run": pulse_cfg.steps,
-                   "pulse_steps": configured_steps}
+            row = {
+                "world": world,
+                "batch": batch,
+                "n_iters": args.n_iters,
+                "pulse_steps_run": pulse_cfg.steps,
+                "pulse_steps": configured_steps,
+            }
             data = synthetic_batch(cfg, batch, device)
-            results.append(_run_row(row, device, partial(_pulse_vs_encoder_figures, model, pulse, data, args.n_iters,
-                                                         configured_steps / pulse_cfg.steps, device, args)))
+            results.append(
+                _run_row(
+                    row,
+                    device,
+                    partial(
+                        _pulse_vs_encoder_figures,
+                        model,
+                        pulse,
+                        data,
+                        args.n_iters,
+                        configured_steps / pulse_cfg.steps,
+                        device,
+                        args,
+                    ),
+                )
+            )
     return {"benchmark": "pulse-vs-encoder", **environment(device), "results": results}
 
 
@@ -557,12 +681,16 @@ def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scal
     encoder = timed(encoder_call, device, args.iters, args.warmup) / batch
     pulse_s = timed(partial(pulse, data["contour"], data["identity"]), device, args.iters, args.warmup)
     pulse_s = pulse_s / batch * pulse_scale
-    return {"encoder_s_per_image": round(encoder, 5), "pulse_s_per_image": round(pulse_s, 4),
-            "pulse_over_encoder": round(pulse_s / encoder, 1)}
+    return {
+        "encoder_s_per_image": round(encoder, 5),
+        "pulse_s_per_image": round(pulse_s, 4),
+        "pulse_over_encoder": round(pulse_s / encoder, 1),
+    }
 
 
 @subcommand(
-    "inference", "images/s of load_pipeline(checkpoint) and of the evaluation loop on the toy test pairs",
+    "inference",
+    "images/s of load_pipeline(checkpoint) and of the evaluation loop on the toy test pairs",
     arg("--checkpoint", default="toy", help="a run folder, or toy (the shipped toy encoder)"),
     arg("--batch", type=int, default=50, help="pairs per call (the toy eval batch)"),
     arg("--pairs", type=int, default=100, help="test pairs timed per iteration"),
@@ -586,8 +714,13 @@ def inference(args) -> dict:
     cfg = load_config(["world=toy"])
     test_set = build_dataset(cfg, "test")
     items = [test_set[i] for i in range(min(args.pairs, len(test_set)))]
-    batches = [{k: torch.stack([it[k] for it in items[i:i + args.batch]]).to(device)
-                for k in ("contour", "identity", "target")} for i in range(0, len(items), args.batch)]
+    batches = [
+        {
+            k: torch.stack([it[k] for it in items[i : i + args.batch]]).to(device)
+            for k in ("contour", "identity", "target")
+        }
+        for i in range(0, len(items), args.batch)
+    ]
     pipe = load_pipeline(args.checkpoint, device=device)
     suite = MetricSuite.from_config(cfg, device)
 
@@ -601,14 +734,23 @@ def inference(args) -> dict:
 
     seconds = interleaved({"pipeline": pipeline, "evaluation": evaluation}, device, args.iters, args.warmup)
     n = len(items)
-    return {"benchmark": "inference", **environment(device), "checkpoint": args.checkpoint, "pairs": n,
-            "batch": args.batch, "iters": args.iters,
-            "results": [{"loop": name, "images_per_s": round(n / t, 2), "seconds_per_pass": round(t, 3)}
-                        for name, t in seconds.items()]}
+    return {
+        "benchmark": "inference",
+        **environment(device),
+        "checkpoint": args.checkpoint,
+        "pairs": n,
+        "batch": args.batch,
+        "iters": args.iters,
+        "results": [
+            {"loop": name, "images_per_s": round(n / t, 2), "seconds_per_pass": round(t, 3)}
+            for name, t in seconds.items()
+        ],
+    }
 
 
 @subcommand(
-    "trees", "one subcommand timed on a reference checkout and on this one, alternately, in one run",
+    "trees",
+    "one subcommand timed on a reference checkout and on this one, alternately, in one run",
     arg("--reference", required=True, help="the other checkout (e.g. git worktree add /tmp/f35 f35bfda)"),
     arg("--rounds", type=int, default=3),
     arg("command", nargs=argparse.REMAINDER, help="the subcommand and its arguments, after --"),
@@ -629,25 +771,45 @@ def trees(args) -> dict:
     runs = {"reference": [], "this": []}
     for _ in range(args.rounds):
         for name, root in (("reference", reference), ("this", REPO_ROOT)):
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *command], capture_output=True,
-                                  text=True, env={**os.environ, "IDEFACE_CODE_ROOT": str(root)})
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *command],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "IDEFACE_CODE_ROOT": str(root)},
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"trees: {name} ({root}) failed: {proc.stderr.strip().splitlines()[-1:]}")
             runs[name].append(json.loads(proc.stdout)["results"])
             print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
     medians = {}
     for name, rounds in runs.items():
-        medians[name] = [{k: statistics.median(r[i][k] for r in rounds) if isinstance(v, (int, float)) else v
-                          for k, v in row.items()} for i, row in enumerate(rounds[0])]
-    speedups = [round(t["images_per_s"] / r["images_per_s"], 3) if "images_per_s" in r else None
-                for r, t in zip(medians["reference"], medians["this"])]
-    return {"benchmark": "trees", "reference": str(reference), "this": str(REPO_ROOT), "command": command,
-            "rounds": args.rounds, "results": medians["this"], "reference_results": medians["reference"],
-            "speedup_this_over_reference": speedups, "per_round": runs}
+        medians[name] = [
+            {
+                k: statistics.median(r[i][k] for r in rounds) if isinstance(v, (int, float)) else v
+                for k, v in row.items()
+            }
+            for i, row in enumerate(rounds[0])
+        ]
+    speedups = [
+        round(t["images_per_s"] / r["images_per_s"], 3) if "images_per_s" in r else None
+        for r, t in zip(medians["reference"], medians["this"])
+    ]
+    return {
+        "benchmark": "trees",
+        "reference": str(reference),
+        "this": str(REPO_ROOT),
+        "command": command,
+        "rounds": args.rounds,
+        "results": medians["this"],
+        "reference_results": medians["reference"],
+        "speedup_this_over_reference": speedups,
+        "per_round": runs,
+    }
 
 
 @subcommand(
-    "demo", "the web demo (experiments/demo.py): seconds per Generate click of one contour and four identity photos",
+    "demo",
+    "the web demo (experiments/demo.py): seconds per Generate click of one contour and four identity photos",
     arg("--checkpoint", default="toy", help="a toy-world checkpoint (the examples are its test identities)"),
     arg("--iters", type=int, default=5, help="timed calls of each"),
     arg("--warmup", type=int, default=1),
@@ -672,8 +834,7 @@ def demo(args) -> dict:
     click = partial(d.generate, mode, Upload.of(contour), [Upload.of(p) for p in ids], aligned=True)
     c, _ = d.read_contour(mode, Upload.of(contour), aligned=True)
     identity = torch.stack([d.read_identity(Upload.of(p), aligned=True)[0] for p in ids])
-    calls = {"pipeline": partial(d.pipe.run_tensors, c[None].expand(len(ids), -1, -1, -1), identity),
-             "click": click}
+    calls = {"pipeline": partial(d.pipe.run_tensors, c[None].expand(len(ids), -1, -1, -1), identity), "click": click}
     app = None
     if not args.no_server:
         app, calls["round_trip"] = _demo_round_trip(d, mode, contour, ids)
@@ -687,8 +848,13 @@ def demo(args) -> dict:
             with contextlib.redirect_stdout(sys.stderr):  # gradio says goodbye on stdout, which is for the JSON
                 app.close()
         d.close()
-    return {"benchmark": "demo", "checkpoint": str(args.checkpoint), **environment(device),
-            "load_average_1min": round(os.getloadavg()[0], 2), "results": results}
+    return {
+        "benchmark": "demo",
+        "checkpoint": str(args.checkpoint),
+        **environment(device),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "results": results,
+    }
 
 
 def _wall_and_cpu(fn, device: torch.device, iters: int, warmup: int) -> dict:

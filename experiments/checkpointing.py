@@ -50,8 +50,11 @@ def list_checkpoints(ckpt_root: Path, run_id: str | None | bool = False) -> list
     that run wrote."""
     if not ckpt_root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in ckpt_root.iterdir()
-             if p.is_dir() and (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer.json").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in ckpt_root.iterdir()
+        if p.is_dir() and (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer.json").is_file()
+    ]
     ckpts = [p for _, p in sorted(found)]
     return ckpts if run_id is False else [p for p in ckpts if read_state(p).run_id == run_id]
 
@@ -65,8 +68,10 @@ def find_resume(resume: str | None, ckpt_root: Path) -> Path | None:
     if resume in (RESUME_LATEST, RESUME_AUTO):
         ckpts = list_checkpoints(ckpt_root)
         if not ckpts and resume == RESUME_LATEST:
-            raise ResumeError(f"resume=latest: no complete checkpoint in {ckpt_root} to resume; pass "
-                              f"resume=auto to start afresh when there is none, or leave resume unset")
+            raise ResumeError(
+                f"resume=latest: no complete checkpoint in {ckpt_root} to resume; pass "
+                f"resume=auto to start afresh when there is none, or leave resume unset"
+            )
         return ckpts[-1] if ckpts else None
     path = Path(resume).expanduser()
     if not (path / "trainer.json").is_file():
@@ -82,14 +87,21 @@ def read_state(ckpt: Path) -> TrainerState:
     try:
         return TrainerState(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as err:  # truncated JSON, unknown keys
-        raise ResumeError(f"{path}: unreadable trainer state ({type(err).__name__}: {err}); resume from "
-                          "another checkpoint (resume=<folder>)") from None
+        raise ResumeError(
+            f"{path}: unreadable trainer state ({type(err).__name__}: {err}); resume from "
+            "another checkpoint (resume=<folder>)"
+        ) from None
 
 
 # What each file accelerate's save_state writes holds, for the messages.
-PIECES = {"model": "the model weights", "optimizer": "the optimiser state", "scheduler": "the lr scheduler state",
-          "sampler": "the data sampler state", "scaler": "the mixed-precision scaler state",
-          "random_states": "the random generator states"}
+PIECES = {
+    "model": "the model weights",
+    "optimizer": "the optimiser state",
+    "scheduler": "the lr scheduler state",
+    "sampler": "the data sampler state",
+    "scaler": "the mixed-precision scaler state",
+    "random_states": "the random generator states",
+}
 
 
 def _piece(path: Path) -> str:
@@ -102,12 +114,19 @@ def _read_pieces(ckpt: Path, process_index: int) -> dict[str, object]:
 
     from models.weights import load_state_file
 
-    wanted = [p for p in sorted(ckpt.iterdir()) if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pkl")
-              and not (p.name.startswith("random_states_") and p.name != f"random_states_{process_index}.pkl")]
+    wanted = [
+        p
+        for p in sorted(ckpt.iterdir())
+        if p.is_file()
+        and p.suffix in (".safetensors", ".bin", ".pt", ".pkl")
+        and not (p.name.startswith("random_states_") and p.name != f"random_states_{process_index}.pkl")
+    ]
     if not (ckpt / f"random_states_{process_index}.pkl").is_file():
-        raise ResumeError(f"{ckpt}: no random_states_{process_index}.pkl ({PIECES['random_states']} of process "
-                          f"{process_index}); it was saved by fewer processes, or damaged: resume with as many "
-                          "processes as saved it, or from another checkpoint")
+        raise ResumeError(
+            f"{ckpt}: no random_states_{process_index}.pkl ({PIECES['random_states']} of process "
+            f"{process_index}); it was saved by fewer processes, or damaged: resume with as many "
+            "processes as saved it, or from another checkpoint"
+        )
     out = {}
     for path in wanted:
         try:
@@ -115,8 +134,10 @@ def _read_pieces(ckpt: Path, process_index: int) -> dict[str, object]:
                 out[path.name] = load_state_file(path)
         except Exception as err:  # the readers' own one-line errors, and whatever a damaged pickle raises
             detail = " ".join(str(err).split())
-            raise ResumeError(f"cannot resume from {ckpt}: {_piece(path)} ({path.name}) is unreadable: {detail}; "
-                              "resume from another checkpoint (resume=<folder>)") from None
+            raise ResumeError(
+                f"cannot resume from {ckpt}: {_piece(path)} ({path.name}) is unreadable: {detail}; "
+                "resume from another checkpoint (resume=<folder>)"
+            ) from None
     return out
 
 
@@ -127,8 +148,10 @@ def restore_checkpoint(accelerator, ckpt: Path, model: torch.nn.Module, optimize
     try:
         accelerator.load_state(str(ckpt))
     except (RuntimeError, ValueError, KeyError) as err:  # the pieces do not fit this run's model/optimiser
-        raise ResumeError(f"cannot resume from {ckpt}: its state does not fit this run "
-                          f"({' '.join(str(err).split())[:300]}); resume with the config it was saved with") from None
+        raise ResumeError(
+            f"cannot resume from {ckpt}: its state does not fit this run "
+            f"({' '.join(str(err).split())[:300]}); resume with the config it was saved with"
+        ) from None
     failed = []
     rng = pieces[f"random_states_{accelerator.process_index}.pkl"]
     if not torch.equal(torch.get_rng_state(), rng["torch_manual_seed"]):
@@ -152,8 +175,10 @@ def restore_checkpoint(accelerator, ckpt: Path, model: torch.nn.Module, optimize
         if steps != [float(s.get("step", 0)) for _, s in sorted(saved_opt["state"].items())]:
             failed.append("optimiser steps")
     if failed:
-        raise ResumeError(f"resume from {ckpt} is not exact: {', '.join(failed)} differ from the saved state "
-                          "after loading; resume from another checkpoint")
+        raise ResumeError(
+            f"resume from {ckpt} is not exact: {', '.join(failed)} differ from the saved state "
+            "after loading; resume from another checkpoint"
+        )
 
 
 def save_checkpoint(accelerator, ckpt_root: Path, state: TrainerState, keep_last: int) -> Path:

@@ -238,8 +238,7 @@ def _preset(group: str, name: str) -> tuple[DictConfig, Path]:
         guess = difflib.get_close_matches(name, avail, n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else ""
         raise ConfigError(
-            f"unknown {group} preset '{name}'{hint}; available: {', '.join(avail) or 'none'} "
-            f"(in {group_dir(group)})"
+            f"unknown {group} preset '{name}'{hint}; available: {', '.join(avail) or 'none'} (in {group_dir(group)})"
         )
     node = _load_yaml(path)
     if group in NAMED_GROUPS:
@@ -260,8 +259,10 @@ def _composed(group: str, name: str, within: tuple[str, ...] = ()) -> list[tuple
         if not _is_preset_token(key):
             raise ConfigError(f"{path}: 'presets' names presets (group=name), not the override '{token}'")
         if f"{key}={value}" in (*within, f"{group}={name}"):
-            raise ConfigError(f"{path}: presets build on each other in a circle: "
-                              f"{' -> '.join((*within, f'{group}={name}', f'{key}={value}'))}")
+            raise ConfigError(
+                f"{path}: presets build on each other in a circle: "
+                f"{' -> '.join((*within, f'{group}={name}', f'{key}={value}'))}"
+            )
         out += _composed(key, value, (*within, f"{group}={name}"))
     return [*out, (node, path)]
 
@@ -330,8 +331,10 @@ def validate(cfg: DictConfig) -> None:
     # a registry name's ONNX export is '<name>_onnx'.
     loss_net = str(cfg.loss.id_network)
     if str(cfg.eval.idsim_model) in (loss_net, f"{loss_net}_onnx"):
-        raise ConfigError(f"eval.idsim_model={cfg.eval.idsim_model} is the ID loss's own network "
-                          f"(loss.id_network={loss_net}); evaluate identity with a different network")
+        raise ConfigError(
+            f"eval.idsim_model={cfg.eval.idsim_model} is the ID loss's own network "
+            f"(loss.id_network={loss_net}); evaluate identity with a different network"
+        )
 
 
 # ---- value ranges -----------------------------------------------------------------------------------------
@@ -361,18 +364,59 @@ def _four_positive(v) -> bool:
 
 # (key, check, what the value must be): every numeric schema value a run, an evaluation or PULSE reads
 RANGES = [
-    *[(k, _non_negative, ">= 0") for k in (
-        "seed", "data.manifest_seed", "data.num_workers", "train.warmup_steps", "train.val_metric_pairs",
-        "train.keep_last", "pulse.eps", "pulse.w_l2", "pulse.w_geo", "pulse.w_id", "pulse.n_trainable_noise",
-        "pulse.seed", "loss.l2", "loss.lpips", "loss.id", "loss.wnorm")],
-    *[(k, _positive, ">= 1") for k in (
-        "generator.style_dim", "generator.n_mlp", "generator.channel_multiplier", "model.n_iters",
-        "model.encoder_layers", "model.ifm_hidden", "model.loss_resolution", "data.lr_size",
-        "data.n_identity_per_contour", "data.toy_train_identities", "data.toy_photos_per_identity",
-        "data.toy_test_identities", "data.toy_test_photos_per_identity", "train.max_steps", "train.batch_size",
-        "train.grad_accum", "train.log_every", "train.val_every", "train.val_batch", "train.ckpt_every",
-        "eval.batch_size", "eval.lpips_resolution", "eval.fid_reference_size", "eval.n_boot", "eval.fid_blocks",
-        "pulse.steps", "pulse.gaussian_fit_samples")],
+    *[
+        (k, _non_negative, ">= 0")
+        for k in (
+            "seed",
+            "data.manifest_seed",
+            "data.num_workers",
+            "train.warmup_steps",
+            "train.val_metric_pairs",
+            "train.keep_last",
+            "pulse.eps",
+            "pulse.w_l2",
+            "pulse.w_geo",
+            "pulse.w_id",
+            "pulse.n_trainable_noise",
+            "pulse.seed",
+            "loss.l2",
+            "loss.lpips",
+            "loss.id",
+            "loss.wnorm",
+        )
+    ],
+    *[
+        (k, _positive, ">= 1")
+        for k in (
+            "generator.style_dim",
+            "generator.n_mlp",
+            "generator.channel_multiplier",
+            "model.n_iters",
+            "model.encoder_layers",
+            "model.ifm_hidden",
+            "model.loss_resolution",
+            "data.lr_size",
+            "data.n_identity_per_contour",
+            "data.toy_train_identities",
+            "data.toy_photos_per_identity",
+            "data.toy_test_identities",
+            "data.toy_test_photos_per_identity",
+            "train.max_steps",
+            "train.batch_size",
+            "train.grad_accum",
+            "train.log_every",
+            "train.val_every",
+            "train.val_batch",
+            "train.ckpt_every",
+            "eval.batch_size",
+            "eval.lpips_resolution",
+            "eval.fid_reference_size",
+            "eval.n_boot",
+            "eval.fid_blocks",
+            "pulse.steps",
+            "pulse.gaussian_fit_samples",
+        )
+    ],
     ("train.lr", _positive, "> 0"),
     ("pulse.lr", _positive, "> 0"),
     ("generator.size", _power_of_two, "a power of two >= 4"),
@@ -397,8 +441,10 @@ def check_ranges(cfg: DictConfig) -> None:
         if not check(value):
             raise ConfigError(f"bad value for '{key}': {value!r}; it must be {must}")
     if cfg.data.lr_size > cfg.data.input_size:
-        raise ConfigError(f"data.lr_size={cfg.data.lr_size} is larger than data.input_size={cfg.data.input_size}; "
-                          "the LR contour is a downsampled input")
+        raise ConfigError(
+            f"data.lr_size={cfg.data.lr_size} is larger than data.input_size={cfg.data.input_size}; "
+            "the LR contour is a downsampled input"
+        )
 
 
 def run_name(cfg: DictConfig) -> str:

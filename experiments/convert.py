@@ -48,8 +48,12 @@ def nvlabs_config(state_dict) -> dict:
     style_dim = state_dict["mapping.fc0.weight"].shape[1]
     if state_dict[f"mapping.fc{n_mlp - 1}.weight"].shape[0] != style_dim:
         raise ValueError("rosinality's mapping needs z_dim == w_dim")
-    return {"size": res[-1], "style_dim": int(style_dim), "n_mlp": n_mlp,
-            "channels": {r: int(state_dict[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in res}}
+    return {
+        "size": res[-1],
+        "style_dim": int(style_dim),
+        "n_mlp": n_mlp,
+        "channels": {r: int(state_dict[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in res},
+    }
 
 
 def nvlabs_to_rosinality(state_dict, affine_bias_offset: float = 0.0, flip_up_weights: bool = False) -> dict:
@@ -73,8 +77,10 @@ def nvlabs_to_rosinality(state_dict, affine_bias_offset: float = 0.0, flip_up_we
 
     out = {}
     for i in range(cfg["n_mlp"]):
-        out[f"style.{i + 1}.weight"], out[f"style.{i + 1}.bias"] = take(f"mapping.fc{i}.weight"), take(
-            f"mapping.fc{i}.bias")
+        out[f"style.{i + 1}.weight"], out[f"style.{i + 1}.bias"] = (
+            take(f"mapping.fc{i}.weight"),
+            take(f"mapping.fc{i}.bias"),
+        )
     out["input.input"] = take("synthesis.b4.const")[None]
 
     def styled(src, dst, noise_index, up):
@@ -138,8 +144,10 @@ def load_source(path: Path, trust_pickle: bool, nvlabs_repo: str | None):
         state = load_torch_file(path)
         return state.get("G_ema", state), None
     if not trust_pickle:
-        raise SystemExit(f"refusing to unpickle {path}: a pickle runs arbitrary code when loaded (NVlabs "
-                         "pickles embed their network source). Pass --trust-pickle if you trust the file.")
+        raise SystemExit(
+            f"refusing to unpickle {path}: a pickle runs arbitrary code when loaded (NVlabs "
+            "pickles embed their network source). Pass --trust-pickle if you trust the file."
+        )
     with open(path, "rb") as f:
         if nvlabs_repo:  # stylegan2-ada-pytorch's own loader, which also converts TF pickles
             sys.path.insert(0, str(Path(nvlabs_repo).resolve()))
@@ -158,8 +166,12 @@ def main(argv=None) -> dict:
     p.add_argument("dest", type=Path, help="output .pt: {'g_ema', 'latent_avg'}")
     p.add_argument("--trust-pickle", action="store_true", help="allow unpickling (executes code in the file)")
     p.add_argument("--nvlabs-repo", default=None, help="stylegan2-ada-pytorch checkout to import from")
-    p.add_argument("--affine-bias-offset", type=float, default=0.0,
-                   help="added to modulation biases: 1 for raw TF values, 0 (default) for NVlabs PyTorch")
+    p.add_argument(
+        "--affine-bias-offset",
+        type=float,
+        default=0.0,
+        help="added to modulation biases: 1 for raw TF values, 0 (default) for NVlabs PyTorch",
+    )
     p.add_argument("--flip-up-weights", action="store_true", help="flip up-conv kernels (raw TF values only)")
     p.add_argument("--check-images", type=int, default=4, help="images for the pixel-difference report")
     args = p.parse_args(argv)

@@ -55,8 +55,10 @@ LABEL_MAP = "label map"
 MODES = {"lr": (PHOTO_TO_LR, LR_IMAGE), "sketch": (SKETCH_IMAGE, DRAW), "mask": (LABEL_MAP,)}
 ALIGNED_LABEL = "photos are aligned face crops (skip face detection)"
 # The step strip fills the page's width (Gradio shows an image at most at its own size: scale-down).
-PAGE_CSS = ("#step_view button, #step_view .image-frame { width: 100%; } "
-            "#step_view img { width: 100% !important; height: auto !important; object-fit: contain !important; }")
+PAGE_CSS = (
+    "#step_view button, #step_view .image-frame { width: 100%; } "
+    "#step_view img { width: 100% !important; height: auto !important; object-fit: contain !important; }"
+)
 
 
 class DemoError(ValueError):
@@ -160,8 +162,15 @@ class Demo:
         self._temporary: Path | None = None
 
     @classmethod
-    def load(cls, checkpoint, device="cpu", dtype: torch.dtype = torch.float32, detector: str = "auto",
-             weights_root=None, examples_dir: Path | None = None) -> Demo:
+    def load(
+        cls,
+        checkpoint,
+        device="cpu",
+        dtype: torch.dtype = torch.float32,
+        detector: str = "auto",
+        weights_root=None,
+        examples_dir: Path | None = None,
+    ) -> Demo:
         """Load the pipeline, the IDSIM network of its evaluation and (toy world) write the examples
         into ``examples_dir`` (default: a fresh temporary folder)."""
         from data.align import choose_detector
@@ -191,29 +200,36 @@ class Demo:
         method, folder = choose_detector(self.pipe.detector, self.pipe.weights_root)
         if method == "insightface":
             return f"insightface SCRFD landmarks ({folder}) and the FFHQ crop rule"
-        return ("scikit-image's LBP frontal-face cascade and the FFHQ crop rule (upright faces only; "
-                "put insightface's buffalo_l in the weights folder for landmarks)")
+        return (
+            "scikit-image's LBP frontal-face cascade and the FFHQ crop rule (upright faces only; "
+            "put insightface's buffalo_l in the weights folder for landmarks)"
+        )
 
     def describe(self) -> str:
         """One paragraph about the loaded model for the page's header (Markdown)."""
         p = self.pipe
         contour = {"lr": f"{p.lr_size}x{p.lr_size} LR face", "sketch": "sketch", "mask": "label map"}[p.modality]
-        return (f"**{p.model.kind}** encoder, **{contour}** contours, {p.input_size} px encoder input, "
-                f"{p.output_size} px faces, {p.n_iters} refinement steps, on {p.device}. "
-                f"Aligner: {self.aligner()}. {self.embedder_note}.")
+        return (
+            f"**{p.model.kind}** encoder, **{contour}** contours, {p.input_size} px encoder input, "
+            f"{p.output_size} px faces, {p.n_iters} refinement steps, on {p.device}. "
+            f"Aligner: {self.aligner()}. {self.embedder_note}."
+        )
 
     def contour_label(self, mode: str) -> str:
         """The contour box's label for an input mode."""
         p = self.pipe
-        return {PHOTO_TO_LR: f"contour: a face photo (made into a {p.lr_size}x{p.lr_size} LR contour)",
-                LR_IMAGE: f"contour: an LR face image (brought to {p.lr_size}x{p.lr_size})",
-                SKETCH_IMAGE: "contour: a sketch (black lines on white)",
-                DRAW: "contour: draw a sketch (black lines on white)",
-                LABEL_MAP: "contour: a label-index PNG (CelebAMask-HQ classes 0-18)"}[mode]
+        return {
+            PHOTO_TO_LR: f"contour: a face photo (made into a {p.lr_size}x{p.lr_size} LR contour)",
+            LR_IMAGE: f"contour: an LR face image (brought to {p.lr_size}x{p.lr_size})",
+            SKETCH_IMAGE: "contour: a sketch (black lines on white)",
+            DRAW: "contour: draw a sketch (black lines on white)",
+            LABEL_MAP: "contour: a label-index PNG (CelebAMask-HQ classes 0-18)",
+        }[mode]
 
     # ---- inputs -------------------------------------------------------------------------------
-    def read_identity(self, upload: Upload, aligned: bool, what: str = "identity photo"
-                      ) -> tuple[torch.Tensor, str, Person | None]:
+    def read_identity(
+        self, upload: Upload, aligned: bool, what: str = "identity photo"
+    ) -> tuple[torch.Tensor, str, Person | None]:
         """An identity photo -> (aligned (3, s, s) in [-1, 1], how it was aligned, its person if known)."""
         try:
             result = self.pipe.align(upload.path, aligned=aligned)
@@ -243,8 +259,12 @@ class Demo:
                 line += " (this checkpoint takes label maps: a one-channel PNG of class indices 0-18)"
             raise DemoError([line]) from None
         if contour is None:
-            raise DemoError([f"contour ({upload.name}): this is a label map (one channel, values below 19), "
-                             f"but this checkpoint takes {self.pipe.modality} contours"])
+            raise DemoError(
+                [
+                    f"contour ({upload.name}): this is a label map (one channel, values below 19), "
+                    f"but this checkpoint takes {self.pipe.modality} contours"
+                ]
+            )
         return contour, self.examples.known.get(_key(contour))
 
     def _explain(self, err: BaseException, upload: Upload, what: str) -> str:
@@ -262,8 +282,15 @@ class Demo:
         return f"{what} ({upload.name}): {reason}"
 
     # ---- generation ---------------------------------------------------------------------------
-    def generate(self, mode: str, contour: Upload | None, identities: list[Upload | None], aligned: bool,
-                 n_iters: int | None = None, seed: int | str | None = None) -> Generation:
+    def generate(
+        self,
+        mode: str,
+        contour: Upload | None,
+        identities: list[Upload | None],
+        aligned: bool,
+        n_iters: int | None = None,
+        seed: int | str | None = None,
+    ) -> Generation:
         """Generate one face per identity photo for one contour.
 
         identities: up to MAX_IDENTITIES uploads, Nones (empty slots) skipped. n_iters: refinement
@@ -308,24 +335,36 @@ class Demo:
         from data.conditions import contour_to_rgb
 
         identity = torch.stack(ids)
-        result = self.pipe.run_tensors(c[None].expand(len(ids), -1, -1, -1), identity, n_iters=steps,
-                                       seed=None if seed is None else int(seed))
+        result = self.pipe.run_tensors(
+            c[None].expand(len(ids), -1, -1, -1), identity, n_iters=steps, seed=None if seed is None else int(seed)
+        )
         identity_sim, contour_sim, photo_sim = self.similarities(result.image, identity, person)
         d, k, mask = self.tile, len(ids), self.pipe.modality == "mask"
         contour_view = _display(contour_to_rgb(c[None]), d, nearest=mask)[0]
         tiles = _display(torch.cat(result.steps), d)  # step-major: step t's faces are tiles[t k : (t + 1) k]
-        strips = [np.concatenate([contour_view, *tiles[t * k:(t + 1) * k]], axis=1) for t in range(len(result.steps))]
-        seen = [(_display(contour_to_rgb(c[None]), min(c.shape[-1], TILE_MAX), nearest=mask)[0],
-                 "contour" + ("" if person is None else f": {person.label}"))]
+        strips = [np.concatenate([contour_view, *tiles[t * k : (t + 1) * k]], axis=1) for t in range(len(result.steps))]
+        seen = [
+            (
+                _display(contour_to_rgb(c[None]), min(c.shape[-1], TILE_MAX), nearest=mask)[0],
+                "contour" + ("" if person is None else f": {person.label}"),
+            )
+        ]
         seen += list(zip(_display(identity, min(identity.shape[-1], TILE_MAX)), how))
         seconds = time.perf_counter() - start
         return Generation(
             faces=_display(result.image, self.pipe.output_size),
             captions=[_caption(k, s) for k, s in enumerate(identity_sim, start=1)],
-            steps=strips, seen=seen, identity_sim=identity_sim, contour_sim=contour_sim,
+            steps=strips,
+            seen=seen,
+            identity_sim=identity_sim,
+            contour_sim=contour_sim,
             table=similarity_table(identity_sim, contour_sim, photo_sim, who, person, self.embedder_note),
-            seconds=seconds, status=(f"Generated {k} face(s) in {seconds:.2f} s: {len(strips)} refinement steps, "
-                                     f"{'fixed noise' if seed is None else f'noise seed {seed}'}."))
+            seconds=seconds,
+            status=(
+                f"Generated {k} face(s) in {seconds:.2f} s: {len(strips)} refinement steps, "
+                f"{'fixed noise' if seed is None else f'noise seed {seed}'}."
+            ),
+        )
 
     def similarities(self, faces: torch.Tensor, identity: torch.Tensor, person: Person | None):
         """IDSIM lists (K,) of faces to identity photos, faces to the contour's person and identity
@@ -364,13 +403,17 @@ def _caption(k: int, identity_sim: float | None) -> str:
     return f"face {k}" + ("" if identity_sim is None else f": IDSIM {identity_sim:.2f}")
 
 
-def similarity_table(identity_sim, contour_sim, photo_sim, who: list[Person | None], person: Person | None,
-                     note: str = "") -> str:
+def similarity_table(
+    identity_sim, contour_sim, photo_sim, who: list[Person | None], person: Person | None, note: str = ""
+) -> str:
     """The page's Markdown table: one row per face."""
     if all(s is None for s in identity_sim):
         return f"Identity similarity: {note}"
-    rows = ["| face | identity photo of | IDSIM to its photo | to the contour's person | its photo to the "
-            "contour's person |", "|---|---|---|---|---|"]
+    rows = [
+        "| face | identity photo of | IDSIM to its photo | to the contour's person | its photo to the "
+        "contour's person |",
+        "|---|---|---|---|---|",
+    ]
     for k, (i, c, p, w) in enumerate(zip(identity_sim, contour_sim, photo_sim, who), start=1):
         rows.append(f"| {k} | {w.label if w else 'unknown'} | {_fmt(i)} | {_fmt(c)} | {_fmt(p)} |")
     whose = f"the contour's person: {person.label}" if person else "the contour's person: unknown"
@@ -384,8 +427,9 @@ def load_embedder(cfg):
 
     e = cfg.eval
     try:
-        embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
-                                                 weights_root=cfg.weights_root)
+        embedder = ArcFaceEmbedder.from_registry(
+            e.idsim_model, providers=list(e.providers), crop=list(e.id_crop), weights_root=cfg.weights_root
+        )
     except (OSError, ValueError) as err:
         return None, f"identity similarity unavailable ({' '.join(str(err).split())})"
     return embedder, f"IDSIM with {Path(embedder.model_path).name}"
@@ -404,9 +448,13 @@ def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
     from data.toyfaces import split_identities
 
     pipe, d = demo.pipe, demo.pipe.cfg.data
-    world = split_identities("test", n_train_identities=d.toy_train_identities,
-                             photos_per_identity=d.toy_photos_per_identity, n_test_identities=d.toy_test_identities,
-                             test_photos_per_identity=d.toy_test_photos_per_identity)
+    world = split_identities(
+        "test",
+        n_train_identities=d.toy_train_identities,
+        photos_per_identity=d.toy_photos_per_identity,
+        n_test_identities=d.toy_test_identities,
+        test_photos_per_identity=d.toy_test_photos_per_identity,
+    )
     people = world.identity.unique()[: n_rows + MAX_IDENTITIES - 1].tolist()
     index = [k for p in people for k in torch.nonzero(world.identity == p).flatten()[:2].tolist()]
     render = world.render(index, size=pipe.input_size)
@@ -424,13 +472,14 @@ def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
             files[p, "labels"] = save_label_map(render.labels[n], folder / f"person{p}_labels.png")
     for r in range(n_rows):
         p = people[r]
-        mode = {"lr": PHOTO_TO_LR if r < n_rows - 1 else LR_IMAGE, "sketch": SKETCH_IMAGE,
-                "mask": LABEL_MAP}[pipe.modality]
+        mode = {"lr": PHOTO_TO_LR if r < n_rows - 1 else LR_IMAGE, "sketch": SKETCH_IMAGE, "mask": LABEL_MAP}[
+            pipe.modality
+        ]
         contour = files[p, {PHOTO_TO_LR: 0, LR_IMAGE: "lr", SKETCH_IMAGE: "sketch", LABEL_MAP: "labels"}[mode]]
         if mode != PHOTO_TO_LR:
             prepared = demo.read_contour(mode, Upload.of(contour), aligned=True)[0]
             examples.known[_key(prepared)] = examples.known[_key(pipe.align(files[p, 0], aligned=True).image)]
-        ids = [files[q, 1] for q in people[r: r + MAX_IDENTITIES]]
+        ids = [files[q, 1] for q in people[r : r + MAX_IDENTITIES]]
         examples.rows.append([mode, str(contour), *map(str, ids)])
     return examples
 
@@ -465,8 +514,7 @@ def build_app(demo: Demo):
     pipe, n_max = demo.pipe, max_steps(demo.pipe)
 
     def on_mode(mode):
-        return (gr.Image(visible=mode != DRAW, label=demo.contour_label(mode)),
-                gr.Sketchpad(visible=mode == DRAW))
+        return (gr.Image(visible=mode != DRAW, label=demo.contour_label(mode)), gr.Sketchpad(visible=mode == DRAW))
 
     def on_generate(mode, contour, sketch, *rest):
         ids, (aligned, n_iters, seed) = rest[:MAX_IDENTITIES], rest[MAX_IDENTITIES:]
@@ -476,73 +524,146 @@ def build_app(demo: Demo):
         try:
             out = demo.generate(mode, source, [_upload(v) for v in ids], bool(aligned), n_iters=n_iters, seed=seed)
         except DemoError as err:
-            return ("**Cannot generate:**\n" + "\n".join(f"- {line}" for line in err.lines),
-                    [], gr.skip(), None, "", [], [])
+            return (
+                "**Cannot generate:**\n" + "\n".join(f"- {line}" for line in err.lines),
+                [],
+                gr.skip(),
+                None,
+                "",
+                [],
+                [],
+            )
         n = len(out.steps)
-        return (out.status, list(zip(out.faces, out.captions)), gr.Slider(minimum=1, maximum=n, value=n, step=1),
-                out.steps[-1], out.table, out.seen, out.steps)
+        return (
+            out.status,
+            list(zip(out.faces, out.captions)),
+            gr.Slider(minimum=1, maximum=n, value=n, step=1),
+            out.steps[-1],
+            out.table,
+            out.seen,
+            out.steps,
+        )
 
     def on_step(t, strips):
         return strips[int(min(max(t, 1), len(strips))) - 1] if strips else None
 
     with gr.Blocks(title="ideface: identity-guided face generation", analytics_enabled=False) as app:
-        gr.Markdown("## Identity-guided face generation\nOne contour and one to four identity photos give one face "
-                    "per identity photo. " + demo.describe())
+        gr.Markdown(
+            "## Identity-guided face generation\nOne contour and one to four identity photos give one face "
+            "per identity photo. " + demo.describe()
+        )
         with gr.Row():
             with gr.Column(scale=1, min_width=240):
                 mode = gr.Radio(list(demo.modes), value=demo.modes[0], label="contour input", elem_id="mode")
-                contour = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                   label=demo.contour_label(demo.modes[0]), height=200, elem_id="contour")
-                sketch = gr.Sketchpad(visible=False, label="draw the contour", canvas_size=(256, 256),
-                                      brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=4),
-                                      elem_id="sketch")
+                contour = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    label=demo.contour_label(demo.modes[0]),
+                    height=200,
+                    elem_id="contour",
+                )
+                sketch = gr.Sketchpad(
+                    visible=False,
+                    label="draw the contour",
+                    canvas_size=(256, 256),
+                    brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=4),
+                    elem_id="sketch",
+                )
             with gr.Column(scale=4):
                 with gr.Row():
-                    ids = [gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                    label=f"identity photo {k + 1}", height=150, elem_id=f"identity{k + 1}")
-                           for k in range(MAX_IDENTITIES)]
+                    ids = [
+                        gr.Image(
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            label=f"identity photo {k + 1}",
+                            height=150,
+                            elem_id=f"identity{k + 1}",
+                        )
+                        for k in range(MAX_IDENTITIES)
+                    ]
                 with gr.Row():
-                    aligned = gr.Checkbox(value=demo.toy, label=ALIGNED_LABEL, info=f"Otherwise: {demo.aligner()}.",
-                                          scale=2)
-                    steps = gr.Slider(1, n_max, value=pipe.n_iters, step=1, label="refinement steps",
-                                      interactive=n_max > 1, scale=1)
-                    seed = gr.Textbox(value="", label="noise seed", placeholder="empty: the generator's fixed noise",
-                                      scale=1)
+                    aligned = gr.Checkbox(
+                        value=demo.toy, label=ALIGNED_LABEL, info=f"Otherwise: {demo.aligner()}.", scale=2
+                    )
+                    steps = gr.Slider(
+                        1, n_max, value=pipe.n_iters, step=1, label="refinement steps", interactive=n_max > 1, scale=1
+                    )
+                    seed = gr.Textbox(
+                        value="", label="noise seed", placeholder="empty: the generator's fixed noise", scale=1
+                    )
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
         if demo.examples.rows:
-            gr.Examples(demo.examples.rows, inputs=[mode, contour, *ids], elem_id="examples",
-                        label="Examples: the toy world's test identities (identity photo 1 is the contour's person)")
+            gr.Examples(
+                demo.examples.rows,
+                inputs=[mode, contour, *ids],
+                elem_id="examples",
+                label="Examples: the toy world's test identities (identity photo 1 is the contour's person)",
+            )
         status = gr.Markdown(elem_id="status")
-        faces = gr.Gallery(label="one face per identity photo", columns=MAX_IDENTITIES, format="png",
-                           object_fit="contain", height=340, allow_preview=False, elem_id="faces")
-        step = gr.Slider(1, max(pipe.n_iters, 2), value=pipe.n_iters, step=1, label="refinement step to show",
-                         elem_id="step")
-        step_view = gr.Image(label="at this step: contour | one face per identity photo", format="png",
-                             interactive=False, height=None, elem_id="step_view")
+        faces = gr.Gallery(
+            label="one face per identity photo",
+            columns=MAX_IDENTITIES,
+            format="png",
+            object_fit="contain",
+            height=340,
+            allow_preview=False,
+            elem_id="faces",
+        )
+        step = gr.Slider(
+            1, max(pipe.n_iters, 2), value=pipe.n_iters, step=1, label="refinement step to show", elem_id="step"
+        )
+        step_view = gr.Image(
+            label="at this step: contour | one face per identity photo",
+            format="png",
+            interactive=False,
+            height=None,
+            elem_id="step_view",
+        )
         with gr.Row():
             with gr.Column(scale=1):
                 table = gr.Markdown(elem_id="table")
             with gr.Column(scale=1):
-                seen = gr.Gallery(label="what the encoder sees: the contour and the aligned identity photos",
-                                  columns=MAX_IDENTITIES + 1, format="png", height=180, allow_preview=False,
-                                  elem_id="seen")
+                seen = gr.Gallery(
+                    label="what the encoder sees: the contour and the aligned identity photos",
+                    columns=MAX_IDENTITIES + 1,
+                    format="png",
+                    height=180,
+                    allow_preview=False,
+                    elem_id="seen",
+                )
         strips = gr.State([])
         mode.change(on_mode, mode, [contour, sketch], api_visibility="private")
-        button.click(on_generate, [mode, contour, sketch, *ids, aligned, steps, seed],
-                     [status, faces, step, step_view, table, seen, strips], preprocess=False, api_name="generate")
+        button.click(
+            on_generate,
+            [mode, contour, sketch, *ids, aligned, steps, seed],
+            [status, faces, step, step_view, table, seen, strips],
+            preprocess=False,
+            api_name="generate",
+        )
         step.change(on_step, [step, strips], step_view, api_name="show_step")
     return app
 
 
-def launch(app, demo: Demo, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           block: bool = True) -> str:
+def launch(
+    app, demo: Demo, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, block: bool = True
+) -> str:
     """Serve the page (one generation at a time); returns its local URL once it is up (``block=False``)
     or when the server stops. ``port=None`` takes the first free port from 7860 on."""
     app.queue(default_concurrency_limit=1)
     folder = demo.examples.folder
-    _, url, _ = app.launch(server_name=host, server_port=port, share=share, show_error=False,
-                           prevent_thread_lock=not block, quiet=not block, css=PAGE_CSS,
-                           allowed_paths=[str(folder)] if folder else None, footer_links=["api", "settings"])
+    _, url, _ = app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        show_error=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        css=PAGE_CSS,
+        allowed_paths=[str(folder)] if folder else None,
+        footer_links=["api", "settings"],
+    )
     return url
 
 
@@ -568,8 +689,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
-        demo = Demo.load(args.checkpoint, device=device, dtype=getattr(torch, args.dtype), detector=args.detector,
-                         weights_root=args.weights_root)
+        demo = Demo.load(
+            args.checkpoint,
+            device=device,
+            dtype=getattr(torch, args.dtype),
+            detector=args.detector,
+            weights_root=args.weights_root,
+        )
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

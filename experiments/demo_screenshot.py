@@ -26,9 +26,20 @@ if str(REPO_ROOT) not in sys.path:
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
 # Chromium's own background traffic (updates, sync, metrics) is off: the page is all it should load.
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                  "--force-device-scale-factor=1", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-default-apps", "--metrics-recording-only")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--metrics-recording-only",
+)
 
 
 class BrowserMissing(RuntimeError):
@@ -79,24 +90,36 @@ def run_example(driver, url: str, row: int = 0, timeout: float = 120) -> str:
     if not status.startswith("Generated"):
         return status
     # Every face and the step strip are in, and the images have been decoded.
-    wait.until(lambda d: d.execute_script(
-        "const imgs = [...document.querySelectorAll('#faces img, #step_view img')];"
-        "return imgs.length > 1 && imgs.every(i => i.complete && i.naturalWidth > 0);"))
+    wait.until(
+        lambda d: d.execute_script(
+            "const imgs = [...document.querySelectorAll('#faces img, #step_view img')];"
+            "return imgs.length > 1 && imgs.every(i => i.complete && i.naturalWidth > 0);"
+        )
+    )
     return status
 
 
 def face_sizes(driver) -> list[tuple[int, int]]:
     """(natural width, height) of every face the page shows."""
-    return [tuple(size) for size in driver.execute_script(
-        "return [...document.querySelectorAll('#faces img')].map(i => [i.naturalWidth, i.naturalHeight]);")]
+    return [
+        tuple(size)
+        for size in driver.execute_script(
+            "return [...document.querySelectorAll('#faces img')].map(i => [i.naturalWidth, i.naturalHeight]);"
+        )
+    ]
 
 
 def page_png(driver) -> bytes:
     """A PNG of the whole page (beyond the window), through the DevTools protocol."""
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     return base64.b64decode(shot["data"])
 
 

@@ -23,6 +23,5 @@ def resolve_device(name: str | None = "auto") -> torch.device:
         if count == 0:
             raise ValueError(f"--device {name}: this torch sees no CUDA device (use --device cpu)")
         if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), "
-                             f"cuda:0 .. cuda:{count - 1}")
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}")
     return device

@@ -36,9 +36,22 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         WeightsMismatchError,
     )
 
-    return (ConfigError, CheckpointError, MissingWeightsError, UnreadableCheckpointError, UnsafeCheckpointError,
-            WeightsChecksumError, WeightsMismatchError, BadImageError, FaceNotFoundError, MissingDataError,
-            ManifestError, ResumeError, RunFolderError, OutputPathError)
+    return (
+        ConfigError,
+        CheckpointError,
+        MissingWeightsError,
+        UnreadableCheckpointError,
+        UnsafeCheckpointError,
+        WeightsChecksumError,
+        WeightsMismatchError,
+        BadImageError,
+        FaceNotFoundError,
+        MissingDataError,
+        ManifestError,
+        ResumeError,
+        RunFolderError,
+        OutputPathError,
+    )
 
 
 def is_user_error(err: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:

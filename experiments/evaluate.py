@@ -65,8 +65,10 @@ def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
         run_dir = run_dir.parent
     cfg_path = run_dir / "final" / "config.yaml"
     if not cfg_path.is_file():
-        raise ConfigError(f"checkpoint={ckpt}: {cfg_path} not found; pass a finished run folder "
-                          f"(one that has final/encoder.safetensors and final/config.yaml)")
+        raise ConfigError(
+            f"checkpoint={ckpt}: {cfg_path} not found; pass a finished run folder "
+            f"(one that has final/encoder.safetensors and final/config.yaml)"
+        )
     bad = [a for a in rest if "." not in a.split("=", 1)[0] or "=" not in a]
     if bad:
         raise ConfigError(f"with checkpoint= only dotted overrides (e.g. eval.max_pairs=100) apply; got {bad}")
@@ -111,10 +113,12 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table of results.json dicts: LPIPS, IDSIM, the identity-following figures and FID, with 95%
     intervals (and the dlib judge's same-person rate where any row has it)."""
     dlib = any("dlib_same_person" in r["metrics"] for r in rows)
-    lines = ["| run | test pairs | pairs | LPIPS (lower) | IDSIM (higher) | IDSIM to identity person | "
-             "IDSIM to contour person | identity-following rate | FID (lower) |" + (" dlib same person (higher) |"
-                                                                                     if dlib else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if dlib else "")]
+    lines = [
+        "| run | test pairs | pairs | LPIPS (lower) | IDSIM (higher) | IDSIM to identity person | "
+        "IDSIM to contour person | identity-following rate | FID (lower) |"
+        + (" dlib same person (higher) |" if dlib else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if dlib else ""),
+    ]
 
     def cell(metric: dict | None) -> str:
         if not metric or metric.get("value") is None:
@@ -125,10 +129,12 @@ def format_table(rows: list[dict]) -> str:
 
     for r in rows:
         m = r["metrics"]
-        lines.append(f"| {r['name']} | {r.get('test_pairing', 'same_identity')} | {r['n_pairs']} | "
-                     f"{cell(m['lpips'])} | {cell(m['idsim'])} | {cell(m.get('idsim_identity_person'))} | "
-                     f"{cell(m.get('idsim_contour_person'))} | {cell(m.get('identity_following'))} | "
-                     f"{cell(m['fid'])} |" + (f" {cell(m.get('dlib_same_person'))} |" if dlib else ""))
+        lines.append(
+            f"| {r['name']} | {r.get('test_pairing', 'same_identity')} | {r['n_pairs']} | "
+            f"{cell(m['lpips'])} | {cell(m['idsim'])} | {cell(m.get('idsim_identity_person'))} | "
+            f"{cell(m.get('idsim_contour_person'))} | {cell(m.get('identity_following'))} | "
+            f"{cell(m['fid'])} |" + (f" {cell(m.get('dlib_same_person'))} |" if dlib else "")
+        )
     return "\n".join(lines)
 
 
@@ -150,16 +156,16 @@ class Runner:
             from experiments.methods import build_pulse
 
             if cfg.data.condition != "lr":
-                raise ConfigError(f"PULSE is defined for LR contours only (data.condition=lr), not "
-                                  f"'{cfg.data.condition}'")
+                raise ConfigError(
+                    f"PULSE is defined for LR contours only (data.condition=lr), not '{cfg.data.condition}'"
+                )
             self.pulse = build_pulse(cfg, device)
             self.checkpoint_hash = None
         else:
             from experiments.pipeline import load_pipeline
 
             if run_dir is None:
-                raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method "
-                                  "(or method=pulse)")
+                raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method (or method=pulse)")
             self.pipe = load_pipeline(run_dir, device=device)
             self.checkpoint_hash = self.checkpoint_sha256(run_dir)
         self.n_iters = cfg.eval.n_iters or cfg.model.n_iters
@@ -226,7 +232,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
     group_of = {key: g for g, key in enumerate(dict.fromkeys(contour_keys))}
     n_total = select_pairs(contour_keys, cfg.eval.max_pairs)
     chunks = contour_chunks(contour_keys[:n_total], cfg.eval.batch_size)
-    mine = chunks[accelerator.process_index::accelerator.num_processes]
+    mine = chunks[accelerator.process_index :: accelerator.num_processes]
     runner = Runner(cfg, run_dir, device)
     suite = MetricSuite.from_config(cfg, device)
     suite.set_gallery(test_set.photo_batches())
@@ -242,8 +248,9 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
         output = runner(batch["contour"], batch["identity"])
         values = suite.per_pair(output, batch["target"], batch["identity"], manifest.rows[start:stop])
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
-        values["eps_reached"] = np.array(runner.stats["eps_reached"][-len(items):] if runner.kind == "pulse"
-                                         else [], dtype=bool)
+        values["eps_reached"] = np.array(
+            runner.stats["eps_reached"][-len(items) :] if runner.kind == "pulse" else [], dtype=bool
+        )
         values["provenance_key"] = np.array(key)
         with atomic_path(path) as tmp:
             np.savez(tmp, **values)
@@ -265,14 +272,16 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
     if stale:  # every process recomputes the stale chunks it owns, so this is a bug, not a user error
         raise RuntimeError(f"{chunk_dir}: chunks starting at {stale[:3]} were not recomputed for this evaluation")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in ("contour_index", *PAIR_METRICS)}
-    fid = suite.fid(parts, reference_images(cfg, cfg.eval.fid_reference_size, cfg.eval.batch_size),
-                    n_blocks=cfg.eval.fid_blocks)
+    fid = suite.fid(
+        parts, reference_images(cfg, cfg.eval.fid_reference_size, cfg.eval.batch_size), n_blocks=cfg.eval.fid_blocks
+    )
     metrics = {}
     for key in PAIR_METRICS:
         defined = ~np.isnan(merged[key])
         if defined.any():
-            mean, lo, hi = bootstrap_ci(merged[key][defined], groups=merged["contour_index"][defined],
-                                        n_boot=cfg.eval.n_boot, seed=cfg.seed)
+            mean, lo, hi = bootstrap_ci(
+                merged[key][defined], groups=merged["contour_index"][defined], n_boot=cfg.eval.n_boot, seed=cfg.seed
+            )
             metrics[key] = {"value": mean, "ci": [lo, hi], "n_pairs": int(defined.sum())}
         else:
             metrics[key] = {"value": None, "ci": None, "n_pairs": 0}
@@ -281,33 +290,54 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
 
         distance = np.concatenate([p["dlib_distance"] for p in parts])
         for key, values in (("dlib_distance", distance), ("dlib_same_person", distance < SAME_PERSON_DISTANCE)):
-            v = bootstrap_ci(values.astype(np.float64), groups=merged["contour_index"], n_boot=cfg.eval.n_boot,
-                             seed=cfg.seed)
+            v = bootstrap_ci(
+                values.astype(np.float64), groups=merged["contour_index"], n_boot=cfg.eval.n_boot, seed=cfg.seed
+            )
             metrics[key] = {"value": v[0], "ci": [v[1], v[2]]}
     rates = rates.view(-1, 2)
     work = rates[:, 0].sum().item()
     results = {
-        "name": name.removesuffix("-eval"), "method": cfg.method, "ablation": cfg.ablation, "world": cfg.world,
-        "condition": cfg.data.condition, "pairing": cfg.data.pairing, "test_pairing": cfg.data.test_pairing,
+        "name": name.removesuffix("-eval"),
+        "method": cfg.method,
+        "ablation": cfg.ablation,
+        "world": cfg.world,
+        "condition": cfg.data.condition,
+        "pairing": cfg.data.pairing,
+        "test_pairing": cfg.data.test_pairing,
         "seed": cfg.seed,
-        "n_pairs": n_total, "n_contours": int(len(np.unique(merged["contour_index"]))),
-        "manifest": str(manifest.path) if manifest.path else None, "n_per_contour": manifest.n_per_contour,
+        "n_pairs": n_total,
+        "n_contours": int(len(np.unique(merged["contour_index"]))),
+        "manifest": str(manifest.path) if manifest.path else None,
+        "n_per_contour": manifest.n_per_contour,
         **results_provenance(runner.checkpoint_hash, manifest.hash, settings),
         "metrics": {**metrics, "fid": fid},
         "networks": suite.describe(),
         "wall_time_s": time.perf_counter() - t0,
         "images_per_s": work / max(rates[:, 1].max().item(), 1e-9) if work else None,
         "seconds_per_image": rates[:, 1].sum().item() / work if work else None,
-        "processes": accelerator.num_processes, "provenance": provenance(),
+        "processes": accelerator.num_processes,
+        "provenance": provenance(),
     }
     eps = np.concatenate([p["eps_reached"] for p in parts])
     if runner.kind == "pulse" and eps.size:
         results["pulse_eps_success_rate"] = float(eps.mean())
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
     if accelerator.log_with:
-        accelerator.init_trackers(cfg.wandb.project, config=to_container(cfg), init_kwargs={"wandb": {
-            "name": name, "group": cfg.wandb.group, "job_type": "eval", "dir": str(out_dir),
-            "tags": list(cfg.wandb.tags), "entity": cfg.wandb.entity, "mode": mode}})
+        accelerator.init_trackers(
+            cfg.wandb.project,
+            config=to_container(cfg),
+            init_kwargs={
+                "wandb": {
+                    "name": name,
+                    "group": cfg.wandb.group,
+                    "job_type": "eval",
+                    "dir": str(out_dir),
+                    "tags": list(cfg.wandb.tags),
+                    "entity": cfg.wandb.entity,
+                    "mode": mode,
+                }
+            },
+        )
         flat = {f"eval/{k}": m["value"] for k, m in metrics.items() if m["value"] is not None}
         flat.update({"eval/fid": fid["value"], "eval/n_pairs": n_total})
         accelerator.log(flat)

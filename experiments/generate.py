@@ -48,29 +48,41 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m experiments.generate", description=__doc__.split("\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                      epilog="\n".join(__doc__.split("\n")[1:]))
+    p = OneLineParser(
+        prog="python -m experiments.generate",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[1:]),
+    )
     p.add_argument("--checkpoint", required=True, help="run folder, its final/ folder, or 'toy'")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--identity", type=Path, help="identity photo")
     who.add_argument("--identity-dir", type=Path, help="folder of identity photos")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--contour", type=Path, help="contour image: LR image (any size), sketch (PNG/JPEG) or "
-                      "mask (class-index PNG or CelebAMask-HQ colour-coded)")
+    what.add_argument(
+        "--contour",
+        type=Path,
+        help="contour image: LR image (any size), sketch (PNG/JPEG) or "
+        "mask (class-index PNG or CelebAMask-HQ colour-coded)",
+    )
     what.add_argument("--contour-dir", type=Path, help="folder of contour images")
     p.add_argument("--pairs", type=Path, help="CSV with 'contour' and 'identity' columns (folder mode)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output image (one pair) or output folder (folder mode)")
-    p.add_argument("--modality", choices=("lr", "sketch", "mask"),
-                   help="contour type (default and only choice: the checkpoint's)")
+    p.add_argument("--out", type=Path, required=True, help="output image (one pair) or output folder (folder mode)")
+    p.add_argument(
+        "--modality", choices=("lr", "sketch", "mask"), help="contour type (default and only choice: the checkpoint's)"
+    )
     p.add_argument("--steps-out", type=Path, help="folder for every refinement step's image")
-    p.add_argument("--grid", type=Path, help=f"image grid: contour | identity | steps | result "
-                                             f"(first {GRID_MAX_ROWS} pairs)")
+    p.add_argument(
+        "--grid", type=Path, help=f"image grid: contour | identity | steps | result (first {GRID_MAX_ROWS} pairs)"
+    )
     p.add_argument("--size", type=int, help="output side in pixels (default: the generator's)")
     p.add_argument("--aligned", action="store_true", help="photos are aligned face crops: skip detection")
-    p.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="face aligner for photos (auto: dlib, else insightface buffalo_l, else cascade)")
+    p.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="face aligner for photos (auto: dlib, else insightface buffalo_l, else cascade)",
+    )
     p.add_argument("--make-lr", type=int, metavar="N", help="contours are photos: make N x N LR contours")
     p.add_argument("--n-iters", type=int, help="refinement steps (default: the trained number)")
     p.add_argument("--seed", type=int, help="noise seed (default: the generator's fixed noise)")
@@ -91,8 +103,9 @@ def list_images(folder: Path) -> dict[str, Path]:
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         if path.stem in files:
-            raise InputError(f"{folder}: {files[path.stem].name} and {path.name} share the name "
-                             f"'{path.stem}'; outputs would collide")
+            raise InputError(
+                f"{folder}: {files[path.stem].name} and {path.name} share the name '{path.stem}'; outputs would collide"
+            )
         files[path.stem] = path
     if not files:
         raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -109,8 +122,9 @@ def _lookup(files: dict[str, Path], folder: Path, value: str, what: str, where: 
     raise InputError(f"{where}: no {what} file '{value}' in {folder}")
 
 
-def read_pairs(path: Path, contours: dict[str, Path], contour_dir: Path, identities: dict[str, Path],
-               identity_dir: Path) -> list[tuple[Path, Path]]:
+def read_pairs(
+    path: Path, contours: dict[str, Path], contour_dir: Path, identities: dict[str, Path], identity_dir: Path
+) -> list[tuple[Path, Path]]:
     """(contour file, identity file) for each row of a CSV with ``contour`` and ``identity`` columns."""
     if not path.is_file():
         raise InputError(f"pairs file {path} not found")
@@ -118,11 +132,14 @@ def read_pairs(path: Path, contours: dict[str, Path], contour_dir: Path, identit
         reader = csv.DictReader(f)
         missing = [c for c in ("contour", "identity") if c not in (reader.fieldnames or [])]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)} "
-                             "(need 'contour' and 'identity')")
-        pairs = [(_lookup(contours, contour_dir, row["contour"], "contour", f"{path} line {n}"),
-                  _lookup(identities, identity_dir, row["identity"], "identity", f"{path} line {n}"))
-                 for n, row in enumerate(reader, start=2)]
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)} (need 'contour' and 'identity')")
+        pairs = [
+            (
+                _lookup(contours, contour_dir, row["contour"], "contour", f"{path} line {n}"),
+                _lookup(identities, identity_dir, row["identity"], "identity", f"{path} line {n}"),
+            )
+            for n, row in enumerate(reader, start=2)
+        ]
     if not pairs:
         raise InputError(f"{path}: no pairs listed")
     return pairs
@@ -191,11 +208,11 @@ def run(args) -> int:
         raise InputError(f"--size must be >= 1, got {args.size}")
     pairs, folder_mode = collect_pairs(args)
     if folder_mode and args.out.suffix.lower() in IMAGE_SUFFIXES:
-        raise InputError(f"--out {args.out} looks like an image file; folder mode writes one image per pair "
-                         "into an output folder")
+        raise InputError(
+            f"--out {args.out} looks like an image file; folder mode writes one image per pair into an output folder"
+        )
     if not folder_mode and args.out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise InputError(f"--out {args.out}: use an image file name ending in "
-                         f"{', '.join(sorted(IMAGE_SUFFIXES))}")
+        raise InputError(f"--out {args.out}: use an image file name ending in {', '.join(sorted(IMAGE_SUFFIXES))}")
     if args.n_iters is not None and args.n_iters < 1:
         raise InputError(f"--n-iters must be >= 1, got {args.n_iters}")
     # every output path is checked before the model is built
@@ -208,11 +225,18 @@ def run(args) -> int:
         device = resolve_device(args.device)
     except ValueError as err:
         raise InputError(f"--device: {err}") from None
-    pipe = load_pipeline(args.checkpoint, device=device, dtype=getattr(torch, args.dtype),
-                         weights_root=args.weights_root, detector=args.detector)
+    pipe = load_pipeline(
+        args.checkpoint,
+        device=device,
+        dtype=getattr(torch, args.dtype),
+        weights_root=args.weights_root,
+        detector=args.detector,
+    )
     if args.modality and args.modality != pipe.modality:
-        raise InputError(f"the checkpoint was trained on {pipe.modality!r} contours; --modality "
-                         f"{args.modality} needs a checkpoint trained on that modality")
+        raise InputError(
+            f"the checkpoint was trained on {pipe.modality!r} contours; --modality "
+            f"{args.modality} needs a checkpoint trained on that modality"
+        )
     if args.make_lr and pipe.modality != "lr":
         raise InputError(f"--make-lr makes LR contours, but the checkpoint takes {pipe.modality!r} contours")
     if args.n_iters not in (None, 1) and pipe.model.kind == "psp":
@@ -236,20 +260,23 @@ def run(args) -> int:
 
     size = args.size or pipe.output_size
     grid_rows = []
-    batches = [pairs[k:k + args.batch_size] for k in range(0, len(pairs), args.batch_size)]
+    batches = [pairs[k : k + args.batch_size] for k in range(0, len(pairs), args.batch_size)]
     for b, batch in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not folder_mode)):
-        result = pipe.run_tensors(torch.stack([contours[c] for c, _ in batch]),
-                                  torch.stack([identities[i] for _, i in batch]), n_iters=args.n_iters,
-                                  seed=None if args.seed is None else args.seed + b)
+        result = pipe.run_tensors(
+            torch.stack([contours[c] for c, _ in batch]),
+            torch.stack([identities[i] for _, i in batch]),
+            n_iters=args.n_iters,
+            seed=None if args.seed is None else args.seed + b,
+        )
         for k, (c, i) in enumerate(batch):
             name = f"{c.stem}__{i.stem}"
             out = args.out / f"{name}.png" if folder_mode else args.out
             text = {"ideface.identity": i.name, "ideface.contour": c.name, "ideface.aligner": aligners[i]}
-            save_image(resize_to(result.image[k:k + 1].cpu(), size)[0].clamp(-1, 1), out, text=text)
+            save_image(resize_to(result.image[k : k + 1].cpu(), size)[0].clamp(-1, 1), out, text=text)
             if args.steps_out:
                 folder = args.steps_out / name if folder_mode else args.steps_out
                 for t, step in enumerate(result.steps, start=1):
-                    save_image(resize_to(step[k:k + 1].cpu(), size)[0].clamp(-1, 1), folder / f"step_{t}.png")
+                    save_image(resize_to(step[k : k + 1].cpu(), size)[0].clamp(-1, 1), folder / f"step_{t}.png")
         if args.grid and b * args.batch_size < GRID_MAX_ROWS:
             grid_rows.append(pipe.grid(result))
     if args.grid:  # rows are input_size tall

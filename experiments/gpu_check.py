@@ -50,30 +50,76 @@ class Part:
 def plan(work_dir: Path, arch: str) -> list[Part]:
     """The check's parts. ``arch``: the GPU's compute capability as TORCH_CUDA_ARCH_LIST wants it ("9.0")."""
     py = sys.executable
-    build_env = {"TORCH_CUDA_ARCH_LIST": arch, "MAX_JOBS": str(os.cpu_count() or 4),
-                 "IDEFACE_OPS_CACHE": str(work_dir / "ops_cache")}
+    build_env = {
+        "TORCH_CUDA_ARCH_LIST": arch,
+        "MAX_JOBS": str(os.cpu_count() or 4),
+        "IDEFACE_OPS_CACHE": str(work_dir / "ops_cache"),
+    }
     pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     run_dir = work_dir / "toy_run"
     return [
         Part("cuda_tests", [*pytest, "-m", "cuda", "tests"], 200, build_env, "pytest"),
-        Part("cuda_build_test", [*pytest, "tests/ops/test_plugin.py", "-k", "compiles_and_is_cached"], 170,
-             {**build_env, "IDEFACE_TEST_CUDA_BUILD": "1"}, "pytest"),
-        Part("generator", [py, BENCHMARK, "generator", "--sizes", "256", "1024", "--batches", "8", "--iters", "5"],
-             90, build_env),
-        Part("train_1024", [py, BENCHMARK, "train", "--worlds", "1024", "--rows", "pretrained_id", "--precisions",
-                            "bf16", "--batch", "8", "--iters", "5"], 90, build_env),
-        Part("pulse_vs_encoder", [py, BENCHMARK, "pulse-vs-encoder", "--worlds", "toy", "1024", "--batches", "1",
-                                  "--pulse-steps", "10"], 90, build_env),
-        Part("toy_training", [py, str(REPO_ROOT / "experiments" / "run.py"), "ablation=input_latent",
-                              "train.max_steps=100", "eval.max_pairs=200", "wandb.mode=disabled",
-                              f"output_dir={run_dir}"], 150, build_env, "training"),
+        Part(
+            "cuda_build_test",
+            [*pytest, "tests/ops/test_plugin.py", "-k", "compiles_and_is_cached"],
+            170,
+            {**build_env, "IDEFACE_TEST_CUDA_BUILD": "1"},
+            "pytest",
+        ),
+        Part(
+            "generator",
+            [py, BENCHMARK, "generator", "--sizes", "256", "1024", "--batches", "8", "--iters", "5"],
+            90,
+            build_env,
+        ),
+        Part(
+            "train_1024",
+            [
+                py,
+                BENCHMARK,
+                "train",
+                "--worlds",
+                "1024",
+                "--rows",
+                "pretrained_id",
+                "--precisions",
+                "bf16",
+                "--batch",
+                "8",
+                "--iters",
+                "5",
+            ],
+            90,
+            build_env,
+        ),
+        Part(
+            "pulse_vs_encoder",
+            [py, BENCHMARK, "pulse-vs-encoder", "--worlds", "toy", "1024", "--batches", "1", "--pulse-steps", "10"],
+            90,
+            build_env,
+        ),
+        Part(
+            "toy_training",
+            [
+                py,
+                str(REPO_ROOT / "experiments" / "run.py"),
+                "ablation=input_latent",
+                "train.max_steps=100",
+                "eval.max_pairs=200",
+                "wandb.mode=disabled",
+                f"output_dir={run_dir}",
+            ],
+            150,
+            build_env,
+            "training",
+        ),
     ]
 
 
 def figures(part: Part, stdout: str, started: float) -> dict:
     """What a finished part measured: a benchmark's JSON, pytest's counts, a training run's records."""
     if part.kind == "benchmark":
-        return json.loads(stdout[stdout.index("{"):])  # the benchmark prints one JSON document last
+        return json.loads(stdout[stdout.index("{") :])  # the benchmark prints one JSON document last
     if part.kind == "pytest":
         counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", stdout))
         return {"counts": counts, "summary": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
@@ -94,17 +140,32 @@ def run_part(part: Part, limit_s: float) -> dict:
     started = time.time()
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **part.env}  # this checkout's code in every part
-    proc = subprocess.Popen(part.cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        part.cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=limit_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)  # the part's children too (accelerate, pytest workers, compilers)
         stdout, stderr = proc.communicate()
-        return {"status": "timeout", "limit_s": round(limit_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
-                "stderr_tail": stderr[-2000:]}
-    record = {"status": "ok" if proc.returncode == 0 else "failed", "rc": proc.returncode,
-              "limit_s": round(limit_s, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+        return {
+            "status": "timeout",
+            "limit_s": round(limit_s, 1),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "stderr_tail": stderr[-2000:],
+        }
+    record = {
+        "status": "ok" if proc.returncode == 0 else "failed",
+        "rc": proc.returncode,
+        "limit_s": round(limit_s, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     try:
         record["figures"] = figures(part, stdout, started)
     except (ValueError, StopIteration, OSError) as err:
@@ -144,11 +205,18 @@ def cuda_header() -> dict:
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError(f"no CUDA device: torch {torch.__version__} (built with CUDA {torch.version.cuda}) sees "
-                           "none; run the GPU check on a machine with one GPU")
+        raise RuntimeError(
+            f"no CUDA device: torch {torch.__version__} (built with CUDA {torch.version.cuda}) sees "
+            "none; run the GPU check on a machine with one GPU"
+        )
     major, minor = torch.cuda.get_device_capability(0)
-    return {"gpu": torch.cuda.get_device_name(0), "capability": f"{major}.{minor}", "torch": torch.__version__,
-            "cuda": torch.version.cuda, "gpus_visible": torch.cuda.device_count()}
+    return {
+        "gpu": torch.cuda.get_device_name(0),
+        "capability": f"{major}.{minor}",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpus_visible": torch.cuda.device_count(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,13 +64,19 @@ def make_identity_figure(pipe, embedder, contour_person: int = 0, n_identities: 
     from metrics.identity_following import PersonTemplates
 
     d = pipe.cfg.data
-    world = split_identities("test", n_train_identities=d.toy_train_identities,
-                             photos_per_identity=d.toy_photos_per_identity, n_test_identities=d.toy_test_identities,
-                             test_photos_per_identity=d.toy_test_photos_per_identity)
+    world = split_identities(
+        "test",
+        n_train_identities=d.toy_train_identities,
+        photos_per_identity=d.toy_photos_per_identity,
+        n_test_identities=d.toy_test_identities,
+        test_photos_per_identity=d.toy_test_photos_per_identity,
+    )
     people = world.identity.unique().tolist()
     if not 0 <= contour_person < len(people) or not 1 <= n_identities < len(people):
-        raise ValueError(f"--contour-person must be in [0, {len(people)}) and --identities in [1, {len(people)}), "
-                         f"got {contour_person} and {n_identities}")
+        raise ValueError(
+            f"--contour-person must be in [0, {len(people)}) and --identities in [1, {len(people)}), "
+            f"got {contour_person} and {n_identities}"
+        )
     chosen = [people[(contour_person + k) % len(people)] for k in range(n_identities + 1)]
     gallery = [i for p in chosen for i in torch.nonzero(world.identity == p).flatten().tolist()]
     photos = world.render(gallery, size=pipe.input_size)
@@ -79,17 +85,26 @@ def make_identity_figure(pipe, embedder, contour_person: int = 0, n_identities: 
     first = {p: gallery.index(torch.nonzero(world.identity == p).flatten()[0].item()) for p in chosen}
     c = first[chosen[0]]
     condition = make_condition(pipe.modality, out_size=pipe.input_size, lr_size=pipe.lr_size)
-    contour = condition(photos.image[c:c + 1], labels=photos.labels[c:c + 1], sketch=photos.sketch[c:c + 1])
+    contour = condition(photos.image[c : c + 1], labels=photos.labels[c : c + 1], sketch=photos.sketch[c : c + 1])
     fed = [first[p] for p in chosen[1:]]
     identities = photos.image[fed]
     outputs = pipe.run_tensors(contour.expand(n_identities, -1, -1, -1), identities).image.cpu()
     templates = PersonTemplates(keys, persons.numpy(), embedder(photos.image))
-    scored = templates.scores(embedder(outputs), [keys[c]] * n_identities, [chosen[0]] * n_identities,
-                              [keys[i] for i in fed], chosen[1:])
-    scores = [Output(p, float(a), float(b)) for p, a, b in
-              zip(chosen[1:], scored["idsim_identity_person"], scored["idsim_contour_person"])]
-    return IdentityFigure(contour=contour_to_rgb(contour), target=photos.image[c:c + 1],
-                          identities=identities, outputs=outputs, contour_person=chosen[0], scores=scores)
+    scored = templates.scores(
+        embedder(outputs), [keys[c]] * n_identities, [chosen[0]] * n_identities, [keys[i] for i in fed], chosen[1:]
+    )
+    scores = [
+        Output(p, float(a), float(b))
+        for p, a, b in zip(chosen[1:], scored["idsim_identity_person"], scored["idsim_contour_person"])
+    ]
+    return IdentityFigure(
+        contour=contour_to_rgb(contour),
+        target=photos.image[c : c + 1],
+        identities=identities,
+        outputs=outputs,
+        contour_person=chosen[0],
+        scores=scores,
+    )
 
 
 def render_figure(fig: IdentityFigure, tile: int = 128):
@@ -111,16 +126,31 @@ def render_figure(fig: IdentityFigure, tile: int = 128):
     header = 2 * LINE_HEIGHT
     canvas = Image.new("RGB", (pad + columns * (tile + pad), header + 2 * (cell + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 2), "One contour, identity photos of other people: each output with its similarity (evaluation "
-              "ArcFace)", fill="black", font=font)
-    draw.text((pad, 2 + LINE_HEIGHT), "to the identity photo's person and to the contour's person.", fill="black",
-              font=font)
-    cells = [[(fig.contour[0], ["the contour (as fed)", f"of person {fig.contour_person}"])],
-             [(fig.target[0], [f"person {fig.contour_person}: the photo", "the contour is made", "from (not fed)"])]]
+    draw.text(
+        (pad, 2),
+        "One contour, identity photos of other people: each output with its similarity (evaluation ArcFace)",
+        fill="black",
+        font=font,
+    )
+    draw.text(
+        (pad, 2 + LINE_HEIGHT), "to the identity photo's person and to the contour's person.", fill="black", font=font
+    )
+    cells = [
+        [(fig.contour[0], ["the contour (as fed)", f"of person {fig.contour_person}"])],
+        [(fig.target[0], [f"person {fig.contour_person}: the photo", "the contour is made", "from (not fed)"])],
+    ]
     for image, output, s in zip(fig.identities, fig.outputs, fig.scores):
         cells[0].append((image, ["identity photo:", f"person {s.identity_person}"]))
-        cells[1].append((output, ["output:", f"to {s.identity_person}: {s.to_identity_person:+.2f}",
-                                  f"to {fig.contour_person}: {s.to_contour_person:+.2f}"]))
+        cells[1].append(
+            (
+                output,
+                [
+                    "output:",
+                    f"to {s.identity_person}: {s.to_identity_person:+.2f}",
+                    f"to {fig.contour_person}: {s.to_contour_person:+.2f}",
+                ],
+            )
+        )
     for r, row in enumerate(cells):
         for k, (image, caption) in enumerate(row):
             x, y = pad + k * (tile + pad), header + r * (cell + pad)
@@ -134,8 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="toy", help="a toy-world run folder, its final/ folder, or 'toy'")
     p.add_argument("--out", default=str(REPO_ROOT / "notebooks" / "figures" / "identity_following.png"))
-    p.add_argument("--contour-person", type=int, default=0, help="position of the contour's person among the "
-                   "test people; the identity photos are the next people's")
+    p.add_argument(
+        "--contour-person",
+        type=int,
+        default=0,
+        help="position of the contour's person among the test people; the identity photos are the next people's",
+    )
     p.add_argument("--identities", type=int, default=4, help="identity photos (other people) fed with the contour")
     p.add_argument("--tile", type=int, default=128, help="pixels per image in the figure")
     return p
@@ -151,11 +185,14 @@ def main(argv: list[str] | None = None) -> IdentityFigure:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     if pipe.cfg.data.dataset != "toy":
-        raise SystemExit(f"error: {args.checkpoint} is a {pipe.cfg.data.dataset} checkpoint; this figure draws "
-                         "the toy world's test people (pass a toy run, or 'toy')")
+        raise SystemExit(
+            f"error: {args.checkpoint} is a {pipe.cfg.data.dataset} checkpoint; this figure draws "
+            "the toy world's test people (pass a toy run, or 'toy')"
+        )
     e = pipe.cfg.eval
-    embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
-                                             weights_root=pipe.cfg.weights_root)
+    embedder = ArcFaceEmbedder.from_registry(
+        e.idsim_model, providers=list(e.providers), crop=list(e.id_crop), weights_root=pipe.cfg.weights_root
+    )
     try:
         fig = make_identity_figure(pipe, embedder, args.contour_person, args.identities)
     except ValueError as err:
@@ -164,8 +201,10 @@ def main(argv: list[str] | None = None) -> IdentityFigure:
     out.parent.mkdir(parents=True, exist_ok=True)
     render_figure(fig, args.tile).save(out, optimize=True)
     for s in fig.scores:
-        print(f"identity person {s.identity_person}: to them {s.to_identity_person:+.3f}, to the contour's "
-              f"person {fig.contour_person} {s.to_contour_person:+.3f}")
+        print(
+            f"identity person {s.identity_person}: to them {s.to_identity_person:+.3f}, to the contour's "
+            f"person {fig.contour_person} {s.to_contour_person:+.3f}"
+        )
     print(f"wrote {out}")
     return fig
 

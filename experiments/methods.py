@@ -33,8 +33,7 @@ class EncoderMethod:
     comes from (None when the caller feeds batches itself, as the training benchmark does).
     """
 
-    def __init__(self, cfg: DictConfig, model: torch.nn.Module, objective: torch.nn.Module,
-                 world: World | None = None):
+    def __init__(self, cfg: DictConfig, model: torch.nn.Module, objective: torch.nn.Module, world: World | None = None):
         self.cfg = cfg
         self.world = world
         self.model = model
@@ -80,9 +79,14 @@ class EncoderMethod:
             # only the last step's backward reaches everything (E_id through the shared features): the
             # gradients of the others accumulate locally and are synchronised with it
             with accelerator.no_sync(module) if t < n - 1 else contextlib.nullcontext():
-                (step,) = module(batch["contour"], batch["identity"], n_iters=1, start=step,
-                                 randomize_noise=self.cfg.model.randomize_noise,
-                                 identity_condition=shared.for_step(t) if shared is not None else None)
+                (step,) = module(
+                    batch["contour"],
+                    batch["identity"],
+                    n_iters=1,
+                    start=step,
+                    randomize_noise=self.cfg.model.randomize_noise,
+                    identity_condition=shared.for_step(t) if shared is not None else None,
+                )
                 loss, terms = self._losses(step, targets)
                 accelerator.backward(loss)
             total += loss.item()
@@ -96,8 +100,9 @@ class EncoderMethod:
         logs: dict[str, float] = {}
         total = 0.0
         for t, step in enumerate(self._steps(self.trainable_module, batch, self.cfg.model.randomize_noise)):
-            loss, terms = self.objective(step.image_loss_res, batch["target"], identity=batch["identity"],
-                                         w=step.w, w_avg=self.model.latent_avg)
+            loss, terms = self.objective(
+                step.image_loss_res, batch["target"], identity=batch["identity"], w=step.w, w_avg=self.model.latent_avg
+            )
             accelerator.backward(loss)
             total += loss.item()
             logs.update({f"step{t + 1}/{k}": v.item() for k, v in terms.items()})
@@ -142,11 +147,19 @@ def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
     from models.build import build_model
 
     if cfg.model.kind == "pulse":
-        raise ConfigError("method=pulse is optimisation-based and has nothing to train: run "
-                          "'python experiments/evaluate.py method=pulse' instead")
+        raise ConfigError(
+            "method=pulse is optimisation-based and has nothing to train: run "
+            "'python experiments/evaluate.py method=pulse' instead"
+        )
     world = World(cfg, device)
-    model = build_model(cfg.model, world.generator, world.contour_channels, latent_avg=world.latent_avg,
-                        input_size=cfg.data.input_size, weights_root=cfg.weights_root).to(device)
+    model = build_model(
+        cfg.model,
+        world.generator,
+        world.contour_channels,
+        latent_avg=world.latent_avg,
+        input_size=cfg.data.input_size,
+        weights_root=cfg.weights_root,
+    ).to(device)
     return EncoderMethod(cfg, model, build_objective(cfg, device), world)
 
 
@@ -160,8 +173,7 @@ def build_pulse(cfg: DictConfig, device: torch.device):
     from models.weights import resolve_path
 
     if cfg.data.condition != "lr":
-        raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not "
-                         f"'{cfg.data.condition}'")
+        raise ValueError(f"PULSE is defined for LR contours only (data.condition=lr), not '{cfg.data.condition}'")
     config = PulseConfig.from_section(cfg.pulse)
     generator, _ = load_frozen_generator(cfg, device)
     weights_dir = resolve_path(cfg.generator.weights, cfg.weights_root).parent

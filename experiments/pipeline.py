@@ -93,8 +93,14 @@ class IDEPipeline:
     ``device``, ``dtype``, ``cfg`` (the run's config), ``model``.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, detector: str = "auto"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        detector: str = "auto",
+    ):
         from data.conditions import condition_channels
 
         self.cfg = cfg
@@ -112,15 +118,23 @@ class IDEPipeline:
         self.n_iters = 1 if self.model.kind == "psp" else int(self.model.n_iters)
 
     def __repr__(self) -> str:
-        return (f"IDEPipeline(kind={self.model.kind}, modality={self.modality}, input={self.input_size}, "
-                f"output={self.output_size}, n_iters={self.n_iters}, device={self.device}, "
-                f"dtype={self.dtype})")
+        return (
+            f"IDEPipeline(kind={self.model.kind}, modality={self.modality}, input={self.input_size}, "
+            f"output={self.output_size}, n_iters={self.n_iters}, device={self.device}, "
+            f"dtype={self.dtype})"
+        )
 
     # ---- inputs -------------------------------------------------------------------------------
     def align(self, photo, aligned: bool = False) -> AlignResult:
         """Align one photo (path, PIL image or uint8 array) at the encoder input size (``data.align``)."""
-        return align_face(photo, size=self.input_size, detector=self.detector, weights_root=self.weights_root,
-                          aligned=aligned, min_face=DEFAULT_MIN_FACE)
+        return align_face(
+            photo,
+            size=self.input_size,
+            detector=self.detector,
+            weights_root=self.weights_root,
+            aligned=aligned,
+            min_face=DEFAULT_MIN_FACE,
+        )
 
     def prepare_identity(self, identity, aligned: bool = False) -> torch.Tensor:
         """Identity photos -> (B, 3, s, s) in [-1, 1] at the encoder input size.
@@ -138,8 +152,9 @@ class IDEPipeline:
         for item in _split_batch(identity, 3):
             if isinstance(item, torch.Tensor):
                 if item.dim() != 3 or item.shape[0] != 3:
-                    raise ValueError(f"identity tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], "
-                                     f"got {tuple(item.shape)}")
+                    raise ValueError(
+                        f"identity tensors must be (3, H, W) or (B, 3, H, W) in [-1, 1], got {tuple(item.shape)}"
+                    )
                 out.append(resize_to(item[None].float(), self.input_size)[0].clamp(-1, 1))
                 methods.append("aligned")
             else:
@@ -160,8 +175,10 @@ class IDEPipeline:
         """
         modality = modality or self.modality
         if modality != self.modality:
-            raise ValueError(f"this checkpoint was trained on {self.modality!r} contours "
-                             f"({self.contour_channels} channels); got modality={modality!r}")
+            raise ValueError(
+                f"this checkpoint was trained on {self.modality!r} contours "
+                f"({self.contour_channels} channels); got modality={modality!r}"
+            )
         labels = isinstance(contour, torch.Tensor) and not contour.dtype.is_floating_point
         items = _split_batch(contour, 2 if labels else 3)
         return torch.stack([self._one_contour(item) for item in items])
@@ -183,8 +200,10 @@ class IDEPipeline:
             elif isinstance(item, torch.Tensor) and item.dim() == 2 and not item.dtype.is_floating_point:
                 labels = item.long()
             else:
-                raise ValueError("mask contours must be label-map files (class indices 0-18 or colour-coded), "
-                                 f"(H, W) int tensors or ({n_classes}, H, W) one-hot tensors")
+                raise ValueError(
+                    "mask contours must be label-map files (class indices 0-18 or colour-coded), "
+                    f"(H, W) int tensors or ({n_classes}, H, W) one-hot tensors"
+                )
             # Nearest keeps labels categorical.
             labels = F.interpolate(labels[None, None].float(), size=(s, s), mode="nearest")[0, 0].long()
             return one_hot(labels, n_classes)
@@ -202,16 +221,22 @@ class IDEPipeline:
             img = torch.from_numpy(np.array(rgb)).reshape(rgb.height, rgb.width, channels).permute(2, 0, 1)
             img = img.float() / 127.5 - 1
         if img.dim() != 3 or img.shape[0] != channels:
-            raise ValueError(f"{self.modality} contours must be ({channels}, H, W) in [-1, 1], "
-                             f"got {tuple(img.shape)}")
+            raise ValueError(f"{self.modality} contours must be ({channels}, H, W) in [-1, 1], got {tuple(img.shape)}")
         if self.modality == "sketch":
             return resize_to(img[None], s)[0].clamp(-1, 1)
         return lr_contour(img[None], self.lr_size, s)[0]
 
     # ---- generation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, contour, identity, modality: str | None = None, n_iters: int | None = None,
-                 seed: int | None = None, aligned: bool = False) -> GenerationResult:
+    def __call__(
+        self,
+        contour,
+        identity,
+        modality: str | None = None,
+        n_iters: int | None = None,
+        seed: int | None = None,
+        aligned: bool = False,
+    ) -> GenerationResult:
         """Generate faces for (contour, identity) pairs; see the module docstring for the inputs.
 
         One identity (or contour) is broadcast over a batch of the other. ``n_iters``: refinement
@@ -223,8 +248,10 @@ class IDEPipeline:
         i, aligners = self._prepare_identity(identity, aligned)
         if c.shape[0] != i.shape[0]:
             if min(c.shape[0], i.shape[0]) != 1:
-                raise ValueError(f"{c.shape[0]} contours and {i.shape[0]} identities: give equal numbers, "
-                                 "or one of either to pair with all of the other")
+                raise ValueError(
+                    f"{c.shape[0]} contours and {i.shape[0]} identities: give equal numbers, "
+                    "or one of either to pair with all of the other"
+                )
             b = max(c.shape[0], i.shape[0])
             c, i, aligners = c.expand(b, -1, -1, -1), i.expand(b, -1, -1, -1), aligners * (b // len(aligners))
         result = self.run_tensors(c, i, n_iters=n_iters, seed=seed)
@@ -232,8 +259,9 @@ class IDEPipeline:
         return result
 
     @torch.no_grad()
-    def run_tensors(self, contour: torch.Tensor, identity: torch.Tensor, n_iters: int | None = None,
-                    seed: int | None = None) -> GenerationResult:
+    def run_tensors(
+        self, contour: torch.Tensor, identity: torch.Tensor, n_iters: int | None = None, seed: int | None = None
+    ) -> GenerationResult:
         """Run the refinement on prepared inputs: contour (B, C, s, s), identity (B, 3, s, s) in [-1, 1]."""
         n = self.n_iters if n_iters is None else int(n_iters)
         if n < 1 or (self.model.kind == "psp" and n != 1):
@@ -248,9 +276,13 @@ class IDEPipeline:
             steps = self.model(c, i, n_iters=n, randomize_noise=seed is not None)
         images = [s.image.float().clamp(-1, 1) for s in steps]
         return GenerationResult(
-            image=images[-1], steps=images, codes=[s.w.float() for s in steps],
+            image=images[-1],
+            steps=images,
+            codes=[s.w.float() for s in steps],
             input_latents=[None if s.input_latent is None else s.input_latent.float() for s in steps],
-            contour=c, identity=i)
+            contour=c,
+            identity=i,
+        )
 
     def grid(self, result: GenerationResult, tile: int | None = None) -> torch.Tensor:
         """One row per sample: contour | identity | step 1 .. step n-1 | result (step n).
@@ -274,16 +306,18 @@ def _find_final(checkpoint) -> Path:
             raise CheckpointError(
                 f"{path}: a .pt file is not supported: official pSp/ReStyle checkpoints have no identity "
                 "input (their encoders see the contour only), so they cannot drive identity-guided "
-                "generation; pass a run folder trained here (with final/encoder.safetensors)")
+                "generation; pass a run folder trained here (with final/encoder.safetensors)"
+            )
         path = path.parent
     for folder in (path / "final", path):
         if (folder / "encoder.safetensors").is_file() and (folder / "config.yaml").is_file():
             return folder
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist (pass a run folder, its final/ folder, "
-                              "or 'toy')")
-    raise CheckpointError(f"{path}: no final/encoder.safetensors + final/config.yaml (a run folder "
-                          "gets them when training finishes; checkpoints/step_<n>/ states are for resuming)")
+        raise CheckpointError(f"checkpoint {path} does not exist (pass a run folder, its final/ folder, or 'toy')")
+    raise CheckpointError(
+        f"{path}: no final/encoder.safetensors + final/config.yaml (a run folder "
+        "gets them when training finishes; checkpoints/step_<n>/ states are for resuming)"
+    )
 
 
 def load_run_config(folder: Path):
@@ -316,8 +350,13 @@ def recorded_generator(encoder_file) -> str | None:
         raise unreadable_error(encoder_file, err) from None
 
 
-def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  weights_root=None, detector: str = "auto") -> IDEPipeline:
+def load_pipeline(
+    checkpoint,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    weights_root=None,
+    detector: str = "auto",
+) -> IDEPipeline:
     """Build an :class:`IDEPipeline` from a checkpoint.
 
     checkpoint: a run folder, its ``final/`` folder (``encoder.safetensors`` + ``config.yaml``), or the
@@ -361,20 +400,29 @@ def load_pipeline(checkpoint, device: torch.device | str = "cpu", dtype: torch.d
         raise CheckpointError(
             f"{weights} was trained through generator weights with fingerprint {trained_with}, but "
             f"{resolve_path(cfg.generator.weights, cfg.weights_root)} has {found}: point weights_root or "
-            "generator.weights at the generator it was trained with, or retrain the encoder for this one")
-    model = build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg,
-                        input_size=cfg.data.input_size)
+            "generator.weights at the generator it was trained with, or retrain the encoder for this one"
+        )
+    model = build_model(
+        cfg.model,
+        generator,
+        condition_channels(cfg.data.condition),
+        latent_avg=latent_avg,
+        input_size=cfg.data.input_size,
+    )
     state = load_state_file(weights)
-    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")
     if stray or not encoder_state:
-        raise CheckpointError(f"{weights}: expected 'encoder.*' tensors and 'latent_avg' (what training "
-                              f"exports), got {stray[:3] or 'no encoder tensors'}")
+        raise CheckpointError(
+            f"{weights}: expected 'encoder.*' tensors and 'latent_avg' (what training "
+            f"exports), got {stray[:3] or 'no encoder tensors'}"
+        )
     try:
         model.encoder.load_state_dict(encoder_state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{weights} does not match the encoder its config describes "
-                              f"({mismatch_detail(err)})") from None
+        raise CheckpointError(
+            f"{weights} does not match the encoder its config describes ({mismatch_detail(err)})"
+        ) from None
     if "latent_avg" in state:
         model.set_latent_avg(state["latent_avg"])
     return IDEPipeline(model, cfg, device=device, dtype=dtype, detector=detector)

@@ -22,12 +22,30 @@ from omegaconf import DictConfig, OmegaConf
 
 # Config values that change a pair's figures (LPIPS, IDSIM, the FID features); the data and test-pair keys
 # are covered by the manifest's sha256 and the checkpoint's by its own.
-PER_PAIR_KEYS = ("model.kind", "generator.weights", "data.condition", "data.lr_size", "data.input_size",
-                 "eval.lpips_backbone", "eval.lpips_resolution", "eval.feature_network", "eval.idsim_model",
-                 "eval.id_crop", "eval.fid_detector", "eval.dlib_judge")
+PER_PAIR_KEYS = (
+    "model.kind",
+    "generator.weights",
+    "data.condition",
+    "data.lr_size",
+    "data.input_size",
+    "eval.lpips_backbone",
+    "eval.lpips_resolution",
+    "eval.feature_network",
+    "eval.idsim_model",
+    "eval.id_crop",
+    "eval.fid_detector",
+    "eval.dlib_judge",
+)
 # Values that change only how the chunks are combined into the reported figures and intervals.
-AGGREGATE_KEYS = ("seed", "eval.max_pairs", "eval.batch_size", "eval.n_boot", "eval.fid_blocks",
-                  "eval.fid_reference", "eval.fid_reference_size")
+AGGREGATE_KEYS = (
+    "seed",
+    "eval.max_pairs",
+    "eval.batch_size",
+    "eval.n_boot",
+    "eval.fid_blocks",
+    "eval.fid_reference",
+    "eval.fid_reference_size",
+)
 
 
 def _plain(value: Any) -> Any:
@@ -56,8 +74,7 @@ def chunk_key(checkpoint_sha256: str | None, manifest_sha256: str, settings: dic
 
 def results_provenance(checkpoint_sha256: str | None, manifest_sha256: str, settings: dict) -> dict[str, Any]:
     """The provenance entries of a results.json."""
-    return {"checkpoint_sha256": checkpoint_sha256, "manifest_sha256": manifest_sha256,
-            "evaluation_settings": settings}
+    return {"checkpoint_sha256": checkpoint_sha256, "manifest_sha256": manifest_sha256, "evaluation_settings": settings}
 
 
 def results_match(results: dict, expected: dict) -> str | None:
@@ -70,8 +87,20 @@ def results_match(results: dict, expected: dict) -> str | None:
 
 # Config keys that change neither the weights a run trains nor its folder's meaning: where things are, how
 # it is watched, how long it runs (checked on its own) and how it is evaluated.
-NOT_TRAINING = ("eval", "wandb", "resume", "output_dir", "run_name", "weights_root", "train.cpu_threads",
-                "train.max_steps", "data.num_workers", "data.cache_dir", "data.test_pairing", "data.manifest_seed")
+NOT_TRAINING = (
+    "eval",
+    "wandb",
+    "resume",
+    "output_dir",
+    "run_name",
+    "weights_root",
+    "train.cpu_threads",
+    "train.max_steps",
+    "data.num_workers",
+    "data.cache_dir",
+    "data.test_pairing",
+    "data.manifest_seed",
+)
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

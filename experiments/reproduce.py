@@ -52,14 +52,22 @@ from ops.atomic_write import atomic_write_text  # noqa: E402
 
 # Test protocols tabulated by default: the paper's cross-identity reading first (data.test_pairing).
 PROTOCOLS = ("random", "same_identity")
-PROTOCOL_TITLES = {"random": "cross-identity (identity photos of other people; the paper's protocol)",
-                   "same_identity": "same identity (other photos of the contour's person)",
-                   "self": "self (the target photo as identity image)"}
+PROTOCOL_TITLES = {
+    "random": "cross-identity (identity photos of other people; the paper's protocol)",
+    "same_identity": "same identity (other photos of the contour's person)",
+    "self": "self (the target photo as identity image)",
+}
 
 METRICS = ("lpips", "idsim", "idsim_identity_person", "idsim_contour_person", "identity_following", "fid")
-LABELS = {"lpips": "LPIPS (lower)", "idsim": "IDSIM (higher)", "idsim_identity_person": "IDSIM to identity person",
-          "idsim_contour_person": "IDSIM to contour person", "identity_following": "identity-following rate",
-          "fid": "FID (lower)", "dlib_same_person": "dlib same person (higher)"}
+LABELS = {
+    "lpips": "LPIPS (lower)",
+    "idsim": "IDSIM (higher)",
+    "idsim_identity_person": "IDSIM to identity person",
+    "idsim_contour_person": "IDSIM to contour person",
+    "identity_following": "identity-following rate",
+    "fid": "FID (lower)",
+    "dlib_same_person": "dlib same person (higher)",
+}
 # The dlib judge (eval.dlib_judge, on in the celebahq world): a column when every row has it; the paper has none.
 JUDGE_METRICS = ("dlib_same_person",)
 
@@ -102,8 +110,14 @@ class RowResult:
             return {"mean": None, "std": None, "ci": None, "paper": paper, "diff": None, "n_seeds": 0}
         mean = statistics.fmean(values)
         ci = [statistics.fmean(c[0] for c in cis), statistics.fmean(c[1] for c in cis)] if cis else None
-        return {"mean": mean, "std": statistics.stdev(values) if len(values) > 1 else 0.0, "ci": ci,
-                "paper": paper, "diff": None if paper is None else mean - paper, "n_seeds": len(values)}
+        return {
+            "mean": mean,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "ci": ci,
+            "paper": paper,
+            "diff": None if paper is None else mean - paper,
+            "n_seeds": len(values),
+        }
 
 
 TABLE_DIR = REPO_ROOT / "tables"  # the suite files of the paper's tables
@@ -128,21 +142,36 @@ def load_suite(path: Path, seeds: list[int] | None = None) -> Suite:
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     missing = [k for k in ("rows", "world", "condition") if k not in node]
     if missing or not node.get("rows"):
-        raise ConfigError(f"{path}: a suite needs 'world', 'condition' and a non-empty 'rows' list "
-                          f"(missing: {', '.join(missing) or 'rows'})")
+        raise ConfigError(
+            f"{path}: a suite needs 'world', 'condition' and a non-empty 'rows' list "
+            f"(missing: {', '.join(missing) or 'rows'})"
+        )
     for row in node["rows"]:
         if "name" not in row or "presets" not in row:
             raise ConfigError(f"{path}: every row needs 'name' and 'presets'; got {row}")
-    return Suite(number=str(node.get("table", path.stem.removeprefix("table"))), title=node.get("title", path.stem),
-                 world=node["world"], condition=node["condition"], seeds=list(seeds or node.get("seeds", [0])),
-                 rows=node["rows"], path=path)
+    return Suite(
+        number=str(node.get("table", path.stem.removeprefix("table"))),
+        title=node.get("title", path.stem),
+        world=node["world"],
+        condition=node["condition"],
+        seeds=list(seeds or node.get("seeds", [0])),
+        rows=node["rows"],
+        path=path,
+    )
 
 
 def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
     """The row's config: world, its presets, the suite's condition and group, the user's tokens, the seed."""
     row_tokens = [t.replace("{seed}", str(seed)) for t in row.get("overrides", [])]
-    tokens = [f"world={suite.world}", *row["presets"], f"data.condition={suite.condition}",
-              f"wandb.group={suite.name}", *row_tokens, *overrides, f"seed={seed}"]
+    tokens = [
+        f"world={suite.world}",
+        *row["presets"],
+        f"data.condition={suite.condition}",
+        f"wandb.group={suite.name}",
+        *row_tokens,
+        *overrides,
+        f"seed={seed}",
+    ]
     return load_config(tokens)
 
 
@@ -157,8 +186,10 @@ def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
         return
     differ = config_difference(OmegaConf.load(saved), cfg)
     if differ:
-        raise RunFolderError(f"{run_dir} holds a run of another config (differs in {', '.join(differ[:5])}); "
-                             "choose a new output_dir= for this one, or delete that folder")
+        raise RunFolderError(
+            f"{run_dir} holds a run of another config (differs in {', '.join(differ[:5])}); "
+            "choose a new output_dir= for this one, or delete that folder"
+        )
 
 
 def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
@@ -183,13 +214,15 @@ def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
             train(OmegaConf.merge(cfg, {"resume": "auto"}))
         # The finished run's saved config, with this invocation's eval settings on top.
         eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
-        eval_cfg = OmegaConf.merge(eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb,
-                                              "data": {"test_pairing": cfg.data.test_pairing}})
+        eval_cfg = OmegaConf.merge(
+            eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb, "data": {"test_pairing": cfg.data.test_pairing}}
+        )
     out_dir = eval_dir(eval_cfg, ckpt or run_dir)
     if (out_dir / "results.json").is_file():
         previous = json.loads((out_dir / "results.json").read_text())
-        expected = results_provenance(Runner.checkpoint_sha256(ckpt), build_dataset(eval_cfg, "test").manifest.hash,
-                                      evaluation_settings(eval_cfg))
+        expected = results_provenance(
+            Runner.checkpoint_sha256(ckpt), build_dataset(eval_cfg, "test").manifest.hash, evaluation_settings(eval_cfg)
+        )
         stale = results_match(previous, expected)
         if stale is None:
             log.append(f"skip-eval {run_dir.name} {cfg.data.test_pairing}")
@@ -211,14 +244,19 @@ def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[
             manifests[f"{row['name']} s{seed}"] = results["manifest_sha256"]
             res.results.append(results)
             res.run_dirs.append(str(run_dir))
-            wid = results.get("wandb_id") if cfg.model.kind == "pulse" else \
-                json.loads((run_dir / "summary.json").read_text()).get("wandb_id")
+            wid = (
+                results.get("wandb_id")
+                if cfg.model.kind == "pulse"
+                else json.loads((run_dir / "summary.json").read_text()).get("wandb_id")
+            )
             if wid:
                 res.wandb_ids.append(wid)
         rows.append(res)
     if len(set(manifests.values())) > 1:
-        raise RuntimeError(f"{suite.title}: rows were evaluated on different test manifests {manifests}; "
-                           f"delete their eval/ folders and rerun with one data.manifest_seed")
+        raise RuntimeError(
+            f"{suite.title}: rows were evaluated on different test manifests {manifests}; "
+            f"delete their eval/ folders and rerun with one data.manifest_seed"
+        )
     return rows
 
 
@@ -236,10 +274,16 @@ def table_records(rows: list[RowResult]) -> list[dict]:
         rec = {"row": r.name, "seeds": len(r.results), "n_pairs": r.results[0]["n_pairs"]}
         for m in metrics:
             s = r.stat(m)
-            rec.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"],
-                        f"{m}_ci_low": s["ci"][0] if s["ci"] else None,
-                        f"{m}_ci_high": s["ci"][1] if s["ci"] else None,
-                        f"{m}_paper": s["paper"], f"{m}_diff": s["diff"]})
+            rec.update(
+                {
+                    f"{m}_mean": s["mean"],
+                    f"{m}_std": s["std"],
+                    f"{m}_ci_low": s["ci"][0] if s["ci"] else None,
+                    f"{m}_ci_high": s["ci"][1] if s["ci"] else None,
+                    f"{m}_paper": s["paper"],
+                    f"{m}_diff": s["diff"],
+                }
+            )
         rec["wandb_ids"] = ";".join(r.wandb_ids)
         rec["run_dirs"] = ";".join(r.run_dirs)
         out.append(rec)
@@ -254,20 +298,30 @@ def format_markdown(suite: Suite, records: list[dict], protocol: str) -> str:
     """The table as Markdown: ours (mean ± spread) [95% CI] | paper | difference, per metric."""
     metrics = [m for m in LABELS if f"{m}_mean" in records[0]]
     head = ["row"] + [LABELS[m] for m in metrics] + ["W&B run"]
-    lines = [f"## {suite.title}, test pairs: {PROTOCOL_TITLES.get(protocol, protocol)}", "",
-             f"World `{suite.world}`, contour `{suite.condition}`, test pairing `{protocol}`, seeds {suite.seeds}, "
-             f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
-             f"[mean 95% interval: bootstrap over contours; FID: jackknife over contour blocks] / paper / "
-             f"ours − paper.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"## {suite.title}, test pairs: {PROTOCOL_TITLES.get(protocol, protocol)}",
+        "",
+        f"World `{suite.world}`, contour `{suite.condition}`, test pairing `{protocol}`, seeds {suite.seeds}, "
+        f"{records[0]['n_pairs']} test pairs per run. Each cell: ours mean ± spread over seeds "
+        f"[mean 95% interval: bootstrap over contours; FID: jackknife over contour blocks] / paper / "
+        f"ours − paper.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for rec in records:
         cells = [rec["row"]]
         for m in metrics:
             d = 2 if m == "fid" else 4
-            ci = f" [{_num(rec[f'{m}_ci_low'], d)}, {_num(rec[f'{m}_ci_high'], d)}]" if rec[f"{m}_ci_low"] is not None \
+            ci = (
+                f" [{_num(rec[f'{m}_ci_low'], d)}, {_num(rec[f'{m}_ci_high'], d)}]"
+                if rec[f"{m}_ci_low"] is not None
                 else ""
-            cells.append(f"{_num(rec[f'{m}_mean'], d)} ± {_num(rec[f'{m}_std'], d)}{ci} / "
-                         f"{_num(rec[f'{m}_paper'], d)} / {_num(rec[f'{m}_diff'], d)}")
+            )
+            cells.append(
+                f"{_num(rec[f'{m}_mean'], d)} ± {_num(rec[f'{m}_std'], d)}{ci} / "
+                f"{_num(rec[f'{m}_paper'], d)} / {_num(rec[f'{m}_diff'], d)}"
+            )
         cells.append(rec["wandb_ids"] or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -289,15 +343,30 @@ def write_tables(suite: Suite, rows: list[RowResult], out_dir: Path, protocol: s
     paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "json": stem.with_suffix(".json")}
     atomic_write_text(paths["md"], format_markdown(suite, records, protocol))
     atomic_write_text(paths["csv"], format_csv(records))
-    atomic_write_text(paths["json"], json.dumps({
-        "table": suite.number, "title": suite.title, "suite": suite.name, "world": suite.world,
-        "condition": suite.condition, "test_pairing": protocol, "seeds": suite.seeds, "suite_file": str(suite.path),
-        "manifest_sha256": rows[0].results[0]["manifest_sha256"], "records": records}, indent=2))
+    atomic_write_text(
+        paths["json"],
+        json.dumps(
+            {
+                "table": suite.number,
+                "title": suite.title,
+                "suite": suite.name,
+                "world": suite.world,
+                "condition": suite.condition,
+                "test_pairing": protocol,
+                "seeds": suite.seeds,
+                "suite_file": str(suite.path),
+                "manifest_sha256": rows[0].results[0]["manifest_sha256"],
+                "records": records,
+            },
+            indent=2,
+        ),
+    )
     return paths
 
 
-def log_to_wandb(tabulated: list[tuple[Suite, str]], tables: list[list[dict]], cfg: DictConfig,
-                 out_dir: Path) -> str | None:
+def log_to_wandb(
+    tabulated: list[tuple[Suite, str]], tables: list[list[dict]], cfg: DictConfig, out_dir: Path
+) -> str | None:
     """One W&B run (job_type reproduce) holding every (suite, protocol) table as a wandb.Table; returns its id."""
     mode = wandb_mode(cfg.wandb.mode)
     if mode == "disabled":
@@ -305,10 +374,20 @@ def log_to_wandb(tabulated: list[tuple[Suite, str]], tables: list[list[dict]], c
     import wandb
 
     suites = [s for i, (s, _) in enumerate(tabulated) if all(s is not t for t, _ in tabulated[:i])]
-    run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=suites[0].name, job_type="reproduce",
-                     name=f"reproduce-{'-'.join('table' + s.number for s in suites)}", dir=str(out_dir), mode=mode,
-                     config={"suites": [str(s.path) for s in suites], "seeds": suites[0].seeds,
-                             "protocols": list(dict.fromkeys(p for _, p in tabulated))})
+    run = wandb.init(
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=suites[0].name,
+        job_type="reproduce",
+        name=f"reproduce-{'-'.join('table' + s.number for s in suites)}",
+        dir=str(out_dir),
+        mode=mode,
+        config={
+            "suites": [str(s.path) for s in suites],
+            "seeds": suites[0].seeds,
+            "protocols": list(dict.fromkeys(p for _, p in tabulated)),
+        },
+    )
     for (suite, protocol), records in zip(tabulated, tables):
         columns = list(records[0])
         table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])
@@ -326,12 +405,13 @@ def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], list[
         if key == "table":
             table = value
         elif key == "protocols":
-            protocols = [str(p) for p in OmegaConf.from_dotlist([f"p={value}"]).p] if value.startswith("[") \
-                else [value]
+            protocols = [str(p) for p in OmegaConf.from_dotlist([f"p={value}"]).p] if value.startswith("[") else [value]
             bad = [p for p in protocols if p not in PAIRING_MODES]
             if bad or not protocols:
-                raise ConfigError(f"protocols={value}: expected a list of test pairings from "
-                                  f"{', '.join(PAIRING_MODES)}, e.g. [random,same_identity]")
+                raise ConfigError(
+                    f"protocols={value}: expected a list of test pairings from "
+                    f"{', '.join(PAIRING_MODES)}, e.g. [random,same_identity]"
+                )
         elif key == "seeds":
             parsed = OmegaConf.from_dotlist([f"s={value}"]).s if value.startswith("[") else [value]
             try:
@@ -368,9 +448,13 @@ def reproduce(argv: list[str]) -> dict:
             records.append(table_records(rows))
             tabulated.append((suite, protocol))
     wandb_id = log_to_wandb(tabulated, records, base, out_dir)
-    return {"tables": written, "log": log, "wandb_id": wandb_id,
-            "trained": [e.split(" ", 1)[1] for e in log if e.startswith("train ")],
-            "skipped": [e.split(" ", 1)[1] for e in log if e.startswith("skip-train ")]}
+    return {
+        "tables": written,
+        "log": log,
+        "wandb_id": wandb_id,
+        "trained": [e.split(" ", 1)[1] for e in log if e.startswith("train ")],
+        "skipped": [e.split(" ", 1)[1] for e in log if e.startswith("skip-train ")],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return one_line_errors(body)
+
 
 if __name__ == "__main__":
     sys.exit(main())

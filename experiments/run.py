@@ -61,5 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
     return one_line_errors(body)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,8 @@ class RunLock:
             os.close(fd)
             raise RunFolderError(
                 f"run folder {self.path.parent} is in use ({holder}); wait for that process to finish, or "
-                f"choose another output_dir= or run_name=") from None
+                f"choose another output_dir= or run_name="
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {self.purpose}: {' '.join(sys.argv)[:300]}\n".encode(), 0)
         self._fd = fd

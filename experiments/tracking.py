@@ -27,8 +27,17 @@ import torch
 from experiments.config import REPO_ROOT
 from ops.atomic_write import atomic_write_text
 
-TRACKED_PACKAGES = ("torch", "accelerate", "wandb", "lpips", "pytorch-fid", "insightface", "onnxruntime",
-                    "omegaconf", "numpy")
+TRACKED_PACKAGES = (
+    "torch",
+    "accelerate",
+    "wandb",
+    "lpips",
+    "pytorch-fid",
+    "insightface",
+    "onnxruntime",
+    "omegaconf",
+    "numpy",
+)
 
 
 def wandb_mode(cfg_mode: str) -> str:
@@ -40,6 +49,7 @@ def wandb_mode(cfg_mode: str) -> str:
 
 def provenance() -> dict[str, Any]:
     """Git commit, dirty flag and package versions of the code that runs."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -54,8 +64,11 @@ def provenance() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "packages": versions}
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "packages": versions,
+    }
 
 
 def to_uint8_image(x: torch.Tensor) -> np.ndarray:
@@ -75,7 +88,7 @@ def image_grid(rows: list[list[torch.Tensor]], pad: int = 2) -> np.ndarray:
     for i, row in enumerate(tiles):
         for j, t in enumerate(row):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = t
+            grid[y : y + h, x : x + w] = t
     return grid
 
 
@@ -96,8 +109,11 @@ class RunRecord:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", config_yaml)
         if self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def log(self, values: dict[str, Any], step: int) -> None:
@@ -157,5 +173,9 @@ def wandb_run_info(accelerator) -> dict[str, Any]:
         return {}
     if tracker is None or not hasattr(tracker, "id"):
         return {}
-    return {"wandb_id": tracker.id, "wandb_url": getattr(tracker, "url", None),
-            "wandb_dir": getattr(tracker, "dir", None), "wandb_project": getattr(tracker, "project", None)}
+    return {
+        "wandb_id": tracker.id,
+        "wandb_url": getattr(tracker, "url", None),
+        "wandb_dir": getattr(tracker, "dir", None),
+        "wandb_project": getattr(tracker, "project", None),
+    }

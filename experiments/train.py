@@ -96,10 +96,17 @@ def check_fresh_start(run_dir: Path, resume: str | None) -> None:
     started = bool(ckpts) or (run_dir / "config.yaml").exists()
     if not (finished or (started and resume is None)):
         return
-    what = "a finished run" if finished else \
-        f"a started run (last checkpoint {ckpts[-1].name})" if ckpts else "a started run (no checkpoint yet)"
-    raise RunFolderError(f"{run_dir} already holds {what}; pass resume=latest to continue it, or choose a new "
-                         "output_dir= or run_name= for a new run (run names leave hyperparameters out)")
+    what = (
+        "a finished run"
+        if finished
+        else f"a started run (last checkpoint {ckpts[-1].name})"
+        if ckpts
+        else "a started run (no checkpoint yet)"
+    )
+    raise RunFolderError(
+        f"{run_dir} already holds {what}; pass resume=latest to continue it, or choose a new "
+        "output_dir= or run_name= for a new run (run names leave hyperparameters out)"
+    )
 
 
 def export_final(method, model, run_dir: Path) -> None:
@@ -133,8 +140,10 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
         check_fresh_start(run_dir, cfg.resume)
     state = read_state(resume_from) if resume_from else TrainerState(run_id=uuid.uuid4().hex)
     if state.step > cfg.train.max_steps:
-        raise ResumeError(f"{resume_from} is at step {state.step}, past train.max_steps={cfg.train.max_steps}; "
-                          f"resume with train.max_steps>={state.step}, or start a new run (new output_dir=)")
+        raise ResumeError(
+            f"{resume_from} is at step {state.step}, past train.max_steps={cfg.train.max_steps}; "
+            f"resume with train.max_steps>={state.step}, or start a new run (new output_dir=)"
+        )
     accelerator = make_accelerator(cfg, run_dir)
     apply_cpu_threads(cfg.train.cpu_threads, accelerator)
     set_seed(cfg.seed)
@@ -142,8 +151,14 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
 
     method = build_method(cfg, accelerator.device)
     train_set = method.world.train_set
-    loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(
+        train_set,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     if len(loader) == 0:
         raise ConfigError(f"the training set ({len(train_set)} items) is smaller than one batch ({batch})")
     trainable = method.trainable
@@ -155,12 +170,19 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
     record.start(to_yaml(cfg), resume_step=state.step)
     record.update_summary({"completed": None})  # until this launch's final export is in place
     if accelerator.log_with:
-        init = {"name": run_name(cfg), "dir": str(run_dir), "group": cfg.wandb.group, "tags": list(cfg.wandb.tags),
-                "entity": cfg.wandb.entity, "mode": wandb_mode(cfg.wandb.mode)}
+        init = {
+            "name": run_name(cfg),
+            "dir": str(run_dir),
+            "group": cfg.wandb.group,
+            "tags": list(cfg.wandb.tags),
+            "entity": cfg.wandb.entity,
+            "mode": wandb_mode(cfg.wandb.mode),
+        }
         if state.wandb_id:
             init.update(id=state.wandb_id, resume="allow")
-        accelerator.init_trackers(cfg.wandb.project, config={**to_container(cfg), "provenance": provenance()},
-                                  init_kwargs={"wandb": init})
+        accelerator.init_trackers(
+            cfg.wandb.project, config={**to_container(cfg), "provenance": provenance()}, init_kwargs={"wandb": init}
+        )
     info = wandb_run_info(accelerator) if accelerator.is_main_process else {}
     state.wandb_id = info.get("wandb_id", state.wandb_id)
     if resume_from:
@@ -179,15 +201,21 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
         suite = MetricSuite.from_config(cfg, accelerator.device)
         suite.set_gallery(method.world.test_set.photo_batches())
     steps_per_epoch = len(loader)
-    bar = tqdm(total=cfg.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
-               desc=run_name(cfg), dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.train.max_steps,
+        initial=state.step,
+        disable=not accelerator.is_main_process,
+        desc=run_name(cfg),
+        dynamic_ncols=True,
+    )
     t_last, images_since = time.perf_counter(), 0
     trainable.train()
     while state.step < cfg.train.max_steps:
         loader.set_epoch(state.epoch)
         train_set.set_epoch(state.epoch)
-        epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) \
-            if state.batches_in_epoch else loader
+        epoch_loader = (
+            accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        )
         for batch_data in epoch_loader:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(state.step + 1, cfg.train.lr, cfg.train.warmup_steps)
@@ -204,9 +232,13 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
             if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
                 now = time.perf_counter()
                 logs = {f"train/{k}": v for k, v in logs.items()}
-                logs.update({"train/lr": optimizer.param_groups[0]["lr"],
-                             "perf/images_per_s": images_since / max(now - t_last, 1e-9),
-                             "perf/peak_memory_mb": peak_memory_mb(accelerator.device)})
+                logs.update(
+                    {
+                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "perf/images_per_s": images_since / max(now - t_last, 1e-9),
+                        "perf/peak_memory_mb": peak_memory_mb(accelerator.device),
+                    }
+                )
                 t_last, images_since = now, 0
                 bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.4f}")
                 log(logs, state.step)
@@ -228,13 +260,26 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
     rank_checksums = accelerator.gather(checksum.to(accelerator.device)[None]).tolist()
     if accelerator.is_main_process:
         export_final(method, unwrapped, run_dir)
-        final = {k: v for k, v in RunRecord.read_metrics(run_dir)[-1].items() if k != "step"} \
-            if record.metrics_path.exists() else {}
-        record.update_summary({"train": final, "steps": state.step, "epochs_completed": state.epoch,
-                               "steps_per_epoch": steps_per_epoch, **info,
-                               "processes": accelerator.num_processes, "rank_weight_checksums": rank_checksums,
-                               "provenance": provenance(), "run_dir": str(run_dir), "run_id": state.run_id,
-                               "completed": completion_record(run_dir, state.step)})
+        final = (
+            {k: v for k, v in RunRecord.read_metrics(run_dir)[-1].items() if k != "step"}
+            if record.metrics_path.exists()
+            else {}
+        )
+        record.update_summary(
+            {
+                "train": final,
+                "steps": state.step,
+                "epochs_completed": state.epoch,
+                "steps_per_epoch": steps_per_epoch,
+                **info,
+                "processes": accelerator.num_processes,
+                "rank_weight_checksums": rank_checksums,
+                "provenance": provenance(),
+                "run_dir": str(run_dir),
+                "run_id": state.run_id,
+                "completed": completion_record(run_dir, state.step),
+            }
+        )
         accelerator.print(f"finished {state.step} steps; run record and final weights in {run_dir}")
     # every rank tears the process group down together: a rank that destroys its gloo group and exits
     # while rank 0 still exports can die in gloo's thread teardown (SIGABRT, seen once under CI load)
@@ -244,8 +289,7 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
 
 
 @torch.no_grad()
-def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecord, step: int,
-             suite=None) -> None:
+def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecord, step: int, suite=None) -> None:
     """Log the fixed held-out batch: contour | identity | each refinement step | target, and its losses;
     with a MetricSuite (main process), also the metrics of :func:`validation_metrics`."""
     method.trainable_module.eval()
@@ -257,14 +301,12 @@ def validate(method, val_batch: dict, accelerator: Accelerator, record: RunRecor
     contours = contour_to_rgb(val_batch["contour"])
     rows = []
     for i in range(val_batch["target"].shape[0]):
-        rows.append([contours[i], val_batch["identity"][i],
-                     *[s[i] for s in steps], val_batch["target"][i]])
+        rows.append([contours[i], val_batch["identity"][i], *[s[i] for s in steps], val_batch["target"][i]])
     grid = image_grid(rows)
     record.save_image("val/grid", grid, step)
     values = {f"val/{k}": v for k, v in losses.items()}
     if suite is not None:
-        values.update(validation_metrics(method, suite, method.cfg.train.val_metric_pairs,
-                                         method.cfg.eval.batch_size))
+        values.update(validation_metrics(method, suite, method.cfg.train.val_metric_pairs, method.cfg.eval.batch_size))
     if accelerator.log_with:
         import wandb
 

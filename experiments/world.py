@@ -38,10 +38,16 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     """The training or test dataset named by ``data.dataset`` (items as in data/pairs.py)."""
     d = cfg.data
     cache_dir = d.cache_dir or str(Path(cfg.output_dir).expanduser() / "cache")
-    common = dict(split=split, condition=d.condition, lr_size=d.lr_size, input_size=d.input_size,
-                  pairing=d.pairing if split == "train" else d.test_pairing,
-                  seed=cfg.seed if split == "train" else d.manifest_seed,
-                  n_per_contour=d.n_identity_per_contour, cache_dir=cache_dir)
+    common = dict(
+        split=split,
+        condition=d.condition,
+        lr_size=d.lr_size,
+        input_size=d.input_size,
+        pairing=d.pairing if split == "train" else d.test_pairing,
+        seed=cfg.seed if split == "train" else d.manifest_seed,
+        n_per_contour=d.n_identity_per_contour,
+        cache_dir=cache_dir,
+    )
     return DATASETS[d.dataset]().from_config(d, **common)
 
 
@@ -63,13 +69,20 @@ def load_frozen_generator(cfg: DictConfig, device: torch.device):
     channels = {int(k): int(v) for k, v in g.channels.items()} if g.channels else None
     path = resolve_path(g.weights, cfg.weights_root)
     try:
-        generator, latent_avg = load_generator(path, g.size, style_dim=g.style_dim, n_mlp=g.n_mlp,
-                                               channel_multiplier=g.channel_multiplier, channels=channels)
+        generator, latent_avg = load_generator(
+            path,
+            g.size,
+            style_dim=g.style_dim,
+            n_mlp=g.n_mlp,
+            channel_multiplier=g.channel_multiplier,
+            channels=channels,
+        )
     except RuntimeError as err:  # load_state_dict: the file is another generator than the config describes
         raise WeightsMismatchError(
             f"{path} does not fit the generator of generator.size={g.size}, style_dim={g.style_dim}, "
             f"n_mlp={g.n_mlp}, channels={channels} ({mismatch_detail(err)}); set generator.* to the file's "
-            "sizes, or point generator.weights at the file these sizes were made for") from None
+            "sizes, or point generator.weights at the file these sizes were made for"
+        ) from None
     generator.eval().requires_grad_(False).set_factored_backward(g.factored_backward).to(device)
     return generator, latent_avg.to(device)
 
@@ -106,8 +119,12 @@ class World:
     def validation_batch(self, n: int) -> dict:
         """The first ``n`` test pairs, stacked: a fixed held-out batch for image grids."""
         items = [self.test_set[i] for i in range(min(n, len(self.test_set)))]
-        return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
-                else [it[k] for it in items] for k in items[0]}
+        return {
+            k: torch.stack([it[k] for it in items])
+            if isinstance(items[0][k], torch.Tensor)
+            else [it[k] for it in items]
+            for k in items[0]
+        }
 
 
 def weights_root(cfg: DictConfig) -> Path | None:

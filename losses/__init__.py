@@ -7,6 +7,15 @@ from losses.reconstruction import ReconstructionL2
 from losses.wnorm import WNormLoss
 
 __all__ = [
-    "FULL_CROP", "PSP_CROP", "IdentityLoss", "LossTargets", "LossWeights", "Objective", "PerceptualLoss",
-    "ReconstructionL2", "WNormLoss", "arcface_input", "crop_fraction",
+    "FULL_CROP",
+    "PSP_CROP",
+    "IdentityLoss",
+    "LossTargets",
+    "LossWeights",
+    "Objective",
+    "PerceptualLoss",
+    "ReconstructionL2",
+    "WNormLoss",
+    "arcface_input",
+    "crop_fraction",
 ]

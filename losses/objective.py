@@ -84,8 +84,13 @@ class Objective(nn.Module):
         self.wnorm = WNormLoss(squared=wnorm_squared)
 
     @classmethod
-    def from_config(cls, loss_cfg: Any, weights_root: str | Path | None = None,
-                    perceptual_net: nn.Module | None = None, id_net: nn.Module | None = None) -> Objective:
+    def from_config(
+        cls,
+        loss_cfg: Any,
+        weights_root: str | Path | None = None,
+        perceptual_net: nn.Module | None = None,
+        id_net: nn.Module | None = None,
+    ) -> Objective:
         """From the ``loss`` config section (l2, lpips, id, wnorm, wnorm_squared, perceptual,
         id_network, id_crop), a DictConfig or a dict; only the networks of non-zero terms are loaded.
         ``perceptual_net`` (an ``lpips.LPIPS``-like module) / ``id_net`` (an ArcFace embedder) replace
@@ -93,9 +98,13 @@ class Objective(nn.Module):
         weights = LossWeights(**{f.name: float(loss_cfg[f.name]) for f in fields(LossWeights)})
         perceptual = None
         if weights.lpips:
-            perceptual = PerceptualLoss(perceptual_net) if perceptual_net is not None else \
-                PerceptualLoss.from_backbone(loss_cfg["perceptual"], weights_root=weights_root,
-                                             network=loss_cfg.get("perceptual_network"))
+            perceptual = (
+                PerceptualLoss(perceptual_net)
+                if perceptual_net is not None
+                else PerceptualLoss.from_backbone(
+                    loss_cfg["perceptual"], weights_root=weights_root, network=loss_cfg.get("perceptual_network")
+                )
+            )
         identity = None
         if weights.id:
             crop = loss_cfg.get("id_crop") or PSP_CROP

@@ -31,7 +31,9 @@ class PerceptualLoss(nn.Module):
 
     @classmethod
     def from_backbone(
-        cls, backbone: str = "alex", weights_root: str | Path | None = None,
+        cls,
+        backbone: str = "alex",
+        weights_root: str | Path | None = None,
         network: str | Path | nn.Module | None = None,
     ) -> PerceptualLoss:
         """LPIPS v0.1 on AlexNet (``backbone='alex'``; trunk from the registry's ``lpips_alex``, whose
@@ -42,8 +44,10 @@ class PerceptualLoss(nn.Module):
         if BACKBONES.get(backbone) != "irse":
             return cls(make_lpips(backbone, weights_root=weights_root))
         if network is None:
-            raise ValueError(f"the LPIPS backbone {backbone!r} needs network= (loss.perceptual_network): an "
-                             "IR-SE module, its registry name or a path")
+            raise ValueError(
+                f"the LPIPS backbone {backbone!r} needs network= (loss.perceptual_network): an "
+                "IR-SE module, its registry name or a path"
+            )
         if not isinstance(network, nn.Module):
             network = load_arcface(network, root=weights_root)
         return cls(make_lpips(backbone, network=network))

@@ -148,8 +148,10 @@ def frechet_distance_at_infinity(a, b, sizes) -> tuple[float, dict[int, float]]:
     sizes = sorted({int(n) for n in sizes})
     dim = a.shape[1]
     if len(sizes) < 2 or sizes[0] <= dim or sizes[-1] > min(len(a), len(b)):
-        raise ValueError(f"need >= 2 distinct sizes in ({dim}, {min(len(a), len(b))}] (above the feature "
-                         f"dimension, within the sets), got {sizes}")
+        raise ValueError(
+            f"need >= 2 distinct sizes in ({dim}, {min(len(a), len(b))}] (above the feature "
+            f"dimension, within the sets), got {sizes}"
+        )
     acc_a, acc_b, curve, start = StatsAccumulator(), StatsAccumulator(), {}, 0
     for n in sizes:  # nested prefixes: each size adds only its new rows to the running sums
         acc_a.update(a[start:n])
@@ -177,15 +179,20 @@ def fid_with_interval(block_states: Sequence[Mapping], reference: GaussianStats,
     value = fid(StatsAccumulator.from_states(block_states).stats(), reference)
     if k < 2:
         return {"value": value, "ci": None, "se": None, "n_blocks": k}
-    leave_out = np.array([fid(StatsAccumulator.from_states(block_states[:i] + block_states[i + 1:]).stats(),
-                              reference) for i in range(k)])
+    leave_out = np.array(
+        [
+            fid(StatsAccumulator.from_states(block_states[:i] + block_states[i + 1 :]).stats(), reference)
+            for i in range(k)
+        ]
+    )
     se = float(np.sqrt((k - 1) / k * np.square(leave_out - leave_out.mean()).sum()))
     half = float(student_t.ppf(1 - alpha / 2, k - 1)) * se
     return {"value": value, "ci": [max(value - half, 0.0), value + half], "se": se, "n_blocks": k}
 
 
-def accumulate(images: Iterable[torch.Tensor], detector: FeatureDetector,
-               accumulator: StatsAccumulator | None = None) -> StatsAccumulator:
+def accumulate(
+    images: Iterable[torch.Tensor], detector: FeatureDetector, accumulator: StatsAccumulator | None = None
+) -> StatsAccumulator:
     """Stream batches through the detector into an accumulator (a new one unless given).
 
     images: iterable of (B, 3, H, W) batches, uint8 or float in [-1, 1] (quantised first).
@@ -235,8 +242,9 @@ def load_stats(path, expected_key: str | None = None) -> GaussianStats:
         return GaussianStats(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), n)
 
 
-def reference_stats(images_iterable: Iterable[torch.Tensor], detector: FeatureDetector,
-                    cache_key_parts: Mapping, cache_dir) -> GaussianStats:
+def reference_stats(
+    images_iterable: Iterable[torch.Tensor], detector: FeatureDetector, cache_key_parts: Mapping, cache_dir
+) -> GaussianStats:
     """Statistics of a reference image set, read from the cache or computed once and cached.
 
     cache_key_parts: e.g. ``{"dataset": "celebahq", "resolution": 256}``; the detector's ``name``

@@ -30,8 +30,9 @@ class PersonTemplates:
 
     def __init__(self, keys: Sequence[str], persons: np.ndarray, embeddings: np.ndarray):
         if len(keys) != len(persons) or len(keys) != len(embeddings):
-            raise ValueError(f"gallery sizes differ: {len(keys)} keys, {len(persons)} persons, "
-                             f"{len(embeddings)} embeddings")
+            raise ValueError(
+                f"gallery sizes differ: {len(keys)} keys, {len(persons)} persons, {len(embeddings)} embeddings"
+            )
         self.row = {key: i for i, key in enumerate(keys)}
         self.persons = np.asarray(persons, dtype=np.int64)
         self.embeddings = np.asarray(embeddings, dtype=np.float64)
@@ -42,8 +43,11 @@ class PersonTemplates:
             self.counts[person] = self.counts.get(person, 0) + 1
 
     @classmethod
-    def from_batches(cls, batches: Iterable[tuple[list[str], torch.Tensor, torch.Tensor]],
-                     embed: Callable[[torch.Tensor], np.ndarray]) -> PersonTemplates:
+    def from_batches(
+        cls,
+        batches: Iterable[tuple[list[str], torch.Tensor, torch.Tensor]],
+        embed: Callable[[torch.Tensor], np.ndarray],
+    ) -> PersonTemplates:
         """From (keys, person ids (B,), images (B, 3, S, S) in [-1, 1]) batches (a dataset's
         ``photo_batches``) and an embedder returning (B, D) unit vectors."""
         keys, persons, embeddings = [], [], []
@@ -68,14 +72,19 @@ class PersonTemplates:
             return None
         return total / max(np.linalg.norm(total), 1e-12)
 
-    def scores(self, outputs: np.ndarray, contour_keys: Sequence[str], contour_persons: Sequence[int],
-               identity_keys: Sequence[str], identity_persons: Sequence[int]) -> dict[str, np.ndarray]:
+    def scores(
+        self,
+        outputs: np.ndarray,
+        contour_keys: Sequence[str],
+        contour_persons: Sequence[int],
+        identity_keys: Sequence[str],
+        identity_persons: Sequence[int],
+    ) -> dict[str, np.ndarray]:
         """Per pair (B,) float64: ``idsim_identity_person``, ``idsim_contour_person`` and
         ``identity_following`` (see the module docstring; NaN where undefined). outputs: (B, D) unit
         embeddings of the outputs; the other arguments give each pair's two photos and people."""
         n = len(outputs)
-        out = {k: np.full(n, np.nan) for k in ("idsim_identity_person", "idsim_contour_person",
-                                               "identity_following")}
+        out = {k: np.full(n, np.nan) for k in ("idsim_identity_person", "idsim_contour_person", "identity_following")}
         for i in range(n):
             fed = (contour_keys[i], identity_keys[i])
             t_id = self.template(int(identity_persons[i]), fed)

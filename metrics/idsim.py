@@ -70,8 +70,9 @@ def arcface_crop(images: torch.Tensor, crop=CELEBAHQ_CROP, size: int = ARCFACE_S
     if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
         raise ValueError(f"crop must satisfy 0 <= top < bottom <= 1 and 0 <= left < right <= 1: {crop}")
     height, width = images.shape[-2:]
-    box = images.detach().float()[:, :, round(top * height):round(bottom * height),
-                                  round(left * width):round(right * width)]
+    box = images.detach().float()[
+        :, :, round(top * height) : round(bottom * height), round(left * width) : round(right * width)
+    ]
     box = resize_to(box, size, "bilinear")
     rgb = (box.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
     return np.ascontiguousarray(rgb.flip(1).permute(0, 2, 3, 1).cpu().numpy())
@@ -90,8 +91,9 @@ def select_providers(requested) -> list[str]:
     available = set(onnxruntime.get_available_providers())
     selected = [p for p in requested if p in available]
     if not selected:
-        raise ValueError(f"none of the providers {list(requested)} is available; "
-                         f"this onnxruntime has {sorted(available)}")
+        raise ValueError(
+            f"none of the providers {list(requested)} is available; this onnxruntime has {sorted(available)}"
+        )
     return selected
 
 
@@ -115,8 +117,9 @@ class ArcFaceEmbedder:
         self.size = self.model.input_size[0]
 
     @classmethod
-    def from_registry(cls, name_or_path: str = "arcface_onnx", providers=None, crop=CELEBAHQ_CROP,
-                      weights_root=None) -> ArcFaceEmbedder:
+    def from_registry(
+        cls, name_or_path: str = "arcface_onnx", providers=None, crop=CELEBAHQ_CROP, weights_root=None
+    ) -> ArcFaceEmbedder:
         """Embedder for a registry entry ('arcface_onnx', 'toy_eval_arcface_onnx') or an .onnx path.
 
         weights_root: folder of non-repo entries (default $IDEFACE_WEIGHTS). Raises the registry's

@@ -9,8 +9,7 @@ from ops.resize import resize_to
 from ops.shapes import assert_shape
 
 
-def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS,
-                   size: int | None = 256) -> torch.Tensor:
+def lpips_distance(x: torch.Tensor, y: torch.Tensor, model: lpips.LPIPS, size: int | None = 256) -> torch.Tensor:
     """Per-pair LPIPS, (B,) float.
 
     x, y: (B, 3, H, W) in [-1, 1] (clipped to it, as saved images would be). Both are resized to

@@ -68,8 +68,7 @@ class EmbeddingDetector(FeatureDetector):
 class MetricSuite:
     """Per-pair LPIPS and IDSIM plus FID sums for batches of outputs; see the module docstring."""
 
-    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device,
-                 dlib_judge=None):
+    def __init__(self, cfg: DictConfig, lpips_model, embedder, detector: FeatureDetector, device, dlib_judge=None):
         self.cfg = cfg
         self.dlib_judge = dlib_judge
         self.lpips_model = lpips_model.to(device)
@@ -94,10 +93,14 @@ class MetricSuite:
         if BACKBONES[e.lpips_backbone] == "irse" or FID_DETECTORS[e.fid_detector] == "embedding":
             feature_net = load_arcface(e.feature_network, root=cfg.weights_root)
         lpips_model = make_lpips(e.lpips_backbone, network=feature_net)
-        embedder = ArcFaceEmbedder.from_registry(e.idsim_model, providers=list(e.providers), crop=list(e.id_crop),
-                                                 weights_root=cfg.weights_root)
-        detector = InceptionDetector() if FID_DETECTORS[e.fid_detector] == "inception" else \
-            EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
+        embedder = ArcFaceEmbedder.from_registry(
+            e.idsim_model, providers=list(e.providers), crop=list(e.id_crop), weights_root=cfg.weights_root
+        )
+        detector = (
+            InceptionDetector()
+            if FID_DETECTORS[e.fid_detector] == "inception"
+            else EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
+        )
         dlib_judge = None
         if e.dlib_judge:
             from metrics.dlib_idsim import DlibEmbedder
@@ -106,8 +109,9 @@ class MetricSuite:
         return cls(cfg, lpips_model, embedder, detector, device, dlib_judge=dlib_judge)
 
     @torch.no_grad()
-    def per_pair(self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor,
-                 rows=None) -> dict[str, np.ndarray]:
+    def per_pair(
+        self, output: torch.Tensor, target: torch.Tensor, identity: torch.Tensor, rows=None
+    ) -> dict[str, np.ndarray]:
         """outputs, targets, identities (B, 3, *, *) in [-1, 1] -> {'lpips': (B,), 'idsim': (B,), and the
         FID sums 'fid_n', 'fid_sum', 'fid_sum_outer' of this batch}. With ``rows`` (the B manifest rows:
         ``contour``, ``contour_identity_id``, ``identity``, ``identity_id``) and a gallery (``set_gallery``),
@@ -125,9 +129,15 @@ class MetricSuite:
             "idsim": (e_out * e_identity).sum(axis=1),
         }
         if rows is not None and self.templates is not None:
-            values.update(self.templates.scores(e_out, [r.contour for r in rows],
-                                                [r.contour_identity_id for r in rows],
-                                                [r.identity for r in rows], [r.identity_id for r in rows]))
+            values.update(
+                self.templates.scores(
+                    e_out,
+                    [r.contour for r in rows],
+                    [r.contour_identity_id for r in rows],
+                    [r.identity for r in rows],
+                    [r.identity_id for r in rows],
+                )
+            )
         if self.dlib_judge is not None:
             from metrics.dlib_idsim import dlib_distance
 
@@ -140,8 +150,7 @@ class MetricSuite:
         """Statistics of the real reference set (cached .npz; computed once): ``images`` yields its batches
         (B, 3, S, S) in [-1, 1] and is only read when the cache misses (the world's ``reference_images``)."""
         e = self.cfg.eval
-        parts = {"dataset": e.fid_reference, "resolution": self.cfg.data.input_size,
-                 "n": e.fid_reference_size}
+        parts = {"dataset": e.fid_reference, "resolution": self.cfg.data.input_size, "n": e.fid_reference_size}
         cache_dir = Path(self.cfg.output_dir).expanduser() / "fid_cache"
         return reference_stats(images, self.detector, parts, cache_dir)
 
@@ -151,15 +160,19 @@ class MetricSuite:
         consecutive chunks (see :func:`metrics.fid.fid_with_interval`); ``reference_images`` as in
         :meth:`reference`."""
         states = [{"n": c["fid_n"], "sum": c["fid_sum"], "sum_outer": c["fid_sum_outer"]} for c in chunks]
-        blocks = [StatsAccumulator.from_states(part).state()
-                  for part in np.array_split(np.array(states, dtype=object), min(n_blocks, len(states)))]
+        blocks = [
+            StatsAccumulator.from_states(part).state()
+            for part in np.array_split(np.array(states, dtype=object), min(n_blocks, len(states)))
+        ]
         return fid_with_interval(blocks, self.reference(reference_images))
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval
         backbone = BACKBONES[e.lpips_backbone]
-        return {"lpips": f"lpips-{backbone}" + (f"({e.feature_network})" if backbone == "irse" else ""),
-                "idsim": f"insightface-onnx({self.embedder.model_path})",
-                "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
-                "world": self.cfg.world,
-                **({"dlib": self.dlib_judge.name} if self.dlib_judge is not None else {})}
+        return {
+            "lpips": f"lpips-{backbone}" + (f"({e.feature_network})" if backbone == "irse" else ""),
+            "idsim": f"insightface-onnx({self.embedder.model_path})",
+            "fid": f"{self.detector.name} vs {e.fid_reference} (n<={e.fid_reference_size})",
+            "world": self.cfg.world,
+            **({"dlib": self.dlib_judge.name} if self.dlib_judge is not None else {}),
+        }

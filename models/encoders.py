@@ -104,8 +104,9 @@ class GradualStyleEncoder(IRSEBody):
         super().__init__(num_layers, mode, input_nc, stage_channels, stage_units)
         self.n_styles, self.style_dim, self.input_size = n_styles, style_dim, input_size
         c = self.stage_channels
-        spatial = [input_size // (16 if i < self.coarse_ind else 8 if i < self.middle_ind else 4)
-                   for i in range(n_styles)]
+        spatial = [
+            input_size // (16 if i < self.coarse_ind else 8 if i < self.middle_ind else 4) for i in range(n_styles)
+        ]
         self.styles = nn.ModuleList(GradualStyleBlock(c[3], style_dim, s) for s in spatial)
         self.latlayer1 = nn.Conv2d(c[2], c[3], 1)
         self.latlayer2 = nn.Conv2d(c[1], c[3], 1)
@@ -114,8 +115,7 @@ class GradualStyleEncoder(IRSEBody):
         _, c1, c2, c3 = self.stage_features(x)
         p2 = _upsample_add(c3, self.latlayer1(c2))
         p1 = _upsample_add(p2, self.latlayer2(c1))
-        feats = [c3 if i < self.coarse_ind else p2 if i < self.middle_ind else p1
-                 for i in range(self.n_styles)]
+        feats = [c3 if i < self.coarse_ind else p2 if i < self.middle_ind else p1 for i in range(self.n_styles)]
         return torch.stack([head(f) for head, f in zip(self.styles, feats)], dim=1)
 
 
@@ -127,8 +127,10 @@ def init_from_irse(module: IRSEBody, irse: str | Path | dict) -> None:
     rest ~ N(0, 1) (ReStyle).
     """
     source = "the IR-SE state" if isinstance(irse, dict) else str(irse)
-    hint = f"{source}: IR-SE weights that do not fit the encoder body (check encoder_layers/stage_channels/" \
-           "stage_units, or model.identity_weights)"
+    hint = (
+        f"{source}: IR-SE weights that do not fit the encoder body (check encoder_layers/stage_channels/"
+        "stage_units, or model.identity_weights)"
+    )
     state = body_state(load_checkpoint(irse))
     if "input_layer.0.weight" not in state:
         raise WeightsMismatchError(f"{hint}: no 'input_layer.0.weight' (not an IR-SE state dict)")
@@ -154,7 +156,7 @@ def load_official_encoder(encoder: nn.Module, checkpoint: str | Path | dict) -> 
     strictly into ``encoder``; returns the checkpoint's ``latent_avg`` ((n_styles, style_dim)) or None."""
     ckpt = load_checkpoint(checkpoint)
     state = ckpt.get("state_dict", ckpt)
-    sub = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    sub = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     if not sub:
         raise ValueError("checkpoint has no 'encoder.*' tensors")
     encoder.load_state_dict(sub, strict=True)

@@ -115,12 +115,20 @@ class IDEEncoder(BackboneEncoder):
         identity_freeze: bool = False,
     ):
         super().__init__(
-            num_layers, mode, contour_channels + 3, n_styles, style_dim, input_size, stage_channels,
+            num_layers,
+            mode,
+            contour_channels + 3,
+            n_styles,
+            style_dim,
+            input_size,
+            stage_channels,
             stage_units,
         )
         self.contour_channels = contour_channels
         self.identity = IRSEBody(
-            num_layers, mode, 3,
+            num_layers,
+            mode,
+            3,
             identity_stage_channels if identity_stage_channels is not None else self.stage_channels,
             identity_stage_units if identity_stage_units is not None else self.stage_units,
         )
@@ -129,14 +137,17 @@ class IDEEncoder(BackboneEncoder):
         specs = unit_specs(self.stage_channels, self.stage_units)
         self.unit_stage = [stage for stage, *_ in specs]
         stage_start = [sum(self.stage_units[:i]) for i in range(4)]
-        self.ifms = nn.ModuleDict({
-            str(k): IFM(depth, self.identity.stage_channels[stage], ifm_hidden)
-            for k, (stage, _, depth, _) in enumerate(specs)
-            if n_ifm_per_block is None or k - stage_start[stage] < n_ifm_per_block
-        })
+        self.ifms = nn.ModuleDict(
+            {
+                str(k): IFM(depth, self.identity.stage_channels[stage], ifm_hidden)
+                for k, (stage, _, depth, _) in enumerate(specs)
+                if n_ifm_per_block is None or k - stage_start[stage] < n_ifm_per_block
+            }
+        )
         self.latent_head = (
             InputLatentHead(self.stage_channels[3], latent_channels, input_size // 16)
-            if latent_channels is not None else None
+            if latent_channels is not None
+            else None
         )
         self.identity_frozen = identity_freeze
         self.identity.requires_grad_(not identity_freeze)

@@ -98,8 +98,9 @@ class SharedIdentityCondition:
         """The condition for step ``t`` (0-based), in order: call each step's backward before the next."""
         if t < self.n_steps - 1:
             return self.leaves
-        return [c if leaf.grad is None else _AddGradient.apply(c, leaf.grad)
-                for c, leaf in zip(self.graph, self.leaves)]
+        return [
+            c if leaf.grad is None else _AddGradient.apply(c, leaf.grad) for c, leaf in zip(self.graph, self.leaves)
+        ]
 
 
 @torch.no_grad()
@@ -219,11 +220,10 @@ class IterativeInverter(nn.Module):
         w = w + dw
         if dlatent is not None:
             latent = latent + dlatent
-        image, _ = self.decoder(
-            [w], input_is_latent=True, randomize_noise=randomize_noise, input_latent=latent
+        image, _ = self.decoder([w], input_is_latent=True, randomize_noise=randomize_noise, input_latent=latent)
+        return Step(
+            index, image, pool(image, self.loss_resolution), w, latent, feats, condition if self.kind == "ide" else None
         )
-        return Step(index, image, pool(image, self.loss_resolution), w, latent, feats,
-                    condition if self.kind == "ide" else None)
 
 
 def iterate(model, contour, identity, n_iters=None, randomize_noise=None) -> Iterator[Step]:

@@ -63,7 +63,8 @@ def unit_specs(channels: Sequence[int], units: Sequence[int]) -> list[tuple[int,
 def make_input_layer(in_channels: int, out_channels: int) -> nn.Sequential:
     """conv3x3 (stride 1, no bias) -> BN -> PReLU: keys ``input_layer.{0,1,2}``."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
         nn.PReLU(out_channels),
     )
 
@@ -112,12 +113,13 @@ class Bottleneck(nn.Module):
         if in_c == depth:
             self.shortcut_layer = Subsample(stride)
         else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_c, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
-            )
+            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_c, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
         layers = [
-            nn.BatchNorm2d(in_c), nn.Conv2d(in_c, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth),
+            nn.BatchNorm2d(in_c),
+            nn.Conv2d(in_c, depth, 3, 1, 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
         ]
         if se:
             layers.append(SEModule(depth, 16))
@@ -188,7 +190,10 @@ class Backbone(IRSEBody):
         self.input_size = input_size
         c, s = self.stage_channels[3], input_size // 16
         self.output_layer = nn.Sequential(
-            nn.BatchNorm2d(c), nn.Dropout(drop_ratio), nn.Flatten(), nn.Linear(c * s * s, embedding_dim),
+            nn.BatchNorm2d(c),
+            nn.Dropout(drop_ratio),
+            nn.Flatten(),
+            nn.Linear(c * s * s, embedding_dim),
             nn.BatchNorm1d(embedding_dim, affine=affine),
         )
 
@@ -211,16 +216,19 @@ def backbone_kwargs_from_state(state: dict[str, torch.Tensor]) -> dict:
     widths = [state[f"body.{k}.res_layer.1.weight"].shape[0] for k in range(n_units)]
     starts = [k for k in range(n_units) if k == 0 or widths[k] != widths[k - 1]]
     if len(starts) != 4:
-        raise ValueError(f"cannot infer 4 stages from unit widths {widths}; pass stage_units= and "
-                         f"stage_channels=")
+        raise ValueError(f"cannot infer 4 stages from unit widths {widths}; pass stage_units= and stage_channels=")
     units = [b - a for a, b in zip(starts, starts[1:] + [n_units])]
     channels = [widths[k] for k in starts]
     linear = state["output_layer.3.weight"]
     side = math.isqrt(linear.shape[1] // channels[-1])
     return dict(
-        input_size=16 * side, mode="ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir",
-        stage_channels=channels, stage_units=units, input_channels=state["input_layer.0.weight"].shape[1],
-        embedding_dim=linear.shape[0], affine="output_layer.4.weight" in state,
+        input_size=16 * side,
+        mode="ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir",
+        stage_channels=channels,
+        stage_units=units,
+        input_channels=state["input_layer.0.weight"].shape[1],
+        embedding_dim=linear.shape[0],
+        affine="output_layer.4.weight" in state,
     )
 
 
@@ -238,8 +246,15 @@ def load_arcface(name_or_path: str | Path, root: str | Path | None = None, **bac
         net = Backbone(**kwargs)
         net.load_state_dict(state, strict=True)
     except (KeyError, IndexError, ValueError, RuntimeError) as err:  # not an IR-SE state dict, or other shapes
-        detail = mismatch_detail(err) if isinstance(err, RuntimeError) else \
-            f"no {err} tensor" if isinstance(err, KeyError) else str(err)
-        raise WeightsMismatchError(f"{path}: not the weights of an ArcFace IR-SE backbone ({detail}); point it at "
-                                   "an IR-SE file (e.g. model_ir_se50.pth)") from None
+        detail = (
+            mismatch_detail(err)
+            if isinstance(err, RuntimeError)
+            else f"no {err} tensor"
+            if isinstance(err, KeyError)
+            else str(err)
+        )
+        raise WeightsMismatchError(
+            f"{path}: not the weights of an ArcFace IR-SE backbone ({detail}); point it at "
+            "an IR-SE file (e.g. model_ir_se50.pth)"
+        ) from None
     return freeze(net)

@@ -59,8 +59,7 @@ def _load_alexnet_trunk(trunk: nn.Module, state_dict: dict) -> None:
     trunk.load_state_dict(renamed, strict=True)
 
 
-def make_lpips(backbone: str = "alex", network: nn.Module | None = None, weights=None,
-               weights_root=None) -> nn.Module:
+def make_lpips(backbone: str = "alex", network: nn.Module | None = None, weights=None, weights_root=None) -> nn.Module:
     """Build an LPIPS module in eval mode (on the CPU; move it with ``.to``).
 
     backbone: a name in :data:`BACKBONES`. 'alex' (real metric; weights: path to torchvision's

@@ -154,7 +154,10 @@ def fit_gaussian(generator: nn.Module, n_samples: int, seed: int = 0, chunk: int
 
 
 def gaussian_fit(
-    generator: nn.Module, n_samples: int = 1_000_000, seed: int = 0, cache_dir: str | Path | None = None,
+    generator: nn.Module,
+    n_samples: int = 1_000_000,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
     recompute: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`fit_gaussian`, cached as ``<cache_dir>/gaussian_fit-<mapping hash>-<n>-<seed>.safetensors``.
@@ -208,8 +211,12 @@ class Pulse(nn.Module):
     """
 
     def __init__(
-        self, generator: nn.Module, mean: torch.Tensor, std: torch.Tensor,
-        identity_loss: nn.Module | None = None, config: PulseConfig | None = None,
+        self,
+        generator: nn.Module,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        identity_loss: nn.Module | None = None,
+        config: PulseConfig | None = None,
         lr_size: int | None = None,
     ):
         super().__init__()
@@ -283,8 +290,13 @@ class Pulse(nn.Module):
                 opt.step()
                 sched.step()
         return PulseResult(
-            image=best["image"].clamp(-1, 1), eps_reached=best["l2"] <= cfg.eps, l2=best["l2"],
-            geocross=best["geocross"], id_loss=best.get("id_loss"), loss=best["loss"], step=best["step"],
+            image=best["image"].clamp(-1, 1),
+            eps_reached=best["l2"] <= cfg.eps,
+            l2=best["l2"],
+            geocross=best["geocross"],
+            id_loss=best.get("id_loss"),
+            loss=best["loss"],
+            step=best["step"],
             w=best["w"],
         )
 
@@ -292,8 +304,7 @@ class Pulse(nn.Module):
     def _keep_best(self, best: dict, step: int, image, w, loss, terms) -> None:
         """Per sample, replace the kept entry when this step is LR-consistent and the kept one is not,
         or both have the same status and this step's combined loss is lower."""
-        current = {"image": image, "w": w, "loss": loss, **terms,
-                   "step": torch.full_like(loss, step, dtype=torch.long)}
+        current = {"image": image, "w": w, "loss": loss, **terms, "step": torch.full_like(loss, step, dtype=torch.long)}
         current = {k: v.detach().clone() for k, v in current.items()}
         if not best:
             best.update(current)

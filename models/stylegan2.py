@@ -24,8 +24,7 @@ from ops.shapes import assert_shape
 def default_channels(channel_multiplier: int = 2) -> dict[int, int]:
     """rosinality's {resolution: channels} table."""
     cm = channel_multiplier
-    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
-            1024: 16 * cm}
+    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
 
 
 def _channels(channel_multiplier, channels) -> dict[int, int]:
@@ -120,8 +119,9 @@ def modulated_conv(x, s, w0, demodulate: bool, upsample: bool, stride: int, padd
         weight = weight.transpose(1, 2).reshape(b * c, o, k, k)
         out = F.conv_transpose2d(x.reshape(1, b * c, h, w), weight, stride=2, groups=b)
     else:
-        out = F.conv2d(x.reshape(1, b * c, h, w), weight.reshape(b * o, c, k, k), stride=stride, padding=padding,
-                       groups=b)
+        out = F.conv2d(
+            x.reshape(1, b * c, h, w), weight.reshape(b * o, c, k, k), stride=stride, padding=padding, groups=b
+        )
     return out.view(b, o, out.shape[2], out.shape[3]), demod
 
 
@@ -175,8 +175,17 @@ class ModulatedConv2d(nn.Module):
 
     factored_backward = True
 
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True, upsample=False,
-                 downsample=False, blur_kernel=(1, 3, 3, 1)):
+    def __init__(
+        self,
+        in_channel,
+        out_channel,
+        kernel_size,
+        style_dim,
+        demodulate=True,
+        upsample=False,
+        downsample=False,
+        blur_kernel=(1, 3, 3, 1),
+    ):
         super().__init__()
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.upsample, self.downsample, self.demodulate = upsample, downsample, demodulate
@@ -228,11 +237,19 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False,
-                 blur_kernel=(1, 3, 3, 1), demodulate=True):
+    def __init__(
+        self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=(1, 3, 3, 1), demodulate=True
+    ):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
-                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.conv = ModulatedConv2d(
+            in_channel,
+            out_channel,
+            kernel_size,
+            style_dim,
+            demodulate=demodulate,
+            upsample=upsample,
+            blur_kernel=blur_kernel,
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
@@ -261,16 +278,19 @@ class Generator(nn.Module):
     {4: 128, 8: 128, 16: 64, 32: 64, 64: 32}); ``self.channels`` is the full table in use.
     """
 
-    def __init__(self, size, style_dim=512, n_mlp=8, channel_multiplier=2, blur_kernel=(1, 3, 3, 1),
-                 lr_mlp=0.01, channels=None):
+    def __init__(
+        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, blur_kernel=(1, 3, 3, 1), lr_mlp=0.01, channels=None
+    ):
         super().__init__()
         self.size, self.style_dim = size, style_dim
         self.log_size = int(math.log2(size))
         if 2**self.log_size != size or size < 4:
             raise ValueError(f"size must be a power of two >= 4, got {size}")
         self.channels = _channels(channel_multiplier, channels)
-        self.style = nn.Sequential(PixelNorm(), *[
-            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)],
+        )
 
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
@@ -287,8 +307,7 @@ class Generator(nn.Module):
         in_channel = c4
         for i in range(3, self.log_size + 1):
             out_channel = self.channels[2**i]
-            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True,
-                                         blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
             self.to_rgbs.append(ToRGB(out_channel, style_dim))  # rosinality keeps the default kernel here
             in_channel = out_channel
@@ -303,8 +322,10 @@ class Generator(nn.Module):
     def make_noise(self, batch: int = 1) -> list[torch.Tensor]:
         """Fresh N(0, 1) noise maps, one (batch, 1, r, r) per layer (num_layers entries)."""
         device = self.input.input.device
-        return [torch.randn(batch, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), device=device)
-                for i in range(self.num_layers)]
+        return [
+            torch.randn(batch, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), device=device)
+            for i in range(self.num_layers)
+        ]
 
     @torch.no_grad()
     def mean_latent(self, n: int) -> torch.Tensor:
@@ -320,8 +341,18 @@ class Generator(nn.Module):
         """The learned constant repeated: (batch, channels[4], 4, 4)."""
         return self.input.input.repeat(batch, 1, 1, 1)
 
-    def forward(self, styles, return_latents=False, inject_index=None, truncation=1, truncation_latent=None,
-                input_is_latent=False, noise=None, randomize_noise=True, input_latent=None):
+    def forward(
+        self,
+        styles,
+        return_latents=False,
+        inject_index=None,
+        truncation=1,
+        truncation_latent=None,
+        input_is_latent=False,
+        noise=None,
+        randomize_noise=True,
+        input_latent=None,
+    ):
         """styles: list of z (B, style_dim) (or w with ``input_is_latent``), or [w+ (B, n_latent, style_dim)].
 
         Two styles mix at ``inject_index`` (random if None). noise: list of num_layers maps or None
@@ -332,8 +363,11 @@ class Generator(nn.Module):
         if not input_is_latent:
             styles = [self.style(s) for s in styles]
         if noise is None:
-            noise = ([None] * self.num_layers if randomize_noise
-                     else [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)])
+            noise = (
+                [None] * self.num_layers
+                if randomize_noise
+                else [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+            )
         if truncation < 1:
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
 
@@ -342,8 +376,13 @@ class Generator(nn.Module):
         else:
             if inject_index is None:
                 inject_index = random.randint(1, self.n_latent - 1)
-            latent = torch.cat([styles[0].unsqueeze(1).repeat(1, inject_index, 1),
-                                styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)], 1)
+            latent = torch.cat(
+                [
+                    styles[0].unsqueeze(1).repeat(1, inject_index, 1),
+                    styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1),
+                ],
+                1,
+            )
 
         if input_latent is None:
             out = self.input(latent)
@@ -353,8 +392,9 @@ class Generator(nn.Module):
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
-        for conv1, conv2, noise1, noise2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2],
-                                                        noise[2::2], self.to_rgbs):
+        for conv1, conv2, noise1, noise2, to_rgb in zip(
+            self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs
+        ):
             out = conv1(out, latent[:, i], noise=noise1)
             out = conv2(out, latent[:, i + 1], noise=noise2)
             skip = to_rgb(out, latent[:, i + 2], skip)
@@ -365,14 +405,23 @@ class Generator(nn.Module):
 class ConvLayer(nn.Sequential):
     """[Blur] -> EqualConv2d (stride 2 when downsampling) -> [FusedLeakyReLU] (rosinality layout)."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, downsample=False, blur_kernel=(1, 3, 3, 1),
-                 bias=True, activate=True):
+    def __init__(
+        self, in_channel, out_channel, kernel_size, downsample=False, blur_kernel=(1, 3, 3, 1), bias=True, activate=True
+    ):
         layers = []
         if downsample:
             p = (len(blur_kernel) - 2) + (kernel_size - 1)
             layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
-        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=2 if downsample else 1,
-                                  padding=0 if downsample else kernel_size // 2, bias=bias and not activate))
+        layers.append(
+            EqualConv2d(
+                in_channel,
+                out_channel,
+                kernel_size,
+                stride=2 if downsample else 1,
+                padding=0 if downsample else kernel_size // 2,
+                bias=bias and not activate,
+            )
+        )
         if activate:
             layers.append(FusedLeakyReLU(out_channel, bias=bias))
         super().__init__(*layers)
@@ -383,8 +432,9 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = ConvLayer(in_channel, in_channel, 3, blur_kernel=blur_kernel)
         self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
-        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, blur_kernel=blur_kernel,
-                              activate=False, bias=False)
+        self.skip = ConvLayer(
+            in_channel, out_channel, 1, downsample=True, blur_kernel=blur_kernel, activate=False, bias=False
+        )
 
     def forward(self, x):
         return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)
@@ -405,8 +455,9 @@ class Discriminator(nn.Module):
         self.convs = nn.Sequential(*convs)
         self.stddev_group, self.stddev_feat = 4, 1
         self.final_conv = ConvLayer(in_channel + 1, ch[4], 3)
-        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"),
-                                          EqualLinear(ch[4], 1))
+        self.final_linear = nn.Sequential(
+            EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"), EqualLinear(ch[4], 1)
+        )
 
     def forward(self, x):
         out = self.convs(x)
@@ -425,7 +476,7 @@ def _read_checkpoint(path_or_state) -> dict:
     path = Path(path_or_state)
     if path.suffix == ".safetensors":
         flat = load_state_file(path)
-        ckpt = {"g_ema": {k[len("g_ema."):]: v for k, v in flat.items() if k.startswith("g_ema.")}}
+        ckpt = {"g_ema": {k[len("g_ema.") :]: v for k, v in flat.items() if k.startswith("g_ema.")}}
         if "latent_avg" in flat:
             ckpt["latent_avg"] = flat["latent_avg"]
         return ckpt

@@ -46,51 +46,108 @@ class WeightSpec:
     is_dir: bool = False
 
 
-REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
-    WeightSpec("stylegan2_ffhq_1024", "stylegan2-ffhq-config-f.pt", None,
-               "rosinality/stylegan2-pytorch README (the converted FFHQ config-f checkpoint, the file "
-               "pSp/ReStyle use), or convert NVlabs' ffhq.pkl: python experiments/convert.py ffhq.pkl "
-               "stylegan2-ffhq-config-f.pt --size 1024 --trust-pickle",
-               "StyleGAN2 FFHQ 1024 generator, rosinality format {'g_ema', 'latent_avg'}"),
-    WeightSpec("ir_se50", "model_ir_se50.pth", None,
-               "pSp/ReStyle README, 'Pretrained Models' (IR-SE50 from TreB1eN/InsightFace_Pytorch)",
-               "ArcFace IR-SE50 (TreB1eN layout): ID loss and encoder initialisation"),
-    WeightSpec("arcface_onnx", "w600k_r50.onnx", None,
-               "insightface buffalo_l pack: https://github.com/deepinsight/insightface/releases/download/v0.7/"
-               "buffalo_l.zip (w600k_r50.onnx inside)",
-               "insightface ArcFace R50 (WebFace600K) recognition model: the IDSIM metric"),
-    WeightSpec("buffalo_l", "buffalo_l", None,
-               "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip, unzipped",
-               "insightface model pack folder (SCRFD detector for face alignment)", is_dir=True),
-    WeightSpec("lpips_alex", "alexnet-owt-7be5be79.pth", "7be5be79",
-               "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-               "torchvision AlexNet backbone of LPIPS (alex)", location="torch_hub"),
-    WeightSpec("fid_inception", "pt_inception-2015-12-05-6726825d.pth", "6726825d",
-               "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-               "pt_inception-2015-12-05-6726825d.pth",
-               "pytorch-fid's FID Inception-v3 (TF FID graph weights)", location="torch_hub"),
-    WeightSpec("toy_stylegan2", "toy_stylegan2.safetensors",
-               "7870bfacd594c327bc9318b5989dc525f4eee3ace54bd74a05b2924459f12e24", PRETRAIN_TOY,
-               "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format", location="repo"),
-    WeightSpec("toy_arcface", "toy_arcface.safetensors",
-               "a5a73e67126fd068a2f358fdb45845eed01538e62e3890d52e32f06f73f3cfd6", PRETRAIN_TOY,
-               "toy ArcFace IR-SE (ID loss, pretrained identity-encoder init)", location="repo"),
-    WeightSpec("toy_arcface_onnx", "toy_arcface.onnx",
-               "3074f09f4a4dd9f272500408cc53e8369e637087a3c954ee33c9fe2f886fe067", PRETRAIN_TOY,
-               "toy ArcFace as ONNX (112x112 input)", location="repo"),
-    WeightSpec("toy_eval_arcface", "toy_eval_arcface.safetensors",
-               "efd7a030cdb82230e76bebcb9cae064b730a283ec339344e33c0c26aad31e683", PRETRAIN_TOY,
-               "second toy ArcFace used only by the metrics", location="repo"),
-    WeightSpec("toy_ide", "toy_ide/encoder.safetensors",
-               "6b894851627d76bdfcad3dd4b4af38583261f1db9e6f83489e8b10dadbe40c33",
-               "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes "
-               "models/pretrained/toy_ide/)",
-               "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
-               location="repo"),
-    WeightSpec("toy_eval_arcface_onnx", "toy_eval_arcface.onnx",
-               "6945e8cc18b839d7fdd9b6b59cc408ade4e307676e4dadf5776a99ebc7a667e5", PRETRAIN_TOY,
-               "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric", location="repo"),
-]}
+REGISTRY: dict[str, WeightSpec] = {
+    s.name: s
+    for s in [
+        WeightSpec(
+            "stylegan2_ffhq_1024",
+            "stylegan2-ffhq-config-f.pt",
+            None,
+            "rosinality/stylegan2-pytorch README (the converted FFHQ config-f checkpoint, the file "
+            "pSp/ReStyle use), or convert NVlabs' ffhq.pkl: python experiments/convert.py ffhq.pkl "
+            "stylegan2-ffhq-config-f.pt --size 1024 --trust-pickle",
+            "StyleGAN2 FFHQ 1024 generator, rosinality format {'g_ema', 'latent_avg'}",
+        ),
+        WeightSpec(
+            "ir_se50",
+            "model_ir_se50.pth",
+            None,
+            "pSp/ReStyle README, 'Pretrained Models' (IR-SE50 from TreB1eN/InsightFace_Pytorch)",
+            "ArcFace IR-SE50 (TreB1eN layout): ID loss and encoder initialisation",
+        ),
+        WeightSpec(
+            "arcface_onnx",
+            "w600k_r50.onnx",
+            None,
+            "insightface buffalo_l pack: https://github.com/deepinsight/insightface/releases/download/v0.7/"
+            "buffalo_l.zip (w600k_r50.onnx inside)",
+            "insightface ArcFace R50 (WebFace600K) recognition model: the IDSIM metric",
+        ),
+        WeightSpec(
+            "buffalo_l",
+            "buffalo_l",
+            None,
+            "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip, unzipped",
+            "insightface model pack folder (SCRFD detector for face alignment)",
+            is_dir=True,
+        ),
+        WeightSpec(
+            "lpips_alex",
+            "alexnet-owt-7be5be79.pth",
+            "7be5be79",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            "torchvision AlexNet backbone of LPIPS (alex)",
+            location="torch_hub",
+        ),
+        WeightSpec(
+            "fid_inception",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "6726825d",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+            "pytorch-fid's FID Inception-v3 (TF FID graph weights)",
+            location="torch_hub",
+        ),
+        WeightSpec(
+            "toy_stylegan2",
+            "toy_stylegan2.safetensors",
+            "7870bfacd594c327bc9318b5989dc525f4eee3ace54bd74a05b2924459f12e24",
+            PRETRAIN_TOY,
+            "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format",
+            location="repo",
+        ),
+        WeightSpec(
+            "toy_arcface",
+            "toy_arcface.safetensors",
+            "a5a73e67126fd068a2f358fdb45845eed01538e62e3890d52e32f06f73f3cfd6",
+            PRETRAIN_TOY,
+            "toy ArcFace IR-SE (ID loss, pretrained identity-encoder init)",
+            location="repo",
+        ),
+        WeightSpec(
+            "toy_arcface_onnx",
+            "toy_arcface.onnx",
+            "3074f09f4a4dd9f272500408cc53e8369e637087a3c954ee33c9fe2f886fe067",
+            PRETRAIN_TOY,
+            "toy ArcFace as ONNX (112x112 input)",
+            location="repo",
+        ),
+        WeightSpec(
+            "toy_eval_arcface",
+            "toy_eval_arcface.safetensors",
+            "efd7a030cdb82230e76bebcb9cae064b730a283ec339344e33c0c26aad31e683",
+            PRETRAIN_TOY,
+            "second toy ArcFace used only by the metrics",
+            location="repo",
+        ),
+        WeightSpec(
+            "toy_ide",
+            "toy_ide/encoder.safetensors",
+            "6b894851627d76bdfcad3dd4b4af38583261f1db9e6f83489e8b10dadbe40c33",
+            "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
+            "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
+            location="repo",
+        ),
+        WeightSpec(
+            "toy_eval_arcface_onnx",
+            "toy_eval_arcface.onnx",
+            "6945e8cc18b839d7fdd9b6b59cc408ade4e307676e4dadf5776a99ebc7a667e5",
+            PRETRAIN_TOY,
+            "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric",
+            location="repo",
+        ),
+    ]
+}
 
 # Trained encoders shipped as exports (encoder.safetensors + config.yaml): the short name that
 # ``load_pipeline`` and the generate/demo tools take -> the registry entry of the encoder file.
@@ -152,7 +209,8 @@ def unreadable_error(path, err: BaseException, detail: str | None = None) -> Unr
     return UnreadableCheckpointError(
         f"{path}: not a readable {'safetensors' if Path(path).suffix == '.safetensors' else 'torch'} file "
         f"({type(err).__name__}{': ' + detail if detail else ''}); it may be truncated or corrupted: copy or "
-        "export it again")
+        "export it again"
+    )
 
 
 def load_torch_file(path) -> object:
@@ -244,20 +302,26 @@ def verify(name: str, root=None) -> bool | None:
         if not digest.startswith(s.sha256.lower()):
             raise WeightsChecksumError(
                 f"{path} has sha256 {digest}, expected {s.sha256}{'...' if len(s.sha256) < 64 else ''} "
-                f"({s.description}). The file is corrupt or a different version; get it from: {s.source}")
+                f"({s.description}). The file is corrupt or a different version; get it from: {s.source}"
+            )
         _verified.add(key)
     return True
 
 
 def _check_exists(s: WeightSpec, path: Path) -> None:
     if not (path.is_dir() if s.is_dir else path.is_file()):
-        where = ("it ships with the repository" if s.location == "repo" else
-                 "set $TORCH_HOME to change this folder" if s.location == "torch_hub" else
-                 "set $IDEFACE_WEIGHTS or weights_root= to change this folder")
+        where = (
+            "it ships with the repository"
+            if s.location == "repo"
+            else "set $TORCH_HOME to change this folder"
+            if s.location == "torch_hub"
+            else "set $IDEFACE_WEIGHTS or weights_root= to change this folder"
+        )
         raise MissingWeightsError(
             f"missing pretrained {'folder' if s.is_dir else 'file'} '{s.filename}' "
             f"({s.name}: {s.description}).\n"
-            f"  expected at: {path}  ({where})\n  get it: {s.source}")
+            f"  expected at: {path}  ({where})\n  get it: {s.source}"
+        )
 
 
 def resolve(name: str, root=None) -> Path:
@@ -275,8 +339,9 @@ def resolve_path(name_or_path, root=None) -> Path:
     path = Path(key).expanduser()
     if path.exists():
         return path
-    raise MissingWeightsError(f"'{key}' is neither an existing path nor a registered weights name "
-                              f"({', '.join(REGISTRY)})")
+    raise MissingWeightsError(
+        f"'{key}' is neither an existing path nor a registered weights name ({', '.join(REGISTRY)})"
+    )
 
 
 def main(argv=None) -> int:
@@ -288,8 +353,11 @@ def main(argv=None) -> int:
     for name, s in REGISTRY.items():
         path = expected_path(name, args.root)
         try:
-            status = ("ok" if verify(name, args.root) else "present (no sha256 registered)") if args.verify \
+            status = (
+                ("ok" if verify(name, args.root) else "present (no sha256 registered)")
+                if args.verify
                 else ("present" if path.exists() else "MISSING")
+            )
         except MissingWeightsError:
             status = "MISSING"
         except WeightsChecksumError:

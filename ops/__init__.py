@@ -6,5 +6,12 @@ from ops.bias_act import FusedLeakyReLU, fused_leaky_relu, fused_leaky_relu_ref
 from ops.plugin import get_impl, set_impl
 from ops.upfirdn2d import upfirdn2d, upfirdn2d_ref
 
-__all__ = ["FusedLeakyReLU", "fused_leaky_relu", "fused_leaky_relu_ref", "upfirdn2d", "upfirdn2d_ref",
-           "get_impl", "set_impl"]
+__all__ = [
+    "FusedLeakyReLU",
+    "fused_leaky_relu",
+    "fused_leaky_relu_ref",
+    "upfirdn2d",
+    "upfirdn2d_ref",
+    "get_impl",
+    "set_impl",
+]

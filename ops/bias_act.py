@@ -55,8 +55,9 @@ class _SlopeMaskCuda(torch.autograd.Function):
     def forward(ctx, grad, out, negative_slope, scale):
         ctx.save_for_backward(out)
         ctx.conf = (negative_slope, scale)
-        return plugin_for(grad).bias_lrelu(grad.contiguous(), grad.new_empty(0), out.to(grad.dtype),
-                                           negative_slope, scale)
+        return plugin_for(grad).bias_lrelu(
+            grad.contiguous(), grad.new_empty(0), out.to(grad.dtype), negative_slope, scale
+        )
 
     @staticmethod
     def backward(ctx, grad_grad):

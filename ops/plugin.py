@@ -94,10 +94,13 @@ def load(strict: bool = False):
             _plugin = build()
         except Exception as e:  # any compiler or loader failure means "use the reference"
             _failed = e
-            warnings.warn(f"ideface ops: could not build the CUDA plugin ({type(e).__name__}: {e}); "
-                          "using the pure-PyTorch reference ops instead (slower, same results). Set "
-                          "IDEFACE_OPS=ref to silence this; see ops/plugin.py to clear a stale cache.",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"ideface ops: could not build the CUDA plugin ({type(e).__name__}: {e}); "
+                "using the pure-PyTorch reference ops instead (slower, same results). Set "
+                "IDEFACE_OPS=ref to silence this; see ops/plugin.py to clear a stale cache.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     if _failed is not None and strict:
         raise RuntimeError("IDEFACE_OPS=cuda but the CUDA plugin failed to build") from _failed
     return _plugin
@@ -125,10 +128,14 @@ def _compile(name: str, root: Path, final: Path):
     try:
         for src in SOURCES:
             shutil.copy2(CUDA_DIR / src, tmp / src)
-        module = cpp_extension.load(name=name, sources=[str(tmp / s) for s in SOURCES],
-                                    build_directory=str(tmp), extra_cflags=["-O3"],
-                                    extra_cuda_cflags=["-O3"],
-                                    verbose=os.environ.get("IDEFACE_OPS_VERBOSE") == "1")
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(tmp / s) for s in SOURCES],
+            build_directory=str(tmp),
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3"],
+            verbose=os.environ.get("IDEFACE_OPS_VERBOSE") == "1",
+        )
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -160,8 +167,10 @@ def _exclusive(path: Path):
                 break
             except BlockingIOError:
                 if time.monotonic() - start > timeout:
-                    raise TimeoutError(f"waited {timeout:.0f}s for the build lock {path}; if no build is "
-                                       "running, delete it (see ops/plugin.py)") from None
+                    raise TimeoutError(
+                        f"waited {timeout:.0f}s for the build lock {path}; if no build is "
+                        "running, delete it (see ops/plugin.py)"
+                    ) from None
                 time.sleep(1.0)
         try:
             yield

@@ -63,8 +63,7 @@ def _factor_for(x: torch.Tensor, factor: int | None, size: int | None) -> int:
     return h // size
 
 
-def bicubic_downsample(x: torch.Tensor, factor: int | None = None, *,
-                       size: int | None = None) -> torch.Tensor:
+def bicubic_downsample(x: torch.Tensor, factor: int | None = None, *, size: int | None = None) -> torch.Tensor:
     """PULSE's anti-aliased bicubic downsampling by an integer factor.
 
     x: (B, C, H, W) float, any range. ``factor`` (positional) or ``size=`` (square output side,

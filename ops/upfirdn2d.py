@@ -46,8 +46,7 @@ def _grad_pad(kernel_hw, in_hw, out_hw, up, down, pad):
     """Pads that make upfirdn2d(grad, flipped kernel, up=down, down=up) the adjoint of the forward."""
     (kh, kw), (h, w), (oh, ow) = kernel_hw, in_hw, out_hw
     px0, _, py0, _ = pad
-    return (kw - 1 - px0, w * up - ow * down + px0 - up + 1,
-            kh - 1 - py0, h * up - oh * down + py0 - up + 1)
+    return (kw - 1 - px0, w * up - ow * down + px0 - up + 1, kh - 1 - py0, h * up - oh * down + py0 - up + 1)
 
 
 class _UpFirDn2dCuda(torch.autograd.Function):

@@ -17,10 +17,22 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FLOORS = {"ops": 0, "models": 1, "data": 2, "losses": 2, "metrics": 2, "experiments": 3}
 # experiments/ modules that are run directly; the rest of experiments/ is the library they build on
-ENTRY_POINTS = frozenset({
-    "benchmark", "convert", "demo", "demo_screenshot", "evaluate", "generate", "gpu_check", "identity_figure",
-    "pretrain_toy", "report", "reproduce", "run",
-})
+ENTRY_POINTS = frozenset(
+    {
+        "benchmark",
+        "convert",
+        "demo",
+        "demo_screenshot",
+        "evaluate",
+        "generate",
+        "gpu_check",
+        "identity_figure",
+        "pretrain_toy",
+        "report",
+        "reproduce",
+        "run",
+    }
+)
 ENTRY_FLOOR = 4
 
 
@@ -55,8 +67,9 @@ def imported_modules(root: Path, path: Path) -> list[tuple[int, str]]:
             # ``from pkg import mod`` imports the module pkg.mod when it exists
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
-                is_module = (root / Path(*sub.split("."))).with_suffix(".py").is_file() or \
-                    (root / Path(*sub.split(".")) / "__init__.py").is_file()
+                is_module = (root / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                    root / Path(*sub.split(".")) / "__init__.py"
+                ).is_file()
                 found.append((node.lineno, sub if is_module else base))
     return sorted(set(found))
 
@@ -95,8 +108,8 @@ def import_cycles(root: Path) -> list[list[str]]:
             elif nxt in stack:
                 low[node] = min(low[node], order[nxt])
         if low[node] == order[node]:
-            component = stack[stack.index(node):]
-            del stack[stack.index(node):]
+            component = stack[stack.index(node) :]
+            del stack[stack.index(node) :]
             if len(component) > 1:
                 cycles.append(sorted(component))
 
@@ -108,8 +121,9 @@ def import_cycles(root: Path) -> list[list[str]]:
 
 def test_no_import_against_the_direction():
     found = violations(REPO)
-    assert not found, "imports against ops -> models -> {data, losses, metrics} -> experiments -> entry " \
-                      "points:\n" + "\n".join(found)
+    assert not found, (
+        "imports against ops -> models -> {data, losses, metrics} -> experiments -> entry points:\n" + "\n".join(found)
+    )
 
 
 def test_no_import_cycles():
@@ -118,8 +132,10 @@ def test_no_import_cycles():
 
 def test_entry_points_are_the_scripts_of_experiments():
     scripts = {p.stem for p in (REPO / "experiments").glob("*.py") if '__name__ == "__main__"' in p.read_text()}
-    assert scripts == ENTRY_POINTS, f"run directly but not listed: {sorted(scripts - ENTRY_POINTS)}; listed " \
-                                    f"but not scripts: {sorted(ENTRY_POINTS - scripts)}"
+    assert scripts == ENTRY_POINTS, (
+        f"run directly but not listed: {sorted(scripts - ENTRY_POINTS)}; listed "
+        f"but not scripts: {sorted(ENTRY_POINTS - scripts)}"
+    )
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -146,14 +162,17 @@ def test_a_clean_tree_passes(tmp_path):
     assert violations(_tree(tmp_path, CLEAN)) == []
 
 
-@pytest.mark.parametrize("planted, statement, expected", [
-    # upward, hidden inside a function
-    ("models/net.py", "from experiments.world import World", "models -> experiments.world (upward)"),
-    # beside: losses and metrics are one floor
-    ("losses/loss.py", "from metrics import suite", "losses -> metrics.suite (same floor)"),
-    # the library may not import an entry point, even relatively
-    ("experiments/world.py", "from . import run", "experiments -> experiments.run (upward)"),
-])
+@pytest.mark.parametrize(
+    "planted, statement, expected",
+    [
+        # upward, hidden inside a function
+        ("models/net.py", "from experiments.world import World", "models -> experiments.world (upward)"),
+        # beside: losses and metrics are one floor
+        ("losses/loss.py", "from metrics import suite", "losses -> metrics.suite (same floor)"),
+        # the library may not import an entry point, even relatively
+        ("experiments/world.py", "from . import run", "experiments -> experiments.run (upward)"),
+    ],
+)
 def test_a_planted_import_is_caught(tmp_path, planted, statement, expected):
     files = {**CLEAN, "metrics/suite.py": "", planted: f"{CLEAN[planted]}\n\ndef later():\n    {statement}\n"}
     found = violations(_tree(tmp_path, files))

@@ -15,7 +15,18 @@ def test_package_resolves_inside_repo(name):
 
 
 def test_fixed_top_level_layout():
-    for folder in ["models", "losses", "data", "experiments", "ablations", "tables", "metrics", "ops", "notebooks",
-                   "tests", ".ci"]:
+    for folder in [
+        "models",
+        "losses",
+        "data",
+        "experiments",
+        "ablations",
+        "tables",
+        "metrics",
+        "ops",
+        "notebooks",
+        "tests",
+        ".ci",
+    ]:
         assert (REPO / folder).is_dir(), folder
     assert (REPO / "pyproject.toml").is_file() and (REPO / "README.md").is_file()

@@ -25,8 +25,12 @@ def parameters_for(name: str, suite: Path) -> dict:
     pulse = ["method=pulse", *tiny_overrides(nets, suite, **{"pulse.steps": 2, "pulse.gaussian_fit_samples": 512})]
     return {
         "reproduce_tables": {"suite_dir": str(suite), "tables": [9]},
-        "qualitative": {"methods": {"PULSE": "pulse", "Ours": run}, "pulse_args": pulse,
-                        "modalities": {"LR": run}, "n_pairs": 2},
+        "qualitative": {
+            "methods": {"PULSE": "pulse", "Ours": run},
+            "pulse_args": pulse,
+            "modalities": {"LR": run},
+            "n_pairs": 2,
+        },
         "identity_ambiguity": {"run_dir": run, "contour_index": 1, "n_identities": 3},
     }[name]
 
@@ -47,9 +51,15 @@ def test_notebook_runs_on_the_tiny_suite(path, suite, tmp_path):
     import papermill
 
     out = tmp_path / path.name
-    papermill.execute_notebook(str(path), str(out), parameters=parameters_for(path.stem, suite),
-                               cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
-                               execution_timeout=300)
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters=parameters_for(path.stem, suite),
+        cwd=str(REPO_ROOT / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=300,
+    )
     nb = json.loads(out.read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]

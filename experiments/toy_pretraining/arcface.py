@@ -69,15 +69,22 @@ ARCFACES = {
     # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml)
     "toy_arcface": ArcFaceConfig(steps=2000),
     # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
-    "toy_eval_arcface": ArcFaceConfig(name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128),
-                                      stage_units=(1, 1, 1, 1)),
+    "toy_eval_arcface": ArcFaceConfig(
+        name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128), stage_units=(1, 1, 1, 1)
+    ),
 }
 
 
 def build_arcface(cfg: ArcFaceConfig) -> Backbone:
     """The IR-SE backbone: (B, 3, 64, 64) in [-1, 1] -> (B, embedding_dim) unit vectors."""
-    return Backbone(cfg.image_size, mode="ir_se", drop_ratio=0.0, stage_channels=cfg.stage_channels,
-                    stage_units=cfg.stage_units, embedding_dim=cfg.embedding_dim)
+    return Backbone(
+        cfg.image_size,
+        mode="ir_se",
+        drop_ratio=0.0,
+        stage_channels=cfg.stage_channels,
+        stage_units=cfg.stage_units,
+        embedding_dim=cfg.embedding_dim,
+    )
 
 
 class ArcMarginHead(nn.Module):
@@ -94,13 +101,18 @@ class ArcMarginHead(nn.Module):
         cos_y = cos.gather(1, labels[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)
         theta = torch.acos(cos_y)
         # Beyond theta + m > pi cos(theta + m) stops decreasing; use the usual linear extension there.
-        target = torch.where(theta + margin < math.pi, torch.cos(theta + margin),
-                             cos_y - margin * math.sin(margin))
+        target = torch.where(theta + margin < math.pi, torch.cos(theta + margin), cos_y - margin * math.sin(margin))
         return self.scale * cos.scatter(1, labels[:, None], target)
 
 
-def arcface_batch(ident: torch.Tensor, batch_size: int, gen: torch.Generator, size: int,
-                  device: str | torch.device = "cpu", photo_scale: float = 1.0):
+def arcface_batch(
+    ident: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    size: int,
+    device: str | torch.device = "cpu",
+    photo_scale: float = 1.0,
+):
     """Fresh photos of random train identities: ((B, 3, size, size) in [-1, 1], labels (B,)) on ``device``.
 
     ``photo_scale`` scales the per-photo codes (look and nuisance; 1 = the world's photos, 0 = every photo
@@ -112,8 +124,13 @@ def arcface_batch(ident: torch.Tensor, batch_size: int, gen: torch.Generator, si
     return render_gaussian(codes, size).image, labels.to(device)
 
 
-def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None,
-                  device: str | torch.device = "cpu") -> tuple[Backbone, dict]:
+def train_arcface(
+    cfg: ArcFaceConfig,
+    work_dir: Path,
+    progress: bool = True,
+    stop_at: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Backbone, dict]:
     """Train (or resume) one toy ArcFace on ``device``; returns the network (eval mode, on the CPU) and
     {"report", "losses"}.
 
@@ -146,8 +163,9 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True, sto
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc=cfg.name, disable=not progress)
     for step in bar:
         photo_scale = min(1.0, step / max(cfg.photo_curriculum * cfg.steps, 1))
-        images, labels = arcface_batch(ident, cfg.batch_size, step_generator(cfg.seed, step), cfg.image_size,
-                                       device, photo_scale)
+        images, labels = arcface_batch(
+            ident, cfg.batch_size, step_generator(cfg.seed, step), cfg.image_size, device, photo_scale
+        )
         lr = cosine_lr(step, cfg.steps, cfg.lr)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -160,9 +178,14 @@ def train_arcface(cfg: ArcFaceConfig, work_dir: Path, progress: bool = True, sto
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        log = {"loss": loss.item(), "code_loss": code_loss.item(), "lr": lr, "margin": margin,
-               "photo_scale": photo_scale,
-               "train_acc": (logits.argmax(1) == labels).float().mean().item()}
+        log = {
+            "loss": loss.item(),
+            "code_loss": code_loss.item(),
+            "lr": lr,
+            "margin": margin,
+            "photo_scale": photo_scale,
+            "train_acc": (logits.argmax(1) == labels).float().mean().item(),
+        }
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{log['train_acc']:.2f}")
         done = step + 1
         if done % cfg.eval_every == 0 and done < cfg.steps:
@@ -211,9 +234,16 @@ def export_arcface(net: Backbone, name: str, out_dir: Path) -> dict[str, Path]:
     wrapper = ArcFaceONNXInput(net).eval()
     dummy = torch.zeros(2, 3, ONNX_INPUT, ONNX_INPUT)
     tmp = out_dir / f".{name}.onnx.tmp"
-    torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input.1"], output_names=["embedding"],
-                      dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=18,
-                      dynamo=False)
+    torch.onnx.export(
+        wrapper,
+        (dummy,),
+        str(tmp),
+        input_names=["input.1"],
+        output_names=["embedding"],
+        dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
+        opset_version=18,
+        dynamo=False,
+    )
     os.replace(tmp, onnx_path)
     return {"safetensors": st, "onnx": onnx_path}
 
@@ -222,8 +252,14 @@ def build_like(net: Backbone, path: Path) -> Backbone:
     """A fresh fp32 copy of ``net``'s architecture loaded strictly from a safetensors file, eval mode."""
     from models.weights import load_state_file
 
-    fresh = Backbone(net.input_size, mode="ir_se", drop_ratio=0.0, stage_channels=net.stage_channels,
-                     stage_units=net.stage_units, embedding_dim=net.output_layer[3].out_features)
+    fresh = Backbone(
+        net.input_size,
+        mode="ir_se",
+        drop_ratio=0.0,
+        stage_channels=net.stage_channels,
+        stage_units=net.stage_units,
+        embedding_dim=net.output_layer[3].out_features,
+    )
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_state_file(path).items()}
     fresh.load_state_dict(state, strict=True)
     return fresh.eval()

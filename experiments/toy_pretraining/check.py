@@ -28,7 +28,7 @@ def stage_features(net: Backbone, images: torch.Tensor, batch_size: int = 250) -
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            x = quantize(images[i:i + batch_size]).float() / 127.5 - 1
+            x = quantize(images[i : i + batch_size]).float() / 127.5 - 1
             out.append(torch.cat([f.mean((2, 3)) for f in net.stage_features(x)], 1))
     return torch.cat(out).double()
 
@@ -43,12 +43,12 @@ def feature_fd(a: torch.Tensor, b: torch.Tensor) -> float:
 def generate(g, z: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
     """G([z]) with the stored noise: (N, 3, size, size), clamped to [-1, 1]."""
     with torch.no_grad():
-        return torch.cat([g([z[i:i + batch_size]], randomize_noise=False)[0]
-                          for i in range(0, len(z), batch_size)]).clamp(-1, 1)
+        return torch.cat(
+            [g([z[i : i + batch_size]], randomize_noise=False)[0] for i in range(0, len(z), batch_size)]
+        ).clamp(-1, 1)
 
 
-def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200,
-           lr: float = 0.05) -> torch.Tensor:
+def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
     """Optimisation-based W+ inversion: the W+ code (B, n_latent, style_dim) minimising MSE + L1 to target."""
     w = latent_avg.detach().reshape(1, 1, -1).repeat(len(target), g.n_latent, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
@@ -66,8 +66,15 @@ def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200,
 BLUR_SCALE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 
 
-def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: int = 100,
-          inversion_steps: int = 200, generator: bool = True, fd_inf_samples: int = 5000) -> dict:
+def check(
+    out_dir: Path,
+    work_dir: Path,
+    fd_samples: int = 1000,
+    n_inversions: int = 100,
+    inversion_steps: int = 200,
+    generator: bool = True,
+    fd_inf_samples: int = 5000,
+) -> dict:
     """Quality measurements of the shipped toy networks (the README / issue figures), as a dict.
 
     arcfaces: ``identity_report`` of each ArcFace loaded through the ID-loss loader, plus the agreement
@@ -98,24 +105,32 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     a = photos["a"]
     for name in ARCFACES:
         nets[name] = load_arcface(out_dir / f"{name}.safetensors")
-        onnx_model = insightface.model_zoo.get_model(str(out_dir / f"{name}.onnx"),
-                                                     providers=["CPUExecutionProvider"])
+        onnx_model = insightface.model_zoo.get_model(str(out_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         x112 = F.interpolate(a[:64], size=(ONNX_INPUT, ONNX_INPUT), mode="bilinear", align_corners=False)
         onnx_emb = torch.from_numpy(onnx_model.forward(((x112 + 1) * 127.5).numpy().astype(np.float32)))
         agreement = F.cosine_similarity(onnx_emb, embed(nets[name], a[:64])).mean().item()
-        result[name] = {**identity_report(nets[name]), "onnx_type": type(onnx_model).__name__,
-                        "onnx_torch_cosine": agreement}
+        result[name] = {
+            **identity_report(nets[name]),
+            "onnx_type": type(onnx_model).__name__,
+            "onnx_torch_cosine": agreement,
+        }
 
     if not generator:
         return result
     cfg = GeneratorConfig()
-    g, latent_avg = load_generator(out_dir / f"{cfg.name}.safetensors", cfg.size, style_dim=cfg.style_dim,
-                                   n_mlp=cfg.n_mlp, channels=dict(cfg.channels))
+    g, latent_avg = load_generator(
+        out_dir / f"{cfg.name}.safetensors",
+        cfg.size,
+        style_dim=cfg.style_dim,
+        n_mlp=cfg.n_mlp,
+        channels=dict(cfg.channels),
+    )
     g.eval()
     pool = max(fd_samples, fd_inf_samples)
     z = [torch.randn(pool, cfg.style_dim, generator=torch.Generator().manual_seed(100 + k)) for k in range(3)]
-    real1, real2 = (torch.cat([render_gaussian(zk[i:i + 250], cfg.size).image
-                               for i in range(0, pool, 250)]) for zk in z[:2])
+    real1, real2 = (
+        torch.cat([render_gaussian(zk[i : i + 250], cfg.size).image for i in range(0, pool, 250)]) for zk in z[:2]
+    )
     fake = generate(g, z[2])
     trunk = nets["toy_eval_arcface"]
     f_real1, f_real2, f_fake = (stage_features(trunk, x) for x in (real1, real2, fake))
@@ -124,28 +139,39 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     # the fixed-n ratio grows with n (the real-real distance is all finite-sample bias): report the
     # bias-free distances too, from the fifths of the pool that exceed the feature dimension
     sizes = [n for n in (fd_inf_samples * k // 5 for k in range(1, 6)) if n > f_fake.shape[1]]
-    bias_free: dict = {"fd_inf_samples_vs_real": None, "fd_inf_real_vs_real": None, "fd_by_n": None,
-                       "fd_inf_real_blurred_by_sigma": None}
+    bias_free: dict = {
+        "fd_inf_samples_vs_real": None,
+        "fd_inf_real_vs_real": None,
+        "fd_by_n": None,
+        "fd_inf_real_blurred_by_sigma": None,
+    }
     if len(sizes) >= 2:
+
         def fd_inf(features: torch.Tensor) -> tuple[float, dict[int, float]]:
             return frechet_distance_at_infinity(features, f_real1, sizes)
 
         (fake_inf, fake_curve), (real_inf, real_curve) = fd_inf(f_fake), fd_inf(f_real2)
         bias_free = {
-            "fd_inf_samples_vs_real": fake_inf, "fd_inf_real_vs_real": real_inf,
+            "fd_inf_samples_vs_real": fake_inf,
+            "fd_inf_real_vs_real": real_inf,
             "fd_by_n": {n: [fake_curve[n], real_curve[n]] for n in sizes},
             # a scale for fd_inf: real renders blurred by a Gaussian of sigma pixels
-            "fd_inf_real_blurred_by_sigma": {sigma: fd_inf(stage_features(trunk, TF.gaussian_blur(
-                real2, 2 * math.ceil(3 * sigma) + 1, sigma)))[0] for sigma in BLUR_SCALE_SIGMAS}}
+            "fd_inf_real_blurred_by_sigma": {
+                sigma: fd_inf(stage_features(trunk, TF.gaussian_blur(real2, 2 * math.ceil(3 * sigma) + 1, sigma)))[0]
+                for sigma in BLUR_SCALE_SIGMAS
+            },
+        }
     work_dir.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image((torch.cat([real1[:16], fake[:16]]) + 1) / 2,
-                                 str(work_dir / "check_samples.png"), nrow=16)
+    torchvision.utils.save_image(
+        (torch.cat([real1[:16], fake[:16]]) + 1) / 2, str(work_dir / "check_samples.png"), nrow=16
+    )
     target, other, alike = (photos[k][:n_inversions] for k in ("a", "b", "alike"))
     w = invert(g, latent_avg, target, inversion_steps)
     with torch.no_grad():
         inverted = g([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
-    torchvision.utils.save_image((torch.cat([target[:16], inverted[:16]]) + 1) / 2,
-                                 str(work_dir / "check_inversions.png"), nrow=16)
+    torchvision.utils.save_image(
+        (torch.cat([target[:16], inverted[:16]]) + 1) / 2, str(work_dir / "check_inversions.png"), nrow=16
+    )
     # identity through the generator: the inversion of photo a_i against another photo b_i of the person
     # and b_i's look-alike, judged by the evaluation ArcFace (the metric network)
     judge = nets["toy_eval_arcface"]
@@ -153,18 +179,24 @@ def check(out_dir: Path, work_dir: Path, fd_samples: int = 1000, n_inversions: i
     real_real = (e_t * e_o).sum(1).mean().item()
     inv_other = (e_i * e_o).sum(1).mean().item()
     result["toy_stylegan2"] = {
-        "fd_samples_vs_real": fd_fake, "fd_real_vs_real": fd_real, "fd_ratio": fd_fake / max(fd_real, 1e-12),
-        "fd_features": "toy_eval_arcface stage features, avg-pooled", "fd_samples": fd_samples,
+        "fd_samples_vs_real": fd_fake,
+        "fd_real_vs_real": fd_real,
+        "fd_ratio": fd_fake / max(fd_real, 1e-12),
+        "fd_features": "toy_eval_arcface stage features, avg-pooled",
+        "fd_samples": fd_samples,
         "fd_inf_samples": fd_inf_samples,
         **bias_free,
-        "mapping_rel_mse": mapping_rel_mse(g, cfg), "mapping_rel_mse_floor": mapping_rel_mse_floor(cfg),
+        "mapping_rel_mse": mapping_rel_mse(g, cfg),
+        "mapping_rel_mse_floor": mapping_rel_mse_floor(cfg),
         "inversion_psnr_mean": psnr(inverted, target).mean().item(),
         "inversion_sim_to_photo": (e_i * e_t).sum(1).mean().item(),
-        "inversion_sim_to_other_photo": inv_other, "real_real_sim": real_real,
+        "inversion_sim_to_other_photo": inv_other,
+        "real_real_sim": real_real,
         "inversion_sim_to_lookalike": (e_i * e_a).sum(1).mean().item(),
         "inversion_verification_acc_lookalike": verification_accuracy((e_i * e_o).sum(1), (e_i * e_a).sum(1)),
         "real_verification_acc_lookalike": verification_accuracy((e_t * e_o).sum(1), (e_t * e_a).sum(1)),
-        "inversion_vs_real_ratio": inv_other / real_real, "inversions": n_inversions,
+        "inversion_vs_real_ratio": inv_other / real_real,
+        "inversions": n_inversions,
         "inversion_steps": inversion_steps,
     }
     return result

@@ -49,9 +49,16 @@ def cli_overrides(args, config_cls) -> dict:
     """The fields of ``config_cls`` given on the command line (--steps, --batch-size, --lr, --seed,
     --adversarial-weight, --perceptual-weight, --part-weight, --mapping-steps). An option the network does
     not have is an error, except under ``all``."""
-    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "adversarial_weight": args.adversarial_weight, "perceptual_weight": args.perceptual_weight,
-             "part_weight": args.part_weight, "mapping_steps": args.mapping_steps}
+    given = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "adversarial_weight": args.adversarial_weight,
+        "perceptual_weight": args.perceptual_weight,
+        "part_weight": args.part_weight,
+        "mapping_steps": args.mapping_steps,
+    }
     given = {k: v for k, v in given.items() if v is not None}
     unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
     if unknown and args.command != "all":
@@ -63,11 +70,11 @@ def cli_overrides(args, config_cls) -> dict:
 def cmd_arcface(args, name: str) -> dict:
     cfg = ArcFaceConfig(**{**asdict(ARCFACES[name]), **cli_overrides(args, ArcFaceConfig)})
     t0 = time.time()
-    net, out = train_arcface(cfg, Path(args.work_dir), progress=not args.no_progress,
-                             device=resolve_device(args.device))
+    net, out = train_arcface(
+        cfg, Path(args.work_dir), progress=not args.no_progress, device=resolve_device(args.device)
+    )
     paths = export_arcface(net, cfg.name, Path(args.out_dir))
-    result = {"name": cfg.name, "train_seconds": time.time() - t0, **out["report"],
-              "sha256": print_hashes(paths)}
+    result = {"name": cfg.name, "train_seconds": time.time() - t0, **out["report"], "sha256": print_hashes(paths)}
     print(json.dumps(result, indent=1))
     return result
 
@@ -75,11 +82,16 @@ def cmd_arcface(args, name: str) -> dict:
 def cmd_stylegan2(args) -> dict:
     cfg = GeneratorConfig(**{**asdict(GeneratorConfig()), **cli_overrides(args, GeneratorConfig)})
     t0 = time.time()
-    g, latent_avg, losses = train_generator(cfg, Path(args.work_dir), progress=not args.no_progress,
-                                            device=resolve_device(args.device), init=args.init)
+    g, latent_avg, losses = train_generator(
+        cfg, Path(args.work_dir), progress=not args.no_progress, device=resolve_device(args.device), init=args.init
+    )
     paths = export_generator(g, latent_avg, cfg.name, Path(args.out_dir))
-    result = {"name": cfg.name, "train_seconds": time.time() - t0,
-              "final_loss": losses[-1] if losses else None, "sha256": print_hashes(paths)}
+    result = {
+        "name": cfg.name,
+        "train_seconds": time.time() - t0,
+        "final_loss": losses[-1] if losses else None,
+        "sha256": print_hashes(paths),
+    }
     print(json.dumps(result, indent=1))
     return result
 
@@ -90,32 +102,58 @@ def parse_args(argv=None):
     p.add_argument("--run", default=None, help="encoder: a finished toy run folder to ship instead of training")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate of the cosine schedule (arcface: AdamW; stylegan2: the synthesis Adam)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the cosine schedule (arcface: AdamW; stylegan2: the synthesis Adam)",
+    )
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--perceptual-weight", type=float, default=None,
-                   help="stylegan2: weight of the LPIPS term on the toy ArcFace's stages (default 0: off)")
-    p.add_argument("--adversarial-weight", type=float, default=None,
-                   help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)")
-    p.add_argument("--mapping-steps", type=int, default=None,
-                   help="stylegan2: steps of the mapping-network fit of a new run (default 40000; with --init "
-                        "they continue the file's mapping, 0 keeps it)")
-    p.add_argument("--part-weight", type=float, default=None,
-                   help="stylegan2: extra loss weight of eye, brow, nose and mouth pixels (default 10; 0: off)")
-    p.add_argument("--init", default=None,
-                   help="stylegan2: a generator file to start from when --work-dir holds no checkpoint, e.g. "
-                        "models/pretrained/toy_stylegan2.safetensors (its mapping is kept; a checkpoint wins)")
+    p.add_argument(
+        "--perceptual-weight",
+        type=float,
+        default=None,
+        help="stylegan2: weight of the LPIPS term on the toy ArcFace's stages (default 0: off)",
+    )
+    p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=None,
+        help="stylegan2: weight of the GAN term on top of the distillation loss (default 0: off)",
+    )
+    p.add_argument(
+        "--mapping-steps",
+        type=int,
+        default=None,
+        help="stylegan2: steps of the mapping-network fit of a new run (default 40000; with --init "
+        "they continue the file's mapping, 0 keeps it)",
+    )
+    p.add_argument(
+        "--part-weight",
+        type=float,
+        default=None,
+        help="stylegan2: extra loss weight of eye, brow, nose and mouth pixels (default 10; 0: off)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="stylegan2: a generator file to start from when --work-dir holds no checkpoint, e.g. "
+        "models/pretrained/toy_stylegan2.safetensors (its mapping is kept; a checkpoint wins)",
+    )
     p.add_argument("--work-dir", default=str(REPO_ROOT / "runs" / "pretrain_toy"))
     p.add_argument("--out-dir", default=str(PRETRAINED_DIR))
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--fd-samples", type=int, default=1000, help="check: images per fixed-n FD set")
-    p.add_argument("--fd-inf-samples", type=int, default=5000,
-                   help="check: images per set for the bias-free FD (extrapolated from its fifths)")
+    p.add_argument(
+        "--fd-inf-samples",
+        type=int,
+        default=5000,
+        help="check: images per set for the bias-free FD (extrapolated from its fifths)",
+    )
     p.add_argument("--inversions", type=int, default=100, help="check: test photos inverted")
     p.add_argument("--no-generator", action="store_true", help="check: the ArcFaces only")
     p.add_argument("--inversion-steps", type=int, default=200, help="check: optimisation steps per inversion")
-    p.add_argument("--device", default="auto",
-                   help="training device: auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="training device: auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy shared CPU)")
     return p.parse_args(argv)
 
@@ -147,5 +185,17 @@ def _main(argv=None):
     if args.command == "encoder":
         print(json.dumps(ship_encoder(Path(args.out_dir), args.run, args.seed or 0), indent=1))
     if args.command == "check":
-        print(json.dumps(check(Path(args.out_dir), Path(args.work_dir), args.fd_samples, args.inversions,
-                               args.inversion_steps, not args.no_generator, args.fd_inf_samples), indent=1))
+        print(
+            json.dumps(
+                check(
+                    Path(args.out_dir),
+                    Path(args.work_dir),
+                    args.fd_samples,
+                    args.inversions,
+                    args.inversion_steps,
+                    not args.no_generator,
+                    args.fd_inf_samples,
+                ),
+                indent=1,
+            )
+        )

@@ -23,8 +23,9 @@ def part_weights(labels: torch.Tensor, part_weight: float) -> torch.Tensor:
     return (1.0 + part_weight * fine.float())[:, None]
 
 
-def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: float = 1.0,
-                      weight: torch.Tensor | None = None) -> torch.Tensor:
+def distillation_loss(
+    fake: torch.Tensor, real: torch.Tensor, gradient_weight: float = 1.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Multi-scale L1 (full, 1/2, 1/4) plus L1 between image gradients, which keeps part edges sharp.
 
     ``weight`` (B, 1, H, W) weighs each pixel's error (area-pooled with the images; a gradient takes the
@@ -36,15 +37,18 @@ def distillation_loss(fake: torch.Tensor, real: torch.Tensor, gradient_weight: f
     for _ in range(3):
         loss = loss + (wt * (f - r).abs()).mean()
         f, r, wt = F.avg_pool2d(f, 2), F.avg_pool2d(r, 2), F.avg_pool2d(wt, 2)
-    pair_weights = (torch.maximum(weight[..., :, 1:], weight[..., :, :-1]),
-                    torch.maximum(weight[..., 1:, :], weight[..., :-1, :]))
+    pair_weights = (
+        torch.maximum(weight[..., :, 1:], weight[..., :, :-1]),
+        torch.maximum(weight[..., 1:, :], weight[..., :-1, :]),
+    )
     for gf, gr, wt in zip(image_gradients(fake), image_gradients(real), pair_weights):
         loss = loss + gradient_weight * (wt * (gf - gr).abs()).mean()
     return loss
 
 
-def synthesis_loss(skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_weight: float = 1.0,
-                   weight: torch.Tensor | None = None):
+def synthesis_loss(
+    skips: dict[int, torch.Tensor], real: torch.Tensor, gradient_weight: float = 1.0, weight: torch.Tensor | None = None
+):
     """``distillation_loss`` (with ``weight``) at full size plus L1 of each intermediate skip image
     (8 .. size/2) to the area-downsampled target, which teaches the coarse layers directly."""
     size = real.shape[-1]
@@ -61,8 +65,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp(min=1e-10))
 
 
-def discriminator_step(d, d_opt, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float,
-                       r1_interval: int) -> dict:
+def discriminator_step(d, d_opt, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float, r1_interval: int) -> dict:
     """One non-saturating logistic D update on real / fake (B, 3, S, S) in [-1, 1]. With ``r1_interval``
     > 0 the lazy R1 penalty gamma / 2 * |dD(real)/dreal|^2, times the interval (StyleGAN2's lazy
     regularisation), is added. Returns the logs."""

@@ -45,8 +45,10 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
         from models.weights import state_fingerprint
 
         generator = state_fingerprint(load_frozen_generator(load_run_config(final), torch.device("cpu"))[0])
-        print(f"{source}: no generator fingerprint recorded; stamping {generator}, the generator its "
-              "config names now (retrain the run if that generator changed since)")
+        print(
+            f"{source}: no generator fingerprint recorded; stamping {generator}, the generator its "
+            "config names now (retrain the run if that generator changed since)"
+        )
     tmp = out / "encoder.safetensors.partial"
     save_file(state, str(tmp), metadata={"generator": generator})  # one key: byte-reproducible (methods.export)
     os.replace(tmp, out / "encoder.safetensors")

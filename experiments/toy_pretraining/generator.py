@@ -79,8 +79,11 @@ def factor_features(z: torch.Tensor) -> torch.Tensor:
     [-1, 1] (normal CDF) and one-hot palette choices (skin tone, hair colour, hair style)."""
     f = factors_from_gaussian(z)
     uniform = torch.erf(z[:, :FACTOR_DIMS] / math.sqrt(2.0))
-    palettes = [F.one_hot(f["skin_tone"], len(SKIN_TONES)), F.one_hot(f["hair_colour"], len(HAIR_COLOURS)),
-                F.one_hot(f["hair_style"], len(HAIR_STYLES))]
+    palettes = [
+        F.one_hot(f["skin_tone"], len(SKIN_TONES)),
+        F.one_hot(f["hair_colour"], len(HAIR_COLOURS)),
+        F.one_hot(f["hair_style"], len(HAIR_STYLES)),
+    ]
     return torch.cat([uniform, *palettes], 1).float()
 
 
@@ -116,8 +119,7 @@ def skip_images(g, w: torch.Tensor) -> dict[int, torch.Tensor]:
     out = g.conv1(g.input(latent), latent[:, 0], noise=noise[0])
     skip = g.to_rgb1(out, latent[:, 1])
     skips, i, res = {4: skip}, 1, 4
-    for conv1, conv2, noise1, noise2, to_rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2],
-                                                    g.to_rgbs):
+    for conv1, conv2, noise1, noise2, to_rgb in zip(g.convs[::2], g.convs[1::2], noise[1::2], noise[2::2], g.to_rgbs):
         out = conv2(conv1(out, latent[:, i], noise=noise1), latent[:, i + 1], noise=noise2)
         skip = to_rgb(out, latent[:, i + 2], skip)
         res *= 2
@@ -126,8 +128,9 @@ def skip_images(g, w: torch.Tensor) -> dict[int, torch.Tensor]:
     return skips
 
 
-def generator_batch(cfg: GeneratorConfig, gen: torch.Generator,
-                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def generator_batch(
+    cfg: GeneratorConfig, gen: torch.Generator, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(z (B, style_dim) standard normal, the renderer's image of z (B, 3, size, size) in [-1, 1], its
     label map (B, size, size) int64) on ``device`` (z drawn on the CPU, as in ``arcface_batch``)."""
     z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen).to(device)
@@ -198,23 +201,34 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"--init {path}: no such file (a generator written by `pretrain_toy.py stylegan2`, "
-                         "e.g. models/pretrained/toy_stylegan2.safetensors)")
+        raise SystemExit(
+            f"--init {path}: no such file (a generator written by `pretrain_toy.py stylegan2`, "
+            "e.g. models/pretrained/toy_stylegan2.safetensors)"
+        )
     try:
-        loaded, _ = load_generator(path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp,
-                                   channels=dict(cfg.channels))
+        loaded, _ = load_generator(
+            path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels)
+        )
     except ValueError as err:  # unreadable or unsafe: models.weights names the file and the remedy
         raise SystemExit(f"--init {err}") from None
     except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...:" then the details
         details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        raise SystemExit(f"--init {path}: not a generator of this configuration (size {cfg.size}, style_dim "
-                         f"{cfg.style_dim}, n_mlp {cfg.n_mlp}, channels {dict(cfg.channels)}): "
-                         f"{details[0] if details else err}") from None
+        raise SystemExit(
+            f"--init {path}: not a generator of this configuration (size {cfg.size}, style_dim "
+            f"{cfg.style_dim}, n_mlp {cfg.n_mlp}, channels {dict(cfg.channels)}): "
+            f"{details[0] if details else err}"
+        ) from None
     g.load_state_dict(loaded.state_dict())
 
 
-def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True, stop_at: int | None = None,
-                    device: str | torch.device = "cpu", init: str | Path | None = None):
+def train_generator(
+    cfg: GeneratorConfig,
+    work_dir: Path,
+    progress: bool = True,
+    stop_at: int | None = None,
+    device: str | torch.device = "cpu",
+    init: str | Path | None = None,
+):
     """Distil the renderer into the toy StyleGAN2 so that G([z]) ~ render(factors_from_gaussian(z)).
 
     Two regressions through the fixed target styles w*(z) (``target_styles``): the mapping network onto
@@ -278,8 +292,11 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
             loss = loss + cfg.perceptual_weight * feature_loss
             log["feature_loss"] = feature_loss.item()
         if d is not None:
-            log.update(discriminator_step(d, d_opt, real, skips[cfg.size], cfg.r1_gamma,
-                                          cfg.r1_every if step % cfg.r1_every == 0 else 0))
+            log.update(
+                discriminator_step(
+                    d, d_opt, real, skips[cfg.size], cfg.r1_gamma, cfg.r1_every if step % cfg.r1_every == 0 else 0
+                )
+            )
             d.requires_grad_(False)
             g_adv = F.softplus(-d(skips[cfg.size])).mean()
             d.requires_grad_(True)
@@ -298,8 +315,16 @@ def train_generator(cfg: GeneratorConfig, work_dir: Path, progress: bool = True,
             run.log(log, step=done)
         if done % cfg.ckpt_every == 0 or done == end:
             adversary = {"d": d.state_dict(), "d_opt": d_opt.state_dict()} if d is not None else {}
-            save_atomic({"g": g.state_dict(), "opt": opt.state_dict(), "step": done,
-                         "mapping_rel_mse": mapping_error, **adversary}, ckpt_path)
+            save_atomic(
+                {
+                    "g": g.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": done,
+                    "mapping_rel_mse": mapping_error,
+                    **adversary,
+                },
+                ckpt_path,
+            )
     if run is not None:
         run.finish()
     g = g.cpu().eval()

@@ -39,5 +39,11 @@ def start_wandb(name: str, config: dict, work_dir: Path):
     """An offline-by-default W&B run (``WANDB_MODE=disabled`` skips it)."""
     import wandb
 
-    return wandb.init(project="ideface-toy-pretrain", name=name, config=config, dir=str(work_dir),
-                      mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+    return wandb.init(
+        project="ideface-toy-pretrain",
+        name=name,
+        config=config,
+        dir=str(work_dir),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        reinit="finish_previous",
+    )

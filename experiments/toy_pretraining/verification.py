@@ -16,7 +16,7 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 200) -> torch.
     was = net.training
     net.eval()
     device = next(net.parameters()).device
-    out = torch.cat([net(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+    out = torch.cat([net(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
     net.train(was)
     return out
 
@@ -75,10 +75,13 @@ def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0,
     for prefix, probe in (("", photos["a"]), ("lr_", lr_contour(photos["a"], lr_size))):
         ep = embed(net, probe)
         same, random_diff, alike = (ep * eb).sum(1), (ep * eb.roll(-1, 0)).sum(1), (ep * ealike).sum(1)
-        report.update({
-            f"{prefix}verification_acc": verification_accuracy(same, random_diff),
-            f"{prefix}verification_acc_lookalike": verification_accuracy(same, alike),
-            f"{prefix}sim_same": same.mean().item(), f"{prefix}sim_lookalike": alike.mean().item(),
-            f"{prefix}sim_random": random_diff.mean().item(),
-        })
+        report.update(
+            {
+                f"{prefix}verification_acc": verification_accuracy(same, random_diff),
+                f"{prefix}verification_acc_lookalike": verification_accuracy(same, alike),
+                f"{prefix}sim_same": same.mean().item(),
+                f"{prefix}sim_lookalike": alike.mean().item(),
+                f"{prefix}sim_random": random_diff.mean().item(),
+            }
+        )
     return report

@@ -23,9 +23,15 @@ import pytest
 from PIL import Image
 
 IDENTITIES = {  # identity -> (partition, photos, background colour)
-    2880: (0, 6, (200, 40, 40)), 1001: (0, 5, (40, 200, 40)), 4242: (0, 1, (40, 40, 200)),
-    777: (0, 8, (200, 200, 40)), 3131: (1, 3, (200, 40, 200)), 55: (1, 1, (40, 200, 200)),
-    9000: (2, 12, (230, 130, 30)), 8100: (2, 3, (30, 130, 230)), 6006: (2, 1, (130, 30, 230)),
+    2880: (0, 6, (200, 40, 40)),
+    1001: (0, 5, (40, 200, 40)),
+    4242: (0, 1, (40, 40, 200)),
+    777: (0, 8, (200, 200, 40)),
+    3131: (1, 3, (200, 40, 200)),
+    55: (1, 1, (40, 200, 200)),
+    9000: (2, 12, (230, 130, 30)),
+    8100: (2, 3, (30, 130, 230)),
+    6006: (2, 1, (130, 30, 230)),
 }
 MASK_CLASSES = ("skin", "nose", "l_eye", "r_eye", "hair", "hat")
 SIZE, MASK_SIZE = 64, 32
@@ -54,8 +60,8 @@ def _parts(rng: np.random.Generator, n: int, with_hat: bool) -> tuple[dict[str, 
     parts = {
         "skin": skin,
         "nose": (abs(xx - cx) < 0.04) & (yy > cy - 0.05) & (yy < cy + 0.08),
-        "l_eye": ((yy - (cy - 0.1)) ** 2 + (xx - (cx - 0.1)) ** 2) < 0.04 ** 2,
-        "r_eye": ((yy - (cy - 0.1)) ** 2 + (xx - (cx + 0.1)) ** 2) < 0.04 ** 2,
+        "l_eye": ((yy - (cy - 0.1)) ** 2 + (xx - (cx - 0.1)) ** 2) < 0.04**2,
+        "r_eye": ((yy - (cy - 0.1)) ** 2 + (xx - (cx + 0.1)) ** 2) < 0.04**2,
         "hair": (yy < cy - 0.2) & (abs(xx - cx) < 0.3),
     }
     if with_hat:
@@ -95,7 +101,8 @@ def build_mini_celebahq(root: Path, seed: int = 0) -> MiniCelebA:
     for idx, orig_file, identity, _ in records:
         parts, _ = _parts(rng, MASK_SIZE, with_hat=idx % 3 == 0)
         Image.fromarray(_photo(parts, IDENTITIES[identity][2], SIZE)).save(
-            root / "CelebA-HQ-img" / f"{idx}.jpg", quality=95)
+            root / "CelebA-HQ-img" / f"{idx}.jpg", quality=95
+        )
         mask_dir = root / "CelebAMask-HQ-mask-anno" / str(idx // 2000)
         mask_dir.mkdir(parents=True, exist_ok=True)
         for cls, m in parts.items():
@@ -106,7 +113,7 @@ def build_mini_celebahq(root: Path, seed: int = 0) -> MiniCelebA:
     (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("\n".join(mapping) + "\n")
     # CelebA lists every CelebA image, most of which are not in CelebA-HQ.
     celeba = {r[1]: (r[2], r[3]) for r in records}
-    for j in orig[len(records):]:
+    for j in orig[len(records) :]:
         celeba[f"{j + 1:06d}.jpg"] = (int(rng.integers(10_000, 10_177)), int(rng.integers(0, 3)))
     names = sorted(celeba)
     (root / "identity_CelebA.txt").write_text("".join(f"{f} {celeba[f][0]}\n" for f in names))
@@ -145,29 +152,41 @@ def damaged_celebahq(mini_celebahq, tmp_path_factory) -> DamagedTree:
     train = [r[0] for r in tree.split(0) if r[2] != 4242]
     test_9000 = [r[0] for r in tree.split(2) if r[2] == 9000]
     img = lambda idx: root / "CelebA-HQ-img" / f"{idx}.jpg"
-    bad = {"corrupt": test_9000[0], "truncated": train[0], "empty": train[1], "missing_image": train[2],
-           "missing_masks": train[3], "not_square": train[4]}
+    bad = {
+        "corrupt": test_9000[0],
+        "truncated": train[0],
+        "empty": train[1],
+        "missing_image": train[2],
+        "missing_masks": train[3],
+        "not_square": train[4],
+    }
     img(bad["corrupt"]).write_bytes(np.random.default_rng(1).bytes(2000))
     data = img(bad["truncated"]).read_bytes()
     img(bad["truncated"]).write_bytes(data[: len(data) // 2])
     img(bad["empty"]).write_bytes(b"")
     img(bad["missing_image"]).unlink()
     for p in (root / "CelebAMask-HQ-mask-anno" / str(bad["missing_masks"] // 2000)).glob(
-            f"{bad['missing_masks']:05d}_*.png"):
+        f"{bad['missing_masks']:05d}_*.png"
+    ):
         p.unlink()
     Image.open(img(bad["not_square"])).crop((0, 0, 64, 48)).save(img(bad["not_square"]))
 
-    converted = {"grayscale": train[5], "rgba": train[6], "cmyk": train[7], "16bit": train[8],
-                 "exif": train[9], "small": train[10]}
+    converted = {
+        "grayscale": train[5],
+        "rgba": train[6],
+        "cmyk": train[7],
+        "16bit": train[8],
+        "exif": train[9],
+        "small": train[10],
+    }
     Image.open(img(converted["grayscale"])).convert("L").save(img(converted["grayscale"]), format="JPEG")
     rgba = Image.open(img(converted["rgba"])).convert("RGBA")
     rgba.putalpha(255)
     rgba.save(img(converted["rgba"]), format="PNG")  # a PNG named .jpg: decoded by content
     Image.open(img(converted["cmyk"])).convert("CMYK").save(img(converted["cmyk"]), format="JPEG", quality=95)
-    gray16 = (np.asarray(Image.open(img(converted["16bit"])).convert("L"), np.uint16) * 257)
+    gray16 = np.asarray(Image.open(img(converted["16bit"])).convert("L"), np.uint16) * 257
     Image.fromarray(gray16).save(img(converted["16bit"]), format="PNG")
     _exif_rotated_jpeg(img(converted["exif"]), img(converted["exif"]))
     small = Image.open(img(converted["small"])).resize((32, 32), Image.BICUBIC)
     small.save(img(converted["small"]), quality=95)
     return DamagedTree(tree, bad, converted)
-

@@ -80,7 +80,7 @@ def test_aligned_crop_shows_the_face_at_the_warped_position():
     """The returned image is the photo resampled through ``matrix`` (checked on a bright marker)."""
     photo = np.asarray(Image.open(TOM).convert("RGB")).copy()
     x, y = (ARCFACE_TEMPLATE_112[2] + 0.5).astype(int)  # the nose tip
-    photo[y - 2:y + 3, x - 2:x + 3] = (255, 0, 0)
+    photo[y - 2 : y + 3, x - 2 : x + 3] = (255, 0, 0)
     r = align_face(photo, size=256, detector="cascade")
     u, v = apply_affine(r.matrix, [[x, y]])[0].round().astype(int)
     assert r.image[0, v, u] > 0.8 and r.image[1, v, u] < -0.6
@@ -161,6 +161,7 @@ def test_detector_choice_follows_the_weights_registry(tmp_path, monkeypatch):
 
 # ---- dlib (the align extra): FFHQ's own alignment, on scikit-image's bundled astronaut photo -------------
 
+
 def _dlib_ready():
     from models import dlibface
 
@@ -236,8 +237,9 @@ def test_dlib_measures_roll_and_scale(astronaut, angle, scale):
     m = cv2.getRotationMatrix2D(face, angle, scale)
     m[:, 2] += np.array([side / 2, side / 2]) - face
     # A plain grey surround: reflected borders would add mirrored copies of her face.
-    moved = cv2.warpAffine(astronaut, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-                           borderValue=(128, 128, 128))
+    moved = cv2.warpAffine(
+        astronaut, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)
+    )
     base, r = align_face(astronaut, size=256), align_face(moved, size=256)
     assert abs(roll_degrees(r.matrix) - roll_degrees(base.matrix) - angle) < 1.0
     # The photo's own landmarks, carried into the copy and through its crop, land where they did.

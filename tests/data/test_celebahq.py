@@ -46,8 +46,11 @@ def _text_only_root(tree, tmp_path, skip=()):
 def test_index_joins_the_three_files(mini_celebahq):
     index = CelebAHQIndex(mini_celebahq.root)
     assert [(r.idx, r.orig_file, r.identity, r.partition) for r in index.records] == mini_celebahq.records
-    assert index.counts() == {"train": {"images": 20, "identities": 4}, "val": {"images": 4, "identities": 2},
-                              "test": {"images": 16, "identities": 3}}
+    assert index.counts() == {
+        "train": {"images": 20, "identities": 4},
+        "val": {"images": 4, "identities": 2},
+        "test": {"images": 16, "identities": 3},
+    }
     test = index.split("test")
     assert [r.idx for r in test] == sorted(r.idx for r in test) and {r.partition for r in test} == {2}
     # CelebA's partition is identity-disjoint, and so are the splits
@@ -66,12 +69,15 @@ def test_count_report_shows_the_papers_figures(mini_celebahq):
     assert "test images: 16 (paper: 2,842)" in text and "train: 20 images, 4 identities" in text
 
 
-@pytest.mark.parametrize("missing,source", [
-    ("CelebA-HQ-to-CelebA-mapping.txt", "switchablenorms/CelebAMask-HQ"),
-    ("identity_CelebA.txt", "mmlab.ie.cuhk.edu.hk"),
-    ("list_eval_partition.txt", "mmlab.ie.cuhk.edu.hk"),
-    ("CelebA-HQ-img", "switchablenorms/CelebAMask-HQ"),
-])
+@pytest.mark.parametrize(
+    "missing,source",
+    [
+        ("CelebA-HQ-to-CelebA-mapping.txt", "switchablenorms/CelebAMask-HQ"),
+        ("identity_CelebA.txt", "mmlab.ie.cuhk.edu.hk"),
+        ("list_eval_partition.txt", "mmlab.ie.cuhk.edu.hk"),
+        ("CelebA-HQ-img", "switchablenorms/CelebAMask-HQ"),
+    ],
+)
 def test_missing_files_are_named_with_their_source(mini_celebahq, tmp_path, missing, source):
     root = _text_only_root(mini_celebahq, tmp_path, skip=(missing,))
     if missing == "CelebA-HQ-img":
@@ -154,18 +160,17 @@ def test_train_same_identity_draws_another_photo_of_the_person(mini_celebahq, tm
 
 
 def test_train_random_and_self_pairings(mini_celebahq, tmp_path):
-    rnd = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, lr_size=8, pairing="random",
-                   cache_dir=tmp_path)
+    rnd = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, lr_size=8, pairing="random", cache_dir=tmp_path)
     for i in range(0, 20, 3):
         item = rnd[i]
         assert not item["same_identity"] and item["identity_id"] != rnd.records[i].identity
         assert _is_colour(item["identity"], mini_celebahq.colour(item["identity_id"]))
-    own = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, lr_size=8, pairing="self",
-                   cache_dir=tmp_path)
+    own = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, lr_size=8, pairing="self", cache_dir=tmp_path)
     item = own[2]
     assert item["same_identity"] and item["identity_id"] == own.records[2].identity
-    assert not torch.equal(item["identity"], item["target"]) and not torch.equal(item["identity"],
-                                                                                 item["target"].flip(-1))
+    assert not torch.equal(item["identity"], item["target"]) and not torch.equal(
+        item["identity"], item["target"].flip(-1)
+    )
     assert _is_colour(item["identity"], mini_celebahq.colour(item["identity_id"]), tol=35)
 
 
@@ -239,8 +244,7 @@ def test_prepared_files_are_preferred_when_present(mini_celebahq, tmp_path):
     assert (sketch_ds[0]["contour"] == -1).all()
     ext = tmp_path / "external_sketches"
     save_image(torch.ones(1, 64, 64), ext / f"{rec_idx}.png")
-    external = CelebAHQ(mini_celebahq.root, "train", "sketch", input_size=S, cache_dir=tmp_path,
-                        sketch_dir=ext)
+    external = CelebAHQ(mini_celebahq.root, "train", "sketch", input_size=S, cache_dir=tmp_path, sketch_dir=ext)
     assert (external[0]["contour"] == 1).all()
     with pytest.raises(MissingDataError, match="no sketch"):
         external[1]
@@ -257,13 +261,19 @@ def _position(ds, idx):
     return next(i for i, r in enumerate(ds.records) if r.idx == idx)
 
 
-@pytest.mark.parametrize("case,error,needle", [("truncated", BadImageError, "truncated"),
-                                               ("empty", BadImageError, "empty file"),
-                                               ("missing_image", MissingDataError, "CelebAMask-HQ"),
-                                               ("not_square", BadImageError, "64x48")])
+@pytest.mark.parametrize(
+    "case,error,needle",
+    [
+        ("truncated", BadImageError, "truncated"),
+        ("empty", BadImageError, "empty file"),
+        ("missing_image", MissingDataError, "CelebAMask-HQ"),
+        ("not_square", BadImageError, "64x48"),
+    ],
+)
 def test_unusable_images_raise_with_the_file_name(damaged_celebahq, tmp_path, case, error, needle):
-    ds = CelebAHQ(damaged_celebahq.tree.root, "train", "lr", input_size=S, lr_size=8, pairing="self",
-                  cache_dir=tmp_path)
+    ds = CelebAHQ(
+        damaged_celebahq.tree.root, "train", "lr", input_size=S, lr_size=8, pairing="self", cache_dir=tmp_path
+    )
     idx = damaged_celebahq.bad[case]
     with pytest.raises(error, match=needle) as info:
         ds[_position(ds, idx)]
@@ -271,8 +281,7 @@ def test_unusable_images_raise_with_the_file_name(damaged_celebahq, tmp_path, ca
 
 
 def test_missing_annotation_raises_for_the_mask_condition(damaged_celebahq, tmp_path):
-    ds = CelebAHQ(damaged_celebahq.tree.root, "train", "mask", input_size=S, pairing="self",
-                  cache_dir=tmp_path)
+    ds = CelebAHQ(damaged_celebahq.tree.root, "train", "mask", input_size=S, pairing="self", cache_dir=tmp_path)
     idx = damaged_celebahq.bad["missing_masks"]
     with pytest.raises(MissingDataError, match=rf"{idx:05d}_skin.png.*CelebAMask-HQ"):
         ds[_position(ds, idx)]
@@ -281,10 +290,8 @@ def test_missing_annotation_raises_for_the_mask_condition(damaged_celebahq, tmp_
 @pytest.mark.parametrize("case", ["grayscale", "rgba", "cmyk", "16bit", "exif", "small"])
 def test_odd_formats_load_like_the_original(mini_celebahq, damaged_celebahq, tmp_path, case):
     idx = damaged_celebahq.converted[case]
-    clean = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, pairing="self",
-                     cache_dir=tmp_path / "a")
-    odd = CelebAHQ(damaged_celebahq.tree.root, "train", "lr", input_size=S, pairing="self",
-                   cache_dir=tmp_path / "b")
+    clean = CelebAHQ(mini_celebahq.root, "train", "lr", input_size=S, pairing="self", cache_dir=tmp_path / "a")
+    odd = CelebAHQ(damaged_celebahq.tree.root, "train", "lr", input_size=S, pairing="self", cache_dir=tmp_path / "b")
     got = odd[_position(odd, idx)]["target"]
     want = clean[_position(clean, idx)]["target"]
     if case in ("grayscale", "16bit"):

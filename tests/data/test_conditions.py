@@ -19,8 +19,10 @@ from data.conditions import (
 )
 from ops.resize import bicubic_downsample, upsample_bicubic
 
-SPEC_ORDER = ("background skin nose eye_g l_eye r_eye l_brow r_brow l_ear r_ear mouth u_lip l_lip hair hat "
-              "ear_r neck_l neck cloth").split()
+SPEC_ORDER = (
+    "background skin nose eye_g l_eye r_eye l_brow r_brow l_ear r_ear mouth u_lip l_lip hair hat "
+    "ear_r neck_l neck cloth"
+).split()
 
 
 def _face(n=64, seed=0):

@@ -105,9 +105,10 @@ def test_16bit_png_keeps_its_range(tmp_path):
     assert torch.allclose(load_image(tmp_path / "c16.png")[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
 
 
-@pytest.mark.parametrize("orientation,transpose", [(6, Image.Transpose.ROTATE_90),
-                                                   (8, Image.Transpose.ROTATE_270),
-                                                   (3, Image.Transpose.ROTATE_180)])
+@pytest.mark.parametrize(
+    "orientation,transpose",
+    [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270), (3, Image.Transpose.ROTATE_180)],
+)
 def test_exif_orientation_is_applied(tmp_path, orientation, transpose):
     a = np.zeros((8, 12, 3), np.uint8)
     a[:2, :3] = 255  # a white block in the top-left corner, 8x12 (portrait is wrong)

@@ -90,10 +90,14 @@ def test_manifest_bytes_are_stable_across_runs():
     """Pinned digests: the same pairs in every run, process and PYTHONHASHSEED (they were recorded
     under two different salts). If this fails, the pairing code or numpy's Generator streams
     changed and manifests built from scratch would no longer match the ones already written."""
-    assert build_test_manifest(ITEMS, 10, "same_identity", 0).hash == \
-        "df3770253df9dd6eced8fd4ed7513c5744389feb436ecd567a548687c2a677f2"
-    assert build_test_manifest(ITEMS, 10, "random", 0).hash == \
-        "5f3b73ae9f77739f3ba0bfc7d124f1164529ed0b164cf6f3db4a477f3c9094dd"
+    assert (
+        build_test_manifest(ITEMS, 10, "same_identity", 0).hash
+        == "df3770253df9dd6eced8fd4ed7513c5744389feb436ecd567a548687c2a677f2"
+    )
+    assert (
+        build_test_manifest(ITEMS, 10, "random", 0).hash
+        == "5f3b73ae9f77739f3ba0bfc7d124f1164529ed0b164cf6f3db4a477f3c9094dd"
+    )
 
 
 def test_load_or_build_writes_once_then_reads(tmp_path):
@@ -125,8 +129,7 @@ def test_train_sampler_same_identity_and_fallback():
     assert fallback == IdentityDraw(15, True, flip=True) and s.fallback_draws == 1
     stats = s.stats()
     assert stats["fallback_items"] == 1 and stats["fallback_fraction"] == pytest.approx(1 / len(ITEMS))
-    draws = lambda seed: [TrainPairSampler(ITEMS).draw(i, torch.Generator().manual_seed(seed))
-                          for i in range(18)]
+    draws = lambda seed: [TrainPairSampler(ITEMS).draw(i, torch.Generator().manual_seed(seed)) for i in range(18)]
     assert draws(3) == draws(3)
 
 
@@ -161,5 +164,4 @@ def test_identity_transforms():
         assert not torch.equal(o, img) and not torch.equal(o, img.flip(-1))
     assert torch.equal(outs[0], augment_identity(img, torch.Generator().manual_seed(0)))
     assert len({o.sum().item() for o in outs}) == 6
-    assert torch.equal(apply_draw(img, IdentityDraw(0, True, augment=True), torch.Generator().manual_seed(2)),
-                       outs[2])
+    assert torch.equal(apply_draw(img, IdentityDraw(0, True, augment=True), torch.Generator().manual_seed(2)), outs[2])

@@ -79,8 +79,14 @@ def test_every_bad_file_is_listed_and_left_out(damaged_celebahq, tmp_path):
     out = tmp_path / "prepared"
     report = prepare_celebahq(damaged_celebahq.tree.root, out, size=S, progress=False)
     bad = damaged_celebahq.bad
-    expected = {(bad["corrupt"], "image"), (bad["truncated"], "image"), (bad["empty"], "image"),
-                (bad["missing_image"], "image"), (bad["not_square"], "image"), (bad["missing_masks"], "mask")}
+    expected = {
+        (bad["corrupt"], "image"),
+        (bad["truncated"], "image"),
+        (bad["empty"], "image"),
+        (bad["missing_image"], "image"),
+        (bad["not_square"], "image"),
+        (bad["missing_masks"], "mask"),
+    }
     assert {(b.idx, b.kind) for b in report.bad} == expected
     assert not {b.idx for b in report.bad} & set(damaged_celebahq.converted.values())  # converted, not bad
     text = report.text()
@@ -111,8 +117,23 @@ def test_every_bad_file_is_listed_and_left_out(damaged_celebahq, tmp_path):
 
 
 def test_cli(mini_celebahq, tmp_path, capsys):
-    assert main(["celebahq", "--root", str(mini_celebahq.root), "--out", str(tmp_path / "o"),
-                 "--size", str(S), "--modes", "same_identity", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "celebahq",
+                "--root",
+                str(mini_celebahq.root),
+                "--out",
+                str(tmp_path / "o"),
+                "--size",
+                str(S),
+                "--modes",
+                "same_identity",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test images: 16 (paper: 2,842)" in out and "no bad files" in out and "150 from 15 contours" in out
     assert "(paper: 28,420 pairs)" in out and "test/same_identity" in out
@@ -124,6 +145,7 @@ def test_cli(mini_celebahq, tmp_path, capsys):
 
 
 # ---- python -m data.prepare align: raw photos -> aligned faces ------------------------------------------
+
 
 def test_align_folder_aligns_resumes_and_lists_bad_photos(tmp_path, capsys):
     """Real photos (scikit-image's astronaut, and mirrored) in per-person sub-folders, a photo without a
@@ -145,14 +167,18 @@ def test_align_folder_aligns_resumes_and_lists_bad_photos(tmp_path, capsys):
     out = tmp_path / "aligned"
     report = align_folder(src, out, size=128, workers=2, progress=False)
     assert (report.aligned, report.skipped, report.aligners) == (2, 0, {"dlib": 2})
-    assert sorted((Path(p).name, kind) for p, kind, _ in report.bad) == [("broken.jpg", "unreadable"),
-                                                                        ("coffee.png", "no_face")]
+    assert sorted((Path(p).name, kind) for p, kind, _ in report.bad) == [
+        ("broken.jpg", "unreadable"),
+        ("coffee.png", "no_face"),
+    ]
     face = Image.open(out / "eileen" / "portrait.png")
     assert face.size == (128, 128) and face.text["ideface.aligner"] == "dlib"
     assert len(face.text["ideface.points"].split(",")) == 10
     rows = (out / "alignment.tsv").read_text().splitlines()
     assert rows[0].startswith("file\taligner") and [r.split("\t")[:2] for r in rows[1:]] == [
-        ["eileen/mirrored.png", "dlib"], ["eileen/portrait.jpg", "dlib"]]
+        ["eileen/mirrored.png", "dlib"],
+        ["eileen/portrait.jpg", "dlib"],
+    ]
     bad = (out / "bad_files.tsv").read_text().splitlines()
     assert len(bad) == 3 and "coffee.png\tno_face\tno face found (dlib detector)" in bad[2]
 

@@ -73,7 +73,7 @@ def test_label_map_agrees_with_the_image():
     lab = r.labels
     # pixels whose 5x5 neighbourhood has one label (anti-aliased edges spill one pixel over)
     one_hot = torch.nn.functional.one_hot(lab, 19).permute(0, 3, 1, 2).float()
-    inner = (torch.nn.functional.avg_pool2d(one_hot, 5, 1, 2, count_include_pad=False).amax(1) > 0.999)
+    inner = torch.nn.functional.avg_pool2d(one_hot, 5, 1, 2, count_include_pad=False).amax(1) > 0.999
     for k in range(4):
         bg = torch.stack([f["bg_r"][k], f["bg_g"][k], f["bg_b"][k]]) * 2 - 1
         pix = r.image[k][:, (lab[k] == 0) & inner[k]]
@@ -190,8 +190,7 @@ def test_test_manifest_protocol(tmp_path):
     photo = ds.photos.render([ds.keys.index(row.contour)], 64).image[0]
     assert torch.equal(item["target"], photo)
     batch = ds.__getitems__([5, 13, 40])  # the DataLoader's batched path gives the same items
-    assert all(torch.equal(batch[1][k], item[k]) if torch.is_tensor(item[k]) else batch[1][k] == item[k]
-               for k in item)
+    assert all(torch.equal(batch[1][k], item[k]) if torch.is_tensor(item[k]) else batch[1][k] == item[k] for k in item)
 
 
 def test_test_contours_are_photo_major_and_identity_images_distinct():

@@ -26,28 +26,63 @@ def write_tiny_networks(root: Path) -> dict[str, Path]:
     save_file({k: v.contiguous() for k, v in arc.state_dict().items()}, str(root / "arc.safetensors"))
     arc_eval = Backbone(112, stage_channels=(8, 12, 16, 20), stage_units=(1, 1, 1, 1)).eval()
     save_file({k: v.contiguous() for k, v in arc_eval.state_dict().items()}, str(root / "arc_eval.safetensors"))
-    torch.onnx.export(arc_eval, torch.zeros(1, 3, 112, 112), str(root / "arc_eval.onnx"), input_names=["input"],
-                      output_names=["embedding"], dynamic_axes={"input": {0: "batch"}}, dynamo=False)
-    return {"g": root / "g.safetensors", "arc": root / "arc.safetensors",
-            "arc_eval": root / "arc_eval.safetensors", "arc_eval_onnx": root / "arc_eval.onnx"}
+    torch.onnx.export(
+        arc_eval,
+        torch.zeros(1, 3, 112, 112),
+        str(root / "arc_eval.onnx"),
+        input_names=["input"],
+        output_names=["embedding"],
+        dynamic_axes={"input": {0: "batch"}},
+        dynamo=False,
+    )
+    return {
+        "g": root / "g.safetensors",
+        "arc": root / "arc.safetensors",
+        "arc_eval": root / "arc_eval.safetensors",
+        "arc_eval_onnx": root / "arc_eval.onnx",
+    }
 
 
 def tiny_overrides(nets: dict[str, Path], out: Path, **extra) -> list[str]:
     """Config tokens for a toy-world run on the tiny networks (a few seconds a step on a CPU)."""
     tokens = {
-        "output_dir": out, "generator.size": 64, "generator.style_dim": 32, "generator.n_mlp": 2,
-        "generator.weights": nets["g"], "generator.channels": "{4: 32, 8: 16, 16: 16, 32: 8, 64: 8}",
+        "output_dir": out,
+        "generator.size": 64,
+        "generator.style_dim": 32,
+        "generator.n_mlp": 2,
+        "generator.weights": nets["g"],
+        "generator.channels": "{4: 32, 8: 16, 16: 16, 32: 8, 64: 8}",
         "model.stage_channels": "[" + ",".join(STAGES) + "]",
-        "model.stage_units": "[1,1,1,1]", "model.identity_weights": nets["arc"], "model.ifm_hidden": 8,
-        "model.n_iters": 2, "model.loss_resolution": 64, "model.randomize_noise": "false",
-        "data.input_size": 64, "data.lr_size": 8, "data.toy_train_identities": 12,
-        "data.toy_photos_per_identity": 3, "data.toy_test_identities": 3, "data.toy_test_photos_per_identity": 2,
-        "data.n_identity_per_contour": 2, "loss.id_network": nets["arc"], "loss.perceptual_network": nets["arc_eval"],
-        "train.max_steps": 4, "train.batch_size": 4, "train.log_every": 1, "train.val_every": 2,
-        "train.val_batch": 2, "train.val_metric_pairs": 4, "train.ckpt_every": 2, "train.cpu_threads": 1,
-        "eval.at_end": "false", "eval.batch_size": 4,
-        "eval.feature_network": nets["arc_eval"], "eval.idsim_model": nets["arc_eval_onnx"],
-        "eval.fid_reference_size": 12, "eval.lpips_resolution": 64, "eval.n_boot": 50,
+        "model.stage_units": "[1,1,1,1]",
+        "model.identity_weights": nets["arc"],
+        "model.ifm_hidden": 8,
+        "model.n_iters": 2,
+        "model.loss_resolution": 64,
+        "model.randomize_noise": "false",
+        "data.input_size": 64,
+        "data.lr_size": 8,
+        "data.toy_train_identities": 12,
+        "data.toy_photos_per_identity": 3,
+        "data.toy_test_identities": 3,
+        "data.toy_test_photos_per_identity": 2,
+        "data.n_identity_per_contour": 2,
+        "loss.id_network": nets["arc"],
+        "loss.perceptual_network": nets["arc_eval"],
+        "train.max_steps": 4,
+        "train.batch_size": 4,
+        "train.log_every": 1,
+        "train.val_every": 2,
+        "train.val_batch": 2,
+        "train.val_metric_pairs": 4,
+        "train.ckpt_every": 2,
+        "train.cpu_threads": 1,
+        "eval.at_end": "false",
+        "eval.batch_size": 4,
+        "eval.feature_network": nets["arc_eval"],
+        "eval.idsim_model": nets["arc_eval_onnx"],
+        "eval.fid_reference_size": 12,
+        "eval.lpips_resolution": 64,
+        "eval.n_boot": 50,
     }
     tokens.update(extra)
     return [f"{k}={v}" for k, v in tokens.items()]

@@ -17,17 +17,55 @@ def run(argv, capsys):
 
 
 def test_generator_rows(capsys):
-    result = run(["generator", "--sizes", "64", "--batches", "1", "2", "--precisions", "fp32", "--modes", "fwd",
-                  "fwd+bwd", "--iters", "1", "--warmup", "0"], capsys)
-    assert [(r["batch"], r["mode"]) for r in result["results"]] == [(1, "fwd"), (1, "fwd+bwd"), (2, "fwd"),
-                                                                    (2, "fwd+bwd")]
+    result = run(
+        [
+            "generator",
+            "--sizes",
+            "64",
+            "--batches",
+            "1",
+            "2",
+            "--precisions",
+            "fp32",
+            "--modes",
+            "fwd",
+            "fwd+bwd",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
+    assert [(r["batch"], r["mode"]) for r in result["results"]] == [
+        (1, "fwd"),
+        (1, "fwd+bwd"),
+        (2, "fwd"),
+        (2, "fwd+bwd"),
+    ]
     assert all(r["images_per_s"] > 0 for r in result["results"])
 
 
 @pytest.mark.slow
 def test_train_rows_every_method_toy(capsys):
-    result = run(["train", "--worlds", "toy", "--precisions", "fp32", "--batch", "2", "--n-iters", "2",
-                  "--iters", "1", "--warmup", "0"], capsys)
+    result = run(
+        [
+            "train",
+            "--worlds",
+            "toy",
+            "--precisions",
+            "fp32",
+            "--batch",
+            "2",
+            "--n-iters",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
     rows = {r["row"]: r for r in result["results"]}
     assert set(rows) == set(benchmark.ROWS)
     assert rows["psp"]["n_iters"] == 1 and rows["input_latent"]["n_iters"] == 2
@@ -37,19 +75,50 @@ def test_train_rows_every_method_toy(capsys):
 
 
 def test_train_bf16_row(capsys):
-    result = run(["train", "--worlds", "toy", "--rows", "psp", "--precisions", "bf16", "--batch", "1",
-                  "--iters", "1", "--warmup", "0"], capsys)
+    result = run(
+        [
+            "train",
+            "--worlds",
+            "toy",
+            "--rows",
+            "psp",
+            "--precisions",
+            "bf16",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
     (row,) = result["results"]
     assert row["precision"] == "bf16" and row["images_per_s"] > 0
 
 
 def test_pulse_vs_encoder_toy(capsys):
-    result = run(["pulse-vs-encoder", "--worlds", "toy", "--batches", "2", "--n-iters", "2", "--pulse-steps", "2",
-                  "--gaussian-fit-samples", "1000", "--warmup", "0"], capsys)
+    result = run(
+        [
+            "pulse-vs-encoder",
+            "--worlds",
+            "toy",
+            "--batches",
+            "2",
+            "--n-iters",
+            "2",
+            "--pulse-steps",
+            "2",
+            "--gaussian-fit-samples",
+            "1000",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
     (row,) = result["results"]
     assert row["pulse_steps_run"] == 2 and row["pulse_steps"] > 2  # the config's steps, scaled linearly
-    assert row["pulse_over_encoder"] == pytest.approx(row["pulse_s_per_image"] / row["encoder_s_per_image"],
-                                                      rel=0.05)
+    assert row["pulse_over_encoder"] == pytest.approx(row["pulse_s_per_image"] / row["encoder_s_per_image"], rel=0.05)
 
 
 def test_random_weight_world_networks():
@@ -71,8 +140,24 @@ def test_train_benchmark_leaves_no_accelerator_state(capsys):
     """A bf16 benchmark row must not pin the mixed precision of later Accelerators in the process."""
     from accelerate import Accelerator
 
-    run(["train", "--worlds", "toy", "--rows", "psp", "--precisions", "bf16", "--batch", "1", "--iters", "1",
-         "--warmup", "0"], capsys)
+    run(
+        [
+            "train",
+            "--worlds",
+            "toy",
+            "--rows",
+            "psp",
+            "--precisions",
+            "bf16",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
     assert Accelerator(cpu=True).mixed_precision == "no"
 
 
@@ -91,28 +176,46 @@ def test_demo_rows(capsys):
 
 
 def test_train_compare_times_the_reference_step_alongside(capsys):
-    result = run(["train", "--worlds", "toy", "--rows", "baseline", "--precisions", "fp32", "--batch", "2",
-                  "--n-iters", "2", "--iters", "1", "--warmup", "0", "--compare"], capsys)
+    result = run(
+        [
+            "train",
+            "--worlds",
+            "toy",
+            "--rows",
+            "baseline",
+            "--precisions",
+            "fp32",
+            "--batch",
+            "2",
+            "--n-iters",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--compare",
+        ],
+        capsys,
+    )
     (row,) = result["results"]
     assert row["reference_seconds_per_step"] > 0 and row["seconds_per_step"] > 0
     assert row["speedup"] == pytest.approx(row["reference_seconds_per_step"] / row["seconds_per_step"], rel=0.01)
 
 
 def test_profile_attributes_the_step_to_modules_and_ops(capsys):
-    result = benchmark.main(["profile", "--row", "input_latent", "--batch", "2", "--set", "model.n_iters=2",
-                             "--top", "5"])
+    result = benchmark.main(
+        ["profile", "--row", "input_latent", "--batch", "2", "--set", "model.n_iters=2", "--top", "5"]
+    )
     capsys.readouterr()
     fwd, bwd = result["forward_ms_by_module"], result["backward_ms_by_module"]
-    for part in ("generator", "encoder.body", "encoder.identity", "encoder.ifms", "loss.perceptual",
-                 "loss.identity"):
+    for part in ("generator", "encoder.body", "encoder.identity", "encoder.ifms", "loss.perceptual", "loss.identity"):
         assert fwd[part] > 0, part
     for part in ("generator", "encoder.body", "loss.perceptual"):  # backprop reaches them all
         assert bwd[part] > 0, part
     assert len(result["forward_ms_by_op"]) == 5 and "ConvolutionBackward0" in result["backward_ms_by_node"]
     assert result["profiled_forward_ms"] == pytest.approx(sum(fwd.values()), abs=1)
     assert result["gflop_per_step"] > 0 and 0 < result["fraction_of_peak"]
-    assert result["achieved_gflop_s"] == pytest.approx(result["gflop_per_step"] / result["seconds_per_step"],
-                                                       rel=0.02)
+    assert result["achieved_gflop_s"] == pytest.approx(result["gflop_per_step"] / result["seconds_per_step"], rel=0.02)
 
 
 def test_step_flops_count_grouped_conv_weight_gradients_right():
@@ -136,8 +239,25 @@ def test_inference_and_trees_against_a_checkout(capsys):
     assert [r["loop"] for r in result["results"]] == ["pipeline", "evaluation"]
     assert all(r["images_per_s"] > 0 for r in result["results"]) and result["pairs"] == 4
     # this checkout as its own reference: the runner, the environment switch and the medians
-    trees = benchmark.main(["trees", "--reference", str(benchmark.REPO_ROOT), "--rounds", "1", "--", "inference",
-                            "--pairs", "2", "--batch", "2", "--iters", "1", "--warmup", "0"])
+    trees = benchmark.main(
+        [
+            "trees",
+            "--reference",
+            str(benchmark.REPO_ROOT),
+            "--rounds",
+            "1",
+            "--",
+            "inference",
+            "--pairs",
+            "2",
+            "--batch",
+            "2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     capsys.readouterr()
     assert len(trees["per_round"]["reference"]) == 1 and len(trees["speedup_this_over_reference"]) == 2
     assert all(s > 0 for s in trees["speedup_this_over_reference"])

@@ -17,12 +17,15 @@ def test_defaults_are_toy_world_and_full_model():
     assert (cfg.loss.l2, cfg.loss.lpips, cfg.loss.id, cfg.loss.wnorm) == (0.1, 1.0, 0.5, 0.003)
 
 
-@pytest.mark.parametrize("row,kind,id_enc,latent,init", [
-    ("baseline", "restyle", False, False, "pretrained"),
-    ("ifblock", "ide", True, False, "random"),
-    ("input_latent", "ide", True, True, "random"),
-    ("pretrained_id", "ide", True, True, "pretrained"),
-])
+@pytest.mark.parametrize(
+    "row,kind,id_enc,latent,init",
+    [
+        ("baseline", "restyle", False, False, "pretrained"),
+        ("ifblock", "ide", True, False, "random"),
+        ("input_latent", "ide", True, True, "random"),
+        ("pretrained_id", "ide", True, True, "pretrained"),
+    ],
+)
 def test_ablation_presets_map_onto_table2(row, kind, id_enc, latent, init):
     cfg = load_config([f"ablation={row}"])
     assert cfg.ablation == row
@@ -32,8 +35,7 @@ def test_ablation_presets_map_onto_table2(row, kind, id_enc, latent, init):
 
 
 def test_merge_order_presets_then_overrides():
-    cfg = load_config(["world=celebahq", "data.root=/x", "ablation=ifblock", "train.lr=3e-4",
-                       "model.n_iters=3"])
+    cfg = load_config(["world=celebahq", "data.root=/x", "ablation=ifblock", "train.lr=3e-4", "model.n_iters=3"])
     assert cfg.world == "celebahq" and cfg.generator.size == 1024 and cfg.data.lr_size == 32
     assert cfg.train.lr == pytest.approx(3e-4) and cfg.model.n_iters == 3
     assert not cfg.model.input_latent
@@ -42,39 +44,42 @@ def test_merge_order_presets_then_overrides():
     assert run_name(cfg) == "ifblock-celebahq-lr-s0"
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["train.lrr=1"], "did you mean 'train.lr'"),
-    (["train.lr=abc"], "train.lr"),
-    (["ablation=inputlatent"], "did you mean 'input_latent'"),
-    (["world=mars"], "available: celebahq, toy"),
-    (["garbage"], "malformed argument"),
-    (["train..lr=1"], "malformed key"),
-    (["data.condition=xyz"], "allowed: lr, mask, sketch"),
-    (["world=celebahq"], "data.root is required"),
-    (["model.n_iters=0"], "n_iters"),
-    (["train.warmup_steps=-5"], "'train.warmup_steps': -5; it must be >= 0"),
-    # values that used to pass validation and then fail or lie (issue 25, item 5)
-    (["train.max_steps=0"], "'train.max_steps': 0; it must be >= 1"),
-    (["train.max_steps=-3"], "'train.max_steps': -3; it must be >= 1"),
-    (["train.ckpt_every=0"], "'train.ckpt_every': 0; it must be >= 1"),
-    (["train.log_every=0"], "'train.log_every': 0; it must be >= 1"),
-    (["train.val_every=0"], "'train.val_every': 0"),
-    (["train.lr=-1e-4"], "'train.lr': -0.0001; it must be > 0"),
-    (["train.lr=0"], "'train.lr': 0.0; it must be > 0"),
-    (["train.val_batch=0"], "'train.val_batch': 0; it must be >= 1"),
-    (["data.lr_size=0"], "'data.lr_size': 0; it must be >= 1"),
-    (["data.lr_size=128"], "data.lr_size=128 is larger than data.input_size=64"),
-    (["data.input_size=100"], "'data.input_size': 100; it must be a power of two >= 4"),
-    (["generator.size=96"], "'generator.size': 96; it must be a power of two >= 4"),
-    (["eval.batch_size=0"], "'eval.batch_size': 0"),
-    (["eval.max_pairs=0"], "'eval.max_pairs': 0; it must be null or >= 1"),
-    (["eval.id_crop=[0.5,0.2,0,1]"], "'eval.id_crop'"),
-    (["train.keep_last=-1"], "'train.keep_last': -1; it must be >= 0"),
-    (["loss.id=-0.5"], "'loss.id': -0.5; it must be >= 0"),
-    (["pulse.steps=0"], "'pulse.steps': 0"),
-    (["model.stage_units=[1,1,1]"], "'model.stage_units': [1, 1, 1]"),
-    (["eval.idsim_model=toy_arcface_onnx"], "is the ID loss's own network (loss.id_network=toy_arcface)"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train.lrr=1"], "did you mean 'train.lr'"),
+        (["train.lr=abc"], "train.lr"),
+        (["ablation=inputlatent"], "did you mean 'input_latent'"),
+        (["world=mars"], "available: celebahq, toy"),
+        (["garbage"], "malformed argument"),
+        (["train..lr=1"], "malformed key"),
+        (["data.condition=xyz"], "allowed: lr, mask, sketch"),
+        (["world=celebahq"], "data.root is required"),
+        (["model.n_iters=0"], "n_iters"),
+        (["train.warmup_steps=-5"], "'train.warmup_steps': -5; it must be >= 0"),
+        # values that used to pass validation and then fail or lie (issue 25, item 5)
+        (["train.max_steps=0"], "'train.max_steps': 0; it must be >= 1"),
+        (["train.max_steps=-3"], "'train.max_steps': -3; it must be >= 1"),
+        (["train.ckpt_every=0"], "'train.ckpt_every': 0; it must be >= 1"),
+        (["train.log_every=0"], "'train.log_every': 0; it must be >= 1"),
+        (["train.val_every=0"], "'train.val_every': 0"),
+        (["train.lr=-1e-4"], "'train.lr': -0.0001; it must be > 0"),
+        (["train.lr=0"], "'train.lr': 0.0; it must be > 0"),
+        (["train.val_batch=0"], "'train.val_batch': 0; it must be >= 1"),
+        (["data.lr_size=0"], "'data.lr_size': 0; it must be >= 1"),
+        (["data.lr_size=128"], "data.lr_size=128 is larger than data.input_size=64"),
+        (["data.input_size=100"], "'data.input_size': 100; it must be a power of two >= 4"),
+        (["generator.size=96"], "'generator.size': 96; it must be a power of two >= 4"),
+        (["eval.batch_size=0"], "'eval.batch_size': 0"),
+        (["eval.max_pairs=0"], "'eval.max_pairs': 0; it must be null or >= 1"),
+        (["eval.id_crop=[0.5,0.2,0,1]"], "'eval.id_crop'"),
+        (["train.keep_last=-1"], "'train.keep_last': -1; it must be >= 0"),
+        (["loss.id=-0.5"], "'loss.id': -0.5; it must be >= 0"),
+        (["pulse.steps=0"], "'pulse.steps': 0"),
+        (["model.stage_units=[1,1,1]"], "'model.stage_units': [1, 1, 1]"),
+        (["eval.idsim_model=toy_arcface_onnx"], "is the ID loss's own network (loss.id_network=toy_arcface)"),
+    ],
+)
 def test_bad_input_is_one_clear_error(argv, needle):
     with pytest.raises(ConfigError) as info:
         load_config(argv)
@@ -99,12 +104,17 @@ def test_available_presets_lists_every_row():
 
 def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
     script = str(REPO_ROOT / "experiments" / "run.py")
-    ok = subprocess.run([sys.executable, script, "--dry-run", "ablation=input_latent", "train.lr=3e-4"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, script, "--dry-run", "ablation=input_latent", "train.lr=3e-4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "ablation: input_latent" in ok.stdout and "lr: 0.0003" in ok.stdout
-    bad = subprocess.run([sys.executable, script, "--dry-run", "train.lrr=1"], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, script, "--dry-run", "train.lrr=1"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
 
@@ -125,11 +135,14 @@ def test_a_preset_builds_on_the_presets_it_names(tmp_path, monkeypatch):
     assert cfg.method == "psp" and cfg.ablation == "frozen"
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("presets: [ablation=loop]\n", "circle: ablation=loop -> ablation=loop"),
-    ("presets: [train.lr=1]\n", "not the override 'train.lr=1'"),
-    ("presets: method=psp\n", "must be a list"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("presets: [ablation=loop]\n", "circle: ablation=loop -> ablation=loop"),
+        ("presets: [train.lr=1]\n", "not the override 'train.lr=1'"),
+        ("presets: method=psp\n", "must be a list"),
+    ],
+)
 def test_bad_preset_lists_are_one_line_errors(tmp_path, monkeypatch, text, needle):
     import experiments.config as config
 

@@ -136,7 +136,7 @@ class Synthesis(nn.Module):
         w_idx = 0
         for res in self.resolutions:
             n_conv = 1 if res == 4 else 2
-            x, img = getattr(self, f"b{res}")(x, img, ws[:, w_idx:w_idx + n_conv + 1])
+            x, img = getattr(self, f"b{res}")(x, img, ws[:, w_idx : w_idx + n_conv + 1])
             w_idx += n_conv
         return img
 
@@ -213,8 +213,9 @@ def test_converted_generator_reproduces_nvlabs_images(nv, tmp_path):
         assert ref.shape == ours.shape == (3, 3, SIZE, SIZE)
         assert (ours - ref).abs().max() < 1e-5
         # the flip matters: converting with it gives a different generator
-        wrong = convert.build_converted(convert.nvlabs_to_rosinality(nv.state_dict(), flip_up_weights=True),
-                                        convert.nvlabs_config(nv.state_dict()))
+        wrong = convert.build_converted(
+            convert.nvlabs_to_rosinality(nv.state_dict(), flip_up_weights=True), convert.nvlabs_config(nv.state_dict())
+        )
         assert (wrong([w_plus], input_is_latent=True, randomize_noise=False)[0] - ref).abs().max() > 1e-2
 
 
@@ -225,7 +226,8 @@ def test_tf_style_affine_bias_offset(nv):
     w = torch.randn(2, 6, W_DIM)
     with torch.no_grad():
         ours, _ = convert.build_converted(convert.nvlabs_to_rosinality(tf_like, affine_bias_offset=1.0), cfg)(
-            [w], input_is_latent=True, randomize_noise=False)
+            [w], input_is_latent=True, randomize_noise=False
+        )
         torch.testing.assert_close(ours, nv.synthesis(w), atol=1e-5, rtol=1e-5)
 
 
@@ -250,5 +252,7 @@ def test_cli_converts_trusted_pickle_and_reports_pixel_difference(nv, tmp_path, 
     torch.save(nv.state_dict(), tmp_path / "sd.pt")
     report = convert.main([str(tmp_path / "sd.pt"), str(tmp_path / "out2.pt")])
     assert report["max_pixel_difference"] is None
-    assert torch.equal(torch.load(tmp_path / "out2.pt", weights_only=True)["g_ema"]["conv1.conv.weight"],
-                       ckpt["g_ema"]["conv1.conv.weight"])
+    assert torch.equal(
+        torch.load(tmp_path / "out2.pt", weights_only=True)["g_ema"]["conv1.conv.weight"],
+        ckpt["g_ema"]["conv1.conv.weight"],
+    )

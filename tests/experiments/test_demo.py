@@ -71,7 +71,7 @@ def test_generate_four_faces_as_the_pipeline_does(toy):
     s, n = toy.pipe.output_size, toy.pipe.n_iters
     assert [f.shape for f in out.faces] == [(s, s, 3)] * 4 and all(f.dtype == np.uint8 for f in out.faces)
     assert len(out.steps) == n and all(strip.shape == (s, 5 * s, 3) for strip in out.steps)
-    np.testing.assert_array_equal(out.steps[-1][:, s:2 * s], out.faces[0])  # the last step is the result
+    np.testing.assert_array_equal(out.steps[-1][:, s : 2 * s], out.faces[0])  # the last step is the result
     person = toy.read_contour(mode, contour, aligned=True)[1].label
     assert len(out.seen) == 5 and out.seen[0][1] == f"contour: {person}"
     assert out.seen[1][1] == f"identity 1: used as an aligned crop ({person})"
@@ -109,8 +109,12 @@ def test_bad_inputs_give_one_line_each(toy, tmp_path):
     labels[16:48, 16:48] = 1
     label_map = save_label_map(labels, tmp_path / "labels.png")
     with pytest.raises(DemoError) as err:
-        toy.generate(LR_IMAGE, Upload.of(label_map), [None, Upload.of(tmp_path / "broken.png", "me.png"),
-                                                      Upload.of(blank)], aligned=False)
+        toy.generate(
+            LR_IMAGE,
+            Upload.of(label_map),
+            [None, Upload.of(tmp_path / "broken.png", "me.png"), Upload.of(blank)],
+            aligned=False,
+        )
     found = lines(err)
     assert len(found) == 3, found
     assert found[0].startswith("contour (labels.png): this is a label map") and "takes lr contours" in found[0]
@@ -122,8 +126,10 @@ def test_bad_inputs_give_one_line_each(toy, tmp_path):
         toy.generate(mode, contour, ids[:1], aligned=False)
     with pytest.raises(DemoError) as err:
         toy.generate(mode, None, [None] * 4, aligned=True)
-    assert lines(err) == ["give a contour: a face photo (made into a 8x8 LR contour)",
-                          "give at least one identity photo (up to 4)"]
+    assert lines(err) == [
+        "give a contour: a face photo (made into a 8x8 LR contour)",
+        "give at least one identity photo (up to 4)",
+    ]
     with pytest.raises(DemoError, match="not one of this checkpoint's"):
         toy.generate(LABEL_MAP, contour, ids, aligned=True)
 
@@ -145,8 +151,11 @@ def test_mask_and_sketch_checkpoints(tmp_path):
     out = demo.generate(mode, contour, ids[:2], aligned=True)
     assert len(out.steps) == N_ITERS and out.contour_sim[0] is not None  # the example's person is known
     assert out.seen[0][1].startswith("contour: toy test person")
-    with pytest.raises(DemoError, match=r"contour \(person\d+_photo1.png\): cannot read this file: .*"
-                                        r"this checkpoint takes label maps"):
+    with pytest.raises(
+        DemoError,
+        match=r"contour \(person\d+_photo1.png\): cannot read this file: .*"
+        r"this checkpoint takes label maps",
+    ):
         demo.generate(mode, ids[0], ids[:1], aligned=True)  # a colour photo is not a label map
 
     run, _ = make_tiny_run(tmp_path, "sketch")
@@ -158,10 +167,16 @@ def test_mask_and_sketch_checkpoints(tmp_path):
     ink = np.zeros((256, 256, 4), np.uint8)
     ink[100:104, 40:220, 3] = 255
     Image.fromarray(ink).save(tmp_path / "composite.png")
-    drawn = _upload({"background": None, "layers": [], "composite": {"path": str(tmp_path / "composite.png"),
-                                                                     "orig_name": "composite.png"}})
-    assert not _sketch_is_blank(drawn) and _sketch_is_blank(Upload.of(save_image(torch.ones(3, 8, 8),
-                                                                                 tmp_path / "white.png")))
+    drawn = _upload(
+        {
+            "background": None,
+            "layers": [],
+            "composite": {"path": str(tmp_path / "composite.png"), "orig_name": "composite.png"},
+        }
+    )
+    assert not _sketch_is_blank(drawn) and _sketch_is_blank(
+        Upload.of(save_image(torch.ones(3, 8, 8), tmp_path / "white.png"))
+    )
     out = demo.generate(DRAW, drawn, ids[:1], aligned=True)
     assert out.contour_sim == [None] and out.seen[0][1] == "contour"  # a drawing shows no known person
 
@@ -195,9 +210,13 @@ def server(tmp_path_factory):
     pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.demo", "--checkpoint", "toy", "--port", str(port),
-                             "--threads", "1"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.demo", "--checkpoint", "toy", "--port", str(port), "--threads", "1"],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300  # about 15 s on an idle machine
     while True:
@@ -227,7 +246,8 @@ def test_server_generates_over_http(server, toy):
     assert client.config["analytics_enabled"] is False
     mode, contour, *ids = toy.examples.rows[0]
     status, faces, step, strip, table, seen = client.predict(
-        mode, handle_file(contour), None, *map(handle_file, ids), True, toy.pipe.n_iters, "", api_name="/generate")
+        mode, handle_file(contour), None, *map(handle_file, ids), True, toy.pipe.n_iters, "", api_name="/generate"
+    )
     s, n = toy.pipe.output_size, toy.pipe.n_iters
     assert status.startswith("Generated 4 face(s)"), status
     images = [png_array(f["image"]) for f in faces]
@@ -248,8 +268,19 @@ def test_server_reports_bad_input_in_the_page(server, toy, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     client = Client(server, verbose=False)
     mode, contour, *ids = toy.examples.rows[0]
-    status, faces, *_ = client.predict(mode, handle_file(contour), None, handle_file(tmp_path / "notes.png"),
-                                       None, None, None, True, toy.pipe.n_iters, "", api_name="/generate")
+    status, faces, *_ = client.predict(
+        mode,
+        handle_file(contour),
+        None,
+        handle_file(tmp_path / "notes.png"),
+        None,
+        None,
+        None,
+        True,
+        toy.pipe.n_iters,
+        "",
+        api_name="/generate",
+    )
     assert status.startswith("**Cannot generate:**") and faces == []
     assert "identity photo 1 (notes.png): cannot read this file" in status and "Traceback" not in status
 

@@ -94,12 +94,15 @@ def run_main(tokens, **extra):
     return main([*tokens, *(f"{k}={v}" for k, v in extra.items())])
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("train.max_steps", "0", "'train.max_steps': 0; it must be >= 1"),
-    ("train.ckpt_every", "0", "'train.ckpt_every': 0"),
-    ("train.lr", "-1", "'train.lr': -1.0; it must be > 0"),
-    ("data.input_size", "48", "power of two"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("train.max_steps", "0", "'train.max_steps': 0; it must be >= 1"),
+        ("train.ckpt_every", "0", "'train.ckpt_every': 0"),
+        ("train.lr", "-1", "'train.lr': -1.0; it must be > 0"),
+        ("data.input_size", "48", "power of two"),
+    ],
+)
 def test_run_bad_config_values(tiny_nets, tmp_path, capsys, key, value, needle):
     assert run_main(tiny_overrides(tiny_nets, tmp_path), **{key: value}) == 2
     assert needle in one_error_line(capsys)
@@ -122,8 +125,11 @@ def test_run_read_only_output_dir(tiny_nets, tmp_path, capsys):
 @pytest.mark.parametrize("damage", ["unsafe", "truncated"])
 def test_run_unsafe_or_unreadable_weights(tiny_nets, tmp_path, capsys, key, damage):
     source = tiny_nets["g"] if key == "generator.weights" else tiny_nets["arc"]
-    path = unsafe_torch_file(tmp_path / "w.pt") if damage == "unsafe" else \
-        truncated_copy(source, tmp_path / "w.safetensors")
+    path = (
+        unsafe_torch_file(tmp_path / "w.pt")
+        if damage == "unsafe"
+        else truncated_copy(source, tmp_path / "w.safetensors")
+    )
     assert run_main(tiny_overrides(tiny_nets, tmp_path / "out"), **{key: path}) == 2
     line = one_error_line(capsys)
     assert str(path) in line
@@ -159,11 +165,14 @@ def test_run_resume_latest_without_a_checkpoint_says_so(tiny_nets, tmp_path, cap
     assert not list(tmp_path.glob("*/config.yaml"))  # nothing started
 
 
-@pytest.mark.parametrize("piece,needle", [
-    ("optimizer.bin", "the optimiser state (optimizer.bin) is unreadable"),
-    ("random_states_0.pkl", "the random generator states (random_states_0.pkl) is unreadable"),
-    ("model.safetensors", "the model weights (model.safetensors) is unreadable"),
-])
+@pytest.mark.parametrize(
+    "piece,needle",
+    [
+        ("optimizer.bin", "the optimiser state (optimizer.bin) is unreadable"),
+        ("random_states_0.pkl", "the random generator states (random_states_0.pkl) is unreadable"),
+        ("model.safetensors", "the model weights (model.safetensors) is unreadable"),
+    ],
+)
 @pytest.mark.parametrize("damage", ["unsafe", "truncated"])
 def test_run_resume_with_a_damaged_piece_names_it(trained, tmp_path, capsys, piece, needle, damage):
     run_dir, tokens = trained
@@ -218,8 +227,9 @@ def manifest(trained):
     return path
 
 
-@pytest.mark.parametrize("case", ["garbage", "empty", "header_only", "binary", "identity_swapped", "rows_cut",
-                                  "ids_changed"])
+@pytest.mark.parametrize(
+    "case", ["garbage", "empty", "header_only", "binary", "identity_swapped", "rows_cut", "ids_changed"]
+)
 def test_evaluate_refuses_a_damaged_or_edited_manifest(trained, manifest, capsys, case):
     good = manifest.read_bytes()
     lines = good.decode().splitlines(keepends=True)
@@ -230,8 +240,9 @@ def test_evaluate_refuses_a_damaged_or_edited_manifest(trained, manifest, capsys
         "header_only": lines[0].encode(),
         "binary": bytes(range(256)) * 4,
         # another person's identity photo in the first pair
-        "identity_swapped": "".join([lines[0], ",".join([*row[:3], lines[-1].split(",")[3], *row[4:]]),
-                                     *lines[2:]]).encode(),
+        "identity_swapped": "".join(
+            [lines[0], ",".join([*row[:3], lines[-1].split(",")[3], *row[4:]]), *lines[2:]]
+        ).encode(),
         "rows_cut": "".join(lines[:-2]).encode(),
         "ids_changed": good.replace(b",1\n", b",0\n", 1) if b",1\n" in good else good.replace(b",0\n", b",1\n", 1),
     }[case]
@@ -269,8 +280,20 @@ def photos(trained, tmp_path_factory):
 def gen_main(run_dir, photos, *extra, out=None):
     from experiments.generate import main
 
-    args = ["--checkpoint", str(run_dir), "--identity", str(photos / "identity.png"), "--contour",
-            str(photos / "contour.png"), "--aligned", "--device", "cpu", "--out", str(out), *extra]
+    args = [
+        "--checkpoint",
+        str(run_dir),
+        "--identity",
+        str(photos / "identity.png"),
+        "--contour",
+        str(photos / "contour.png"),
+        "--aligned",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return main(args)
 
 
@@ -319,8 +342,13 @@ def test_prepare_names_every_missing_item(tmp_path, capsys):
 
     assert main(["celebahq", "--root", str(tmp_path), "--no-progress"]) == 2
     line = one_error_line(capsys)
-    for name in ("CelebAMask-HQ-mask-anno", "CelebA-HQ-img", "CelebA-HQ-to-CelebA-mapping.txt",
-                 "identity_CelebA.txt", "list_eval_partition.txt"):
+    for name in (
+        "CelebAMask-HQ-mask-anno",
+        "CelebA-HQ-img",
+        "CelebA-HQ-to-CelebA-mapping.txt",
+        "identity_CelebA.txt",
+        "list_eval_partition.txt",
+    ):
         assert f"missing {name}" in line, name
 
 

@@ -72,9 +72,22 @@ def test_results_json_resume_and_two_processes(trained_run, tmp_path):
     import shutil
 
     shutil.rmtree(trained_run / "eval")
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "29519"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29519",
+    ]
     run_eval(trained_run, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
     two = json.loads((trained_run / "eval" / "random" / "results.json").read_text())
     assert two["processes"] == 2 and two["n_pairs"] == results["n_pairs"]
@@ -92,8 +105,9 @@ def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
 
     if not dlibface.available():
         pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
-    cfg, run_dir = load_eval_config([f"checkpoint={trained_run}", "eval.max_pairs=6", "eval.dlib_judge=true",
-                                     "wandb.mode=disabled"])
+    cfg, run_dir = load_eval_config(
+        [f"checkpoint={trained_run}", "eval.max_pairs=6", "eval.dlib_judge=true", "wandb.mode=disabled"]
+    )
     results = evaluate(cfg, run_dir, out_dir=tmp_path / "eval")
     m = results["metrics"]
     for key in ("dlib_distance", "dlib_same_person"):

@@ -15,9 +15,14 @@ from experiments.gpu_check import REPO_ROOT, Part
 
 def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
     out = tmp_path / "check.json"
-    proc = subprocess.run([sys.executable, "experiments/gpu_check.py", "--out", str(out)], cwd=REPO_ROOT,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "experiments/gpu_check.py", "--out", str(out)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0] and "GPU" in lines[0]
@@ -42,8 +47,14 @@ def test_every_planned_command_parses(tmp_path):
             assert cfg.train.max_steps == 100 and cfg.output_dir == str(tmp_path / "toy_run")
     # the pytest parts select tests that exist: the cuda marker's and the build test
     for part in parts[:2]:
-        collected = subprocess.run([*part.cmd, "--collect-only"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                   env={**os.environ, **part.env}, timeout=300)
+        collected = subprocess.run(
+            [*part.cmd, "--collect-only"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **part.env},
+            timeout=300,
+        )
         assert collected.returncode == 0, collected.stdout[-2000:]
         n = int(re.search(r"(\d+)/\d+ tests? collected", collected.stdout).group(1))
         assert n == 1 if part.name == "cuda_build_test" else n >= 5

@@ -25,8 +25,10 @@ def row_tokens(row, nets, out, **extra):
 
 
 def collate(items):
-    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else
-            [it[k] for it in items] for k in items[0]}
+    return {
+        k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else [it[k] for it in items]
+        for k in items[0]
+    }
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -36,8 +38,11 @@ def test_one_step_changes_encoder_only(row, tiny_nets, tmp_path):
     accelerator = Accelerator(cpu=True)
     trainable = [p for p in method.trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-3)
-    frozen = {"generator": method.model.decoder, "arcface": method.objective.identity.embedder,
-              "perceptual": method.objective.perceptual}
+    frozen = {
+        "generator": method.model.decoder,
+        "arcface": method.objective.identity.embedder,
+        "perceptual": method.objective.perceptual,
+    }
     before = {name: [p.detach().clone() for p in net.parameters()] for name, net in frozen.items()}
     encoder_before = [p.detach().clone() for p in trainable]
     logs = method.train_step(collate([method.world.train_set[i] for i in range(2)]), accelerator)
@@ -56,12 +61,26 @@ def test_short_run_reduces_training_loss(row, tiny_nets, tmp_path):
     from experiments.train import train
 
     steps = 60
-    cfg = load_config(row_tokens(row, tiny_nets, tmp_path, **{
-        "train.max_steps": steps, "train.lr": 1e-3, "train.val_every": steps, "train.ckpt_every": steps,
-        "wandb.mode": "disabled"}))
+    cfg = load_config(
+        row_tokens(
+            row,
+            tiny_nets,
+            tmp_path,
+            **{
+                "train.max_steps": steps,
+                "train.lr": 1e-3,
+                "train.val_every": steps,
+                "train.ckpt_every": steps,
+                "wandb.mode": "disabled",
+            },
+        )
+    )
     run_dir = train(cfg)
-    losses = [m["train/loss"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-              if "train/loss" in m]
+    losses = [
+        m["train/loss"]
+        for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if "train/loss" in m
+    ]
     assert len(losses) == steps
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first, (first, last)
@@ -82,8 +101,9 @@ def _three_steps(row, nets, out, tokens):
     method.trainable.train()
     logs = []
     for k in range(3):
-        logs.append(method.train_step(collate([method.world.train_set[i] for i in range(2 * k, 2 * k + 2)]),
-                                      accelerator))
+        logs.append(
+            method.train_step(collate([method.world.train_set[i] for i in range(2 * k, 2 * k + 2)]), accelerator)
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return {**dict(method.model.encoder.named_parameters()), **dict(method.model.encoder.named_buffers())}, logs
@@ -93,12 +113,17 @@ def _three_steps(row, nets, out, tokens):
 # alike. The shared identity condition (E_id's features, the IFMs' modulations) and the generator's factored
 # backward change summation orders only: the same first losses, then agreement to rounding
 # (benchmark.REFERENCE_STEP is the step before all three).
-@pytest.mark.parametrize("row, tokens, exact", [
-    ("ablation=baseline", [], True), ("method=psp", [], True),
-    ("ablation=pretrained_id", ["model.identity_freeze=true"], False),
-    ("ablation=input_latent", [], False), ("ablation=input_latent", ["generator.factored_backward=false"], False),
-    ("ablation=baseline", [], False),
-])
+@pytest.mark.parametrize(
+    "row, tokens, exact",
+    [
+        ("ablation=baseline", [], True),
+        ("method=psp", [], True),
+        ("ablation=pretrained_id", ["model.identity_freeze=true"], False),
+        ("ablation=input_latent", [], False),
+        ("ablation=input_latent", ["generator.factored_backward=false"], False),
+        ("ablation=baseline", [], False),
+    ],
+)
 def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets, tmp_path):
     from experiments.benchmark import REFERENCE_STEP
 
@@ -119,9 +144,16 @@ def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets
 
 def test_build_pulse_wires_the_config(tmp_path):
     """build_pulse on files given by path (random weights in the toy world's shapes): sizes, knobs, cache."""
-    cfg = load_config(["method=pulse", f"generator.weights={tmp_path / 'g.safetensors'}",
-                       f"loss.id_network={tmp_path / 'arc.safetensors'}", "pulse.steps=2",
-                       "pulse.gaussian_fit_samples=2048", "pulse.w_id=0.5"])
+    cfg = load_config(
+        [
+            "method=pulse",
+            f"generator.weights={tmp_path / 'g.safetensors'}",
+            f"loss.id_network={tmp_path / 'arc.safetensors'}",
+            "pulse.steps=2",
+            "pulse.gaussian_fit_samples=2048",
+            "pulse.w_id=0.5",
+        ]
+    )
     torch.manual_seed(0)
     gc = cfg.generator
     g = Generator(gc.size, gc.style_dim, gc.n_mlp, channels={int(k): v for k, v in gc.channels.items()})

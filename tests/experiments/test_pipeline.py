@@ -37,14 +37,26 @@ def make_tiny_run(root: Path, condition: str = "lr"):
             if isinstance(m, NoiseInjection):
                 m.weight.fill_(0.3)  # rosinality initialises these to 0: the seed would change nothing
     save_generator(root / "g.safetensors", g, g.mean_latent(64)[0])
-    cfg = load_config([
-        f"data.condition={condition}", "data.input_size=64", "data.lr_size=8", "generator.size=64",
-        "generator.style_dim=32", "generator.n_mlp=2", f"generator.weights={root / 'g.safetensors'}",
-        "generator.channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}", "model.stage_channels=[8,8,16,16]",
-        "model.stage_units=[1,1,1,1]", "model.ifm_hidden=8", f"model.n_iters={N_ITERS}",
-        "model.loss_resolution=64", "model.encoder_init=random", "model.identity_init=random",
-        f"output_dir={root}",
-    ])
+    cfg = load_config(
+        [
+            f"data.condition={condition}",
+            "data.input_size=64",
+            "data.lr_size=8",
+            "generator.size=64",
+            "generator.style_dim=32",
+            "generator.n_mlp=2",
+            f"generator.weights={root / 'g.safetensors'}",
+            "generator.channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}",
+            "model.stage_channels=[8,8,16,16]",
+            "model.stage_units=[1,1,1,1]",
+            "model.ifm_hidden=8",
+            f"model.n_iters={N_ITERS}",
+            "model.loss_resolution=64",
+            "model.encoder_init=random",
+            "model.identity_init=random",
+            f"output_dir={root}",
+        ]
+    )
     from experiments.world import load_frozen_generator
 
     generator, latent_avg = load_frozen_generator(cfg, torch.device("cpu"))
@@ -267,15 +279,18 @@ def test_encoder_refuses_a_generator_it_was_not_trained_with(lr_run, tmp_path):
     method = SimpleNamespace(cfg=load_run_config(run / "final"))
     for k in range(3):  # the record keeps identical exports byte-identical
         EncoderMethod.export(method, model, tmp_path / f"again{k}")
-        assert (tmp_path / f"again{k}" / "encoder.safetensors").read_bytes() == \
-            (run / "final" / "encoder.safetensors").read_bytes()
+        assert (tmp_path / f"again{k}" / "encoder.safetensors").read_bytes() == (
+            run / "final" / "encoder.safetensors"
+        ).read_bytes()
 
     photo, identity = rand_images(1, 64, 2), rand_images(1, 64, 3)
     expected = load_pipeline(run)(photo, identity).image
-    torch.testing.assert_close(load_pipeline(run_with(tmp_path / "same.pt", "same"))(photo, identity).image,
-                               expected)
-    with pytest.raises(CheckpointError, match=r"trained through generator weights with fingerprint "
-                                              r"[0-9a-f]{16}, but .*other\.safetensors has [0-9a-f]{16}"):
+    torch.testing.assert_close(load_pipeline(run_with(tmp_path / "same.pt", "same"))(photo, identity).image, expected)
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained through generator weights with fingerprint "
+        r"[0-9a-f]{16}, but .*other\.safetensors has [0-9a-f]{16}",
+    ):
         load_pipeline(run_with(tmp_path / "other.safetensors", "other"))
     unchecked = load_pipeline(run_with(tmp_path / "other.safetensors", "old_export", metadata=False))
     assert (unchecked(photo, identity).image - expected).abs().max() > 0.05
@@ -296,8 +311,9 @@ def test_shipped_toy_encoder_reconstructs_toy_test_faces():
     target = torch.stack([it["target"] for it in items])
     out = pipe.run_tensors(contour, identity)
     with torch.no_grad():
-        average = pipe.model.decoder([pipe.model.latent_avg.expand(1, -1, -1)], input_is_latent=True,
-                                     randomize_noise=False)[0].clamp(-1, 1)
+        average = pipe.model.decoder(
+            [pipe.model.latent_avg.expand(1, -1, -1)], input_is_latent=True, randomize_noise=False
+        )[0].clamp(-1, 1)
     assert (out.image - target).square().mean() < (average - target).square().mean()
     distances = (out.image[:, None] - target[None]).square().mean((2, 3, 4))  # (output, face)
     matched = (distances.argmin(1) == torch.arange(len(items))).float().mean()
@@ -317,12 +333,18 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     test = ToyFaces("test", "lr", pairing="random", n_test_identities=60)
     rows = [test.manifest.rows[i] for i in range(0, 600, 5)]  # 60 contours x 2 identity photos of others
     items = [test[i] for i in range(0, 600, 5)]
-    out = pipe.run_tensors(torch.stack([it["contour"] for it in items]),
-                           torch.stack([it["identity"] for it in items])).image
+    out = pipe.run_tensors(
+        torch.stack([it["contour"] for it in items]), torch.stack([it["identity"] for it in items])
+    ).image
     judge = ArcFaceEmbedder.from_registry("toy_eval_arcface_onnx", providers=["CPUExecutionProvider"], crop=FULL_CROP)
     templates = PersonTemplates.from_batches(test.photo_batches(), judge)
-    scores = templates.scores(judge(out), [r.contour for r in rows], [r.contour_identity_id for r in rows],
-                              [r.identity for r in rows], [r.identity_id for r in rows])
+    scores = templates.scores(
+        judge(out),
+        [r.contour for r in rows],
+        [r.contour_identity_id for r in rows],
+        [r.identity for r in rows],
+        [r.identity_id for r in rows],
+    )
     assert not any(r.same_identity for r in rows)
     rate = scores["identity_following"].mean()
     assert rate >= 0.7, rate  # measured 0.85 on 500 cross-identity pairs (chance 0.5)

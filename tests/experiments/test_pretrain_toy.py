@@ -10,8 +10,7 @@ SUBCOMMANDS = ("arcface", "eval-arcface", "stylegan2", "all", "check", "encoder"
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_the_script_offers_every_subcommand_and_stops_on_bad_input_with_one_line(tmp_path):

@@ -68,8 +68,10 @@ def test_retrained_in_place_evaluates_to_new_figures(tiny_nets, tmp_path):
     run_row_seed(row_cfg, log)
     assert log == ["skip-train ide-toy-lr-s0", "skip-eval ide-toy-lr-s0 random"]
     # an encoder replaced behind the run's back is not "finished", and stale results are not reused
-    shutil.copy(tmp_path / "ide-toy-lr-s0" / "checkpoints" / "step_2" / "model.safetensors",
-                run_dir / "final" / "encoder.safetensors")
+    shutil.copy(
+        tmp_path / "ide-toy-lr-s0" / "checkpoints" / "step_2" / "model.safetensors",
+        run_dir / "final" / "encoder.safetensors",
+    )
     assert "is not the encoder it exported" in completed_run(run_dir, 4)
 
 
@@ -86,8 +88,16 @@ def test_reproduce_refuses_a_folder_of_another_training_config(tiny_nets, tmp_pa
 
 def test_training_config_ignores_what_does_not_change_the_weights():
     a = load_config([])
-    b = load_config(["eval.max_pairs=5", "wandb.mode=disabled", "resume=auto", "train.max_steps=3",
-                     "data.test_pairing=same_identity", "output_dir=elsewhere"])
+    b = load_config(
+        [
+            "eval.max_pairs=5",
+            "wandb.mode=disabled",
+            "resume=auto",
+            "train.max_steps=3",
+            "data.test_pairing=same_identity",
+            "output_dir=elsewhere",
+        ]
+    )
     assert config_difference(a, b) == []
     assert config_difference(a, load_config(["train.lr=3e-4", "model.n_iters=2"])) == ["model.n_iters", "train.lr"]
 
@@ -97,6 +107,8 @@ def test_results_match_names_what_differs():
     expected = results_provenance("a" * 64, "b" * 64, evaluation_settings(cfg))
     saved = json.loads(json.dumps(expected))
     assert results_match(saved, expected) is None
-    assert results_match({**saved, "checkpoint_sha256": "c" * 64}, expected) == \
-        "its checkpoint_sha256 differ from this evaluation's"
+    assert (
+        results_match({**saved, "checkpoint_sha256": "c" * 64}, expected)
+        == "its checkpoint_sha256 differ from this evaluation's"
+    )
     assert results_match({}, expected).startswith("its checkpoint_sha256, manifest_sha256, evaluation_settings")

@@ -32,16 +32,29 @@ rows:
 
 def tiny_nets_in(root: Path) -> dict[str, Path]:
     """The paths write_tiny_networks(root) wrote."""
-    return {k: root / f for k, f in {"g": "g.safetensors", "arc": "arc.safetensors", "arc_eval": "arc_eval.safetensors",
-                                     "arc_eval_onnx": "arc_eval.onnx"}.items()}
+    return {
+        k: root / f
+        for k, f in {
+            "g": "g.safetensors",
+            "arc": "arc.safetensors",
+            "arc_eval": "arc_eval.safetensors",
+            "arc_eval_onnx": "arc_eval.onnx",
+        }.items()
+    }
 
 
 def tiny_suite_args(nets: dict[str, Path], root: Path) -> list[str]:
     """reproduce.py tokens for the 2-row SUITE on the tiny networks, output under ``root/suite``."""
     suite = root / "tiny_table.yaml"
     suite.write_text(SUITE)
-    return [f"table={suite}", *tiny_overrides(nets, root / "suite", **{
-        "train.max_steps": 2, "eval.max_pairs": 4, "pulse.steps": 2, "pulse.gaussian_fit_samples": 512})]
+    return [
+        f"table={suite}",
+        *tiny_overrides(
+            nets,
+            root / "suite",
+            **{"train.max_steps": 2, "eval.max_pairs": 4, "pulse.steps": 2, "pulse.gaussian_fit_samples": 512},
+        ),
+    ]
 
 
 def shared_tiny_suite(tmp_path_factory) -> Path:
@@ -65,8 +78,12 @@ def test_shipped_suites_list_the_papers_rows():
 def test_bad_arguments_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="table=1"):
         parse_args(["seeds=[0,1]"])
-    assert parse_args(["table=2", "seeds=[0,1,2]", "train.lr=1"]) == ("2", [0, 1, 2], ["random", "same_identity"],
-                                                                  ["train.lr=1"])
+    assert parse_args(["table=2", "seeds=[0,1,2]", "train.lr=1"]) == (
+        "2",
+        [0, 1, 2],
+        ["random", "same_identity"],
+        ["train.lr=1"],
+    )
     assert parse_args(["table=2", "protocols=[same_identity]"])[2] == ["same_identity"]
     with pytest.raises(ConfigError, match="protocols=cross"):
         parse_args(["table=2", "protocols=cross"])
@@ -105,7 +122,8 @@ def test_tiny_suite_trains_once_and_tabulates(tmp_path_factory):
     pulse = json.loads((suite / "pulse-toy-lr-s0" / "eval" / "random" / "results.json").read_text())
     assert results["manifest_sha256"] == pulse["manifest_sha256"] and results["test_pairing"] == "random"
     assert float(records[0]["identity_following_mean"]) == pytest.approx(
-        results["metrics"]["identity_following"]["value"])
+        results["metrics"]["identity_following"]["value"]
+    )
     same = json.loads((run / "eval" / "same_identity" / "results.json").read_text())
     assert same["manifest_sha256"] != results["manifest_sha256"]
     same_records = list(csv.DictReader((suite / "tables" / "table9-same_identity.csv").open()))

@@ -33,12 +33,19 @@ def test_two_processes_on_one_run_folder(tiny_nets, tmp_path, capsys):
     holder's pid and leaves its metrics alone; once the holder is killed the folder is free again."""
     from experiments.run import main
 
-    tokens = tiny_overrides(tiny_nets, tmp_path, **{"train.max_steps": 10_000, "train.val_every": 10_000,
-                                                      "train.val_metric_pairs": 0, "wandb.mode": "disabled"})
+    tokens = tiny_overrides(
+        tiny_nets,
+        tmp_path,
+        **{"train.max_steps": 10_000, "train.val_every": 10_000, "train.val_metric_pairs": 0, "wandb.mode": "disabled"},
+    )
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "experiments" / "run.py"), *tokens],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**env, "WANDB_MODE": "disabled"},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "experiments" / "run.py"), *tokens],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**env, "WANDB_MODE": "disabled"},
+        start_new_session=True,
+    )
     try:
         run_dir = tmp_path / "ide-toy-lr-s0"
         deadline = time.time() + 300

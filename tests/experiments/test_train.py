@@ -72,17 +72,26 @@ def uninterrupted(tiny_nets, tmp_path_factory):
 def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
     run_dir = uninterrupted
     assert (run_dir / "config.yaml").read_text().startswith("world: toy")
-    steps = [m["step"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-             if "train/loss" in m]
+    steps = [
+        m["step"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "train/loss" in m
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     lr = OmegaConf.load(run_dir / "config.yaml").train.lr
     assert [m["train/lr"] for m in metrics if "train/lr" in m] == pytest.approx(
-        [lr / 4, lr / 2, 3 * lr / 4, lr, lr, lr])  # the lr each logged step was taken with
+        [lr / 4, lr / 2, 3 * lr / 4, lr, lr, lr]
+    )  # the lr each logged step was taken with
     logged = set().union(*metrics)
     # every loss term per refinement step, throughput, memory, validation
-    for key in ["train/step1/l2", "train/step2/lpips", "train/step2/id", "train/step1/wnorm",
-                "perf/images_per_s", "perf/peak_memory_mb", "val/step2/loss"]:
+    for key in [
+        "train/step1/l2",
+        "train/step2/lpips",
+        "train/step2/id",
+        "train/step1/wnorm",
+        "perf/images_per_s",
+        "perf/peak_memory_mb",
+        "val/step2/loss",
+    ]:
         assert key in logged, key
     # the validation metrics on the first test pairs (train.val_metric_pairs=4 in the tiny world)
     val = [m for m in metrics if "val/idsim" in m]
@@ -100,8 +109,9 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
 
 def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_path):
     tokens = tiny_overrides(tiny_nets, tmp_path, **STRAIGHT)
-    proc = subprocess.Popen([sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=fresh_env())
+    proc = subprocess.Popen(
+        [sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=fresh_env()
+    )
     ckpt = tmp_path / uninterrupted.name / "checkpoints" / "step_2"
     deadline = time.time() + 600
     while not (ckpt / "trainer.json").exists():
@@ -125,8 +135,7 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["wandb_id"] == first_id
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train_steps = [s for s, m in zip(steps, (run_dir / "metrics.jsonl").read_text().splitlines())
-                   if "train/loss" in m]
+    train_steps = [s for s, m in zip(steps, (run_dir / "metrics.jsonl").read_text().splitlines()) if "train/loss" in m]
     assert train_steps == sorted(set(train_steps)) == [1, 2, 3, 4, 5, 6]
 
 
@@ -136,9 +145,22 @@ def test_two_processes_match_one_process_with_same_global_batch(tiny_nets, tmp_p
     two = tmp_path / "two"
     common = {"train.max_steps": 3, "train.batch_size": 4}
     run_cli(tiny_overrides(tiny_nets, one, **common, **{"train.grad_accum": 2}))
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-                "29517"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+    ]
     run_cli(tiny_overrides(tiny_nets, two, **common), env={"ACCELERATE_USE_CPU": "1"}, launcher=launcher)
     run_one, run_two = only_run_dir(one), only_run_dir(two)
     summary = json.loads((run_two / "summary.json").read_text())

@@ -67,14 +67,21 @@ def test_zero_weight_terms_are_not_computed():
     w = torch.ones(2, 2, 4)
     total, terms = objective(out, target, w=w, w_avg=torch.zeros(4))
     assert set(terms) == {"l2", "wnorm"}
-    torch.testing.assert_close(total, terms["l2"] + 0.5 * 8 ** 0.5)
+    torch.testing.assert_close(total, terms["l2"] + 0.5 * 8**0.5)
     with pytest.raises(ValueError, match="lpips"):
         Objective(LossWeights(l2=1.0, lpips=1.0, id=0.0, wnorm=0.0))
 
 
 def test_from_config_loads_only_needed_networks():
-    cfg = {"l2": 0.1, "lpips": 0.0, "id": 0.0, "wnorm": 0.003, "wnorm_squared": True, "perceptual": "alex",
-           "id_network": "no_such_network"}
+    cfg = {
+        "l2": 0.1,
+        "lpips": 0.0,
+        "id": 0.0,
+        "wnorm": 0.003,
+        "wnorm_squared": True,
+        "perceptual": "alex",
+        "id_network": "no_such_network",
+    }
     objective = Objective.from_config(cfg)
     assert objective.perceptual is None and objective.identity is None and objective.wnorm.squared
     assert isinstance(objective.weights, LossWeights) and objective.weights.wnorm == 0.003
@@ -92,8 +99,15 @@ def test_from_config_loads_the_arcface_by_path_with_the_configured_crop(tmp_path
     net = small_arcface(2)
     path = tmp_path / "arcface.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    cfg = {"l2": 0.1, "lpips": 0.0, "id": 0.5, "wnorm": 0.0, "perceptual": "alex", "id_network": str(path),
-           "id_crop": [0.0, 1.0, 0.0, 1.0]}
+    cfg = {
+        "l2": 0.1,
+        "lpips": 0.0,
+        "id": 0.5,
+        "wnorm": 0.0,
+        "perceptual": "alex",
+        "id_network": str(path),
+        "id_crop": [0.0, 1.0, 0.0, 1.0],
+    }
     objective = Objective.from_config(cfg)
     assert objective.identity.crop == (0.0, 1.0, 0.0, 1.0) and objective.identity.input_size == 32
     _, target = batch(4)

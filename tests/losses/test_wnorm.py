@@ -25,4 +25,4 @@ def test_known_values_frobenius_unsquared_and_squared():
 def test_style_vector_average_broadcasts_over_layers():
     w_avg = torch.randn(5)
     w = w_avg + torch.ones(3, 4, 5)
-    assert WNormLoss()(w, w_avg).item() == pytest.approx(20 ** 0.5)
+    assert WNormLoss()(w, w_avg).item() == pytest.approx(20**0.5)

@@ -27,8 +27,10 @@ def faces():
     her = [align_face(astro, size=256).image, align_face(astro[:, ::-1].copy(), size=256).image]
     big = align_face(astro, size=1024).image
     group = np.asarray(Image.open(GROUP).convert("RGB"))
-    others = [to_tensor(warp_face(group, ffhq_transform(dlib_points(dlibface.landmarks(group, box)[0]), 256), 256))
-              for box, _ in dlibface.detect(group)]
+    others = [
+        to_tensor(warp_face(group, ffhq_transform(dlib_points(dlibface.landmarks(group, box)[0]), 256), 256))
+        for box, _ in dlibface.detect(group)
+    ]
     assert len(others) == 6
     return torch.stack(her), big, torch.stack(others)
 

@@ -31,8 +31,9 @@ class RandomConvDetector(FeatureDetector):
     def __init__(self):
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
-                                 nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        )
         for p in self.net.parameters():
             p.data = torch.randn(p.shape, generator=generator) * 0.5
         self.calls = 0
@@ -53,7 +54,7 @@ def _images(n, seed, noise=0.0, size=16):
 def _batches(images, sizes):
     start = 0
     for size in sizes:
-        yield images[start:start + size]
+        yield images[start : start + size]
         start += size
 
 
@@ -83,8 +84,9 @@ def test_streaming_equals_batch_computation_and_merges_across_shards():
     # Two "processes" with uneven shards; states summed as an all-reduce would.
     shard_a = accumulate(_batches(images[:6], [5, 1]), detector)
     shard_b = accumulate(_batches(images[6:], [9, 8]), detector)
-    merged = StatsAccumulator.from_states([shard_a.state(), {k: torch.from_numpy(v) for k, v in
-                                                              shard_b.state().items()}]).stats()
+    merged = StatsAccumulator.from_states(
+        [shard_a.state(), {k: torch.from_numpy(v) for k, v in shard_b.state().items()}]
+    ).stats()
     assert merged.n == 23
     np.testing.assert_allclose(merged.mu, streamed.mu, rtol=1e-12)
     np.testing.assert_allclose(merged.sigma, streamed.sigma, rtol=1e-9, atol=1e-15)
@@ -160,8 +162,7 @@ def test_inception_detector_loads_weights_file_and_extracts_pool3(tmp_path):
     import torchvision
 
     torch.manual_seed(0)
-    reference = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
-                                                init_weights=False)
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(reference.state_dict(), path)
 

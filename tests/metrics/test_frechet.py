@@ -71,4 +71,3 @@ def test_rejects_mismatched_or_nonfinite_inputs():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.array([np.nan, 0.0]), np.eye(2), np.zeros(2), np.eye(2))
-

@@ -16,8 +16,16 @@ def gallery():
     # person 1: photos a, b, c; person 2: photos d, e; person 3: one photo f
     keys = ["a", "b", "c", "d", "e", "f"]
     persons = np.array([1, 1, 1, 2, 2, 3])
-    emb = np.stack([unit([1, 0, 0]), unit([1, 0.2, 0]), unit([0.9, -0.1, 0.1]),
-                    unit([0, 1, 0]), unit([0.1, 1, 0]), unit([0, 0, 1])])
+    emb = np.stack(
+        [
+            unit([1, 0, 0]),
+            unit([1, 0.2, 0]),
+            unit([0.9, -0.1, 0.1]),
+            unit([0, 1, 0]),
+            unit([0.1, 1, 0]),
+            unit([0, 0, 1]),
+        ]
+    )
     return PersonTemplates(keys, persons, emb)
 
 
@@ -33,9 +41,13 @@ def test_templates_leave_out_the_fed_photos():
 def test_scores_follow_whose_face_the_output_is():
     t = gallery()
     towards_2, towards_1 = unit([0.05, 1, 0]), unit([1, 0.1, 0])
-    s = t.scores(np.stack([towards_2, towards_1, towards_2, towards_2]),
-                 contour_keys=["a", "a", "a", "b"], contour_persons=[1, 1, 1, 1],
-                 identity_keys=["d", "d", "f", "c"], identity_persons=[2, 2, 3, 1])
+    s = t.scores(
+        np.stack([towards_2, towards_1, towards_2, towards_2]),
+        contour_keys=["a", "a", "a", "b"],
+        contour_persons=[1, 1, 1, 1],
+        identity_keys=["d", "d", "f", "c"],
+        identity_persons=[2, 2, 3, 1],
+    )
     assert s["identity_following"][:2].tolist() == [1.0, 0.0]
     # person 3 has no photo left besides the identity image; a same-person pair has no following figure
     assert np.isnan(s["identity_following"][2:]).all() and np.isnan(s["idsim_identity_person"][2])

@@ -22,9 +22,14 @@ class TinyRecognition(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.PReLU(8),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.PReLU(16),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * 16, 32),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.PReLU(8),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.PReLU(16),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(16 * 16, 32),
         )
 
     def forward(self, x):
@@ -35,8 +40,15 @@ class TinyRecognition(nn.Module):
 def onnx_model(tmp_path_factory):
     model = TinyRecognition().eval()
     path = tmp_path_factory.mktemp("onnx") / "tiny_recognition.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["data"],
-                      output_names=["embedding"], dynamic_axes={"data": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 112, 112),),
+        str(path),
+        input_names=["data"],
+        output_names=["embedding"],
+        dynamic_axes={"data": {0: "batch"}},
+        dynamo=False,
+    )
     return model, path
 
 
@@ -66,12 +78,12 @@ def test_idsim_through_insightface_equals_torch(onnx_model):
     assert torch.allclose(same, torch.ones(3), atol=1e-6)
 
     values = idsim(identity, outputs, embedder)
-    expected = (_torch_embeddings(model, arcface_crop(identity)) *
-                _torch_embeddings(model, arcface_crop(outputs))).sum(dim=1)
+    expected = (_torch_embeddings(model, arcface_crop(identity)) * _torch_embeddings(model, arcface_crop(outputs))).sum(
+        dim=1
+    )
     assert torch.allclose(values, expected, atol=1e-4)
     assert (values < 0.9999).all()
-    np.testing.assert_allclose(embedder(outputs), _torch_embeddings(model, arcface_crop(outputs)).numpy(),
-                               atol=1e-4)
+    np.testing.assert_allclose(embedder(outputs), _torch_embeddings(model, arcface_crop(outputs)).numpy(), atol=1e-4)
 
 
 def test_embedder_from_registry_missing_file_and_default_providers(tmp_path):

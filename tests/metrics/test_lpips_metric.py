@@ -45,7 +45,7 @@ def _degradations(images):
     for side in (8, 16, 24, 32):
         x = images.clone()
         start = 32 - side // 2
-        x[:, :, start:start + side, start:start + side] = 0.0
+        x[:, :, start : start + side, start : start + side] = 0.0
         occluded.append(x)
     return {
         "blur": [gaussian_blur(images, 2 * round(3 * s) + 1, sigma=s) for s in (0.5, 1.0, 2.0, 3.0)],
@@ -68,8 +68,9 @@ def test_toy_lpips_zero_for_identical_and_monotone_in_degradation(network):
     assert torch.equal(lpips_distance(faces, faces, model, size=None), torch.zeros(2))
     for name, degraded in _degradations(faces).items():
         # One call for all strengths: (4 * B) pairs -> (4, B).
-        distances = lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model,
-                                   size=None).view(len(degraded), len(faces))
+        distances = lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model, size=None).view(
+            len(degraded), len(faces)
+        )
         assert (distances > 0).all(), name
         assert (distances[1:] > distances[:-1]).all(), f"{name}: {distances.T}"
 
@@ -78,8 +79,10 @@ def test_lpips_distance_resizes_and_clips():
     model = make_lpips("irse", network=_random_feature_net())
     faces = _faces(2)
     # Values beyond [-1, 1] are clipped as a saved image would be.
-    assert torch.equal(lpips_distance(faces, faces * 1.5, model, size=None),
-                       lpips_distance(faces, (faces * 1.5).clamp(-1, 1), model, size=None))
+    assert torch.equal(
+        lpips_distance(faces, faces * 1.5, model, size=None),
+        lpips_distance(faces, (faces * 1.5).clamp(-1, 1), model, size=None),
+    )
     upsampled = lpips_distance(faces, faces.flip(-1), model, size=96)
     assert upsampled.shape == (2,) and (upsampled > 0).all()
     with pytest.raises(ValueError, match="shape"):
@@ -93,8 +96,7 @@ def test_alex_loads_torchvision_state_dict_into_lpips_trunk(tmp_path):
     model = make_lpips("alex", weights=tmp_path / "alexnet-owt-7be5be79.pth")
 
     for index, slice_name in [(0, "slice1"), (3, "slice2"), (6, "slice3"), (8, "slice4"), (10, "slice5")]:
-        assert torch.equal(getattr(model.net, slice_name)._modules[str(index)].weight,
-                           alexnet.features[index].weight)
+        assert torch.equal(getattr(model.net, slice_name)._modules[str(index)].weight, alexnet.features[index].weight)
     # The perceptual linear layers are lpips' shipped v0.1 calibration (non-negative weights).
     assert all((lin.model[-1].weight >= 0).all() for lin in model.lins)
     faces = _faces(2)

@@ -30,8 +30,11 @@ def test_shipped_toy_lpips_grows_with_degradation(toy_world):
     model = make_lpips("irse", network=network)
     faces = faces[:8]
     for name, degraded in _degradations(faces).items():
-        distances = lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model,
-                                   size=None).view(len(degraded), len(faces)).mean(1)
+        distances = (
+            lpips_distance(faces.repeat(len(degraded), 1, 1, 1), torch.cat(degraded), model, size=None)
+            .view(len(degraded), len(faces))
+            .mean(1)
+        )
         assert (distances[1:] > distances[:-1]).all() and distances[0] > 0, f"{name}: {distances}"
 
 

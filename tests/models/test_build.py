@@ -1,6 +1,5 @@
 """build_model: each Table 2 preset (ablations/*.yaml) and modified pSp builds exactly its modules."""
 
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,8 +12,14 @@ from models.stylegan2 import Generator
 from tests.models.test_inversion import toy_generator
 from tests.models.test_irse import TOY
 
-TOY_MODEL = dict(stage_channels=list(TOY["stage_channels"]), stage_units=list(TOY["stage_units"]),
-                 ifm_hidden=16, loss_resolution=64, n_iters=2, encoder_init="random")
+TOY_MODEL = dict(
+    stage_channels=list(TOY["stage_channels"]),
+    stage_units=list(TOY["stage_units"]),
+    ifm_hidden=16,
+    loss_resolution=64,
+    n_iters=2,
+    encoder_init="random",
+)
 EXPECTED = {  # top-level encoder modules per preset: the intended ones and nothing else
     "baseline": (encoders.BackboneEncoder, {"input_layer", "body", "styles"}),
     "ifblock": (ide.IDEEncoder, {"input_layer", "body", "styles", "identity", "ifms"}),
@@ -75,8 +80,14 @@ def test_ablation_presets(preset, gen, toy_irse_file):
 
 
 def test_psp_and_encoder_init(gen, toy_irse_file):
-    cfg = toy_cfg(kind="psp", n_iters=1, identity_encoder=False, input_latent=False,
-                  encoder_init="pretrained", identity_weights=str(toy_irse_file))
+    cfg = toy_cfg(
+        kind="psp",
+        n_iters=1,
+        identity_encoder=False,
+        input_latent=False,
+        encoder_init="pretrained",
+        identity_weights=str(toy_irse_file),
+    )
     model = build_model(cfg, gen, 19, input_size=64)
     enc = model.encoder
     assert type(enc) is encoders.GradualStyleEncoder and enc.input_layer[0].in_channels == 22
@@ -91,8 +102,9 @@ def test_psp_and_encoder_init(gen, toy_irse_file):
 
 
 def test_config_forms_and_options(gen):
-    plain = dict(TOY_MODEL, kind="ide", identity_init="random", input_latent=False, identity_freeze=True,
-                 n_ifm_per_block=1)
+    plain = dict(
+        TOY_MODEL, kind="ide", identity_init="random", input_latent=False, identity_freeze=True, n_ifm_per_block=1
+    )
     for cfg in (plain, ModelConfig(**plain), OmegaConf.create(plain)):
         model = build_model(cfg, gen, 1, input_size=64)
         assert model.encoder.identity_frozen and model.encoder.latent_head is None
@@ -100,13 +112,16 @@ def test_config_forms_and_options(gen):
         assert model.encoder.input_layer[0].in_channels == 4
 
 
-@pytest.mark.parametrize("over,match", [
-    (dict(kind="pulse"), "not an encoder"),
-    (dict(kind="restyle", identity_encoder=False), "input_latent=false"),
-    (dict(kind="psp", identity_encoder=False, input_latent=False), "n_iters=1"),
-    (dict(kind="ide", identity_encoder=False), "identity_encoder=true"),
-    (dict(kind="ide", identity_init="imagenet"), "random | pretrained"),
-])
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        (dict(kind="pulse"), "not an encoder"),
+        (dict(kind="restyle", identity_encoder=False), "input_latent=false"),
+        (dict(kind="psp", identity_encoder=False, input_latent=False), "n_iters=1"),
+        (dict(kind="ide", identity_encoder=False), "identity_encoder=true"),
+        (dict(kind="ide", identity_init="imagenet"), "random | pretrained"),
+    ],
+)
 def test_inconsistent_configs_raise(gen, over, match):
     with pytest.raises(ValueError, match=match):
         build_model(toy_cfg(**over), gen, 3, input_size=64)
@@ -117,8 +132,15 @@ def test_full_size_presets_on_meta():
     with torch.device("meta"):
         g = Generator(1024)
         for preset in EXPECTED:
-            cfg = toy_cfg(preset, stage_channels=None, stage_units=None, ifm_hidden=128, loss_resolution=256,
-                          n_iters=5, identity_init="random")
+            cfg = toy_cfg(
+                preset,
+                stage_channels=None,
+                stage_units=None,
+                ifm_hidden=128,
+                loss_resolution=256,
+                n_iters=5,
+                identity_init="random",
+            )
             model = build_model(cfg, g, 3, latent_avg=torch.zeros(512))
             enc = model.encoder
             assert enc.styles[0].convs[-2].in_channels == 512 and len(enc.styles) == 18
@@ -133,8 +155,15 @@ def test_full_size_forward_backward_cpu():
     """Ours at full size: 1024 generator, 256 input, LR contour, one step, forward + backward."""
     torch.manual_seed(0)
     g = Generator(1024)
-    cfg = toy_cfg("pretrained_id", stage_channels=None, stage_units=None, ifm_hidden=128,
-                  loss_resolution=256, n_iters=1, identity_init="random")
+    cfg = toy_cfg(
+        "pretrained_id",
+        stage_channels=None,
+        stage_units=None,
+        ifm_hidden=128,
+        loss_resolution=256,
+        n_iters=1,
+        identity_init="random",
+    )
     model = build_model(cfg, g, 3).train()
     (step,) = model(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 256))
     assert step.image.shape == (1, 3, 1024, 1024) and step.image_loss_res.shape == (1, 3, 256, 256)

@@ -36,8 +36,14 @@ def psp_layout(input_nc=3, n_styles=18):
     keys = body_layout(input_nc)
     for i in range(n_styles):
         keys.update(head_layout(i, 512, 512, 4 if i < 3 else 5 if i < 7 else 6))
-    keys.update({"latlayer1.weight": (512, 256, 1, 1), "latlayer1.bias": (512,),
-                 "latlayer2.weight": (512, 128, 1, 1), "latlayer2.bias": (512,)})
+    keys.update(
+        {
+            "latlayer1.weight": (512, 256, 1, 1),
+            "latlayer1.bias": (512,),
+            "latlayer2.weight": (512, 128, 1, 1),
+            "latlayer2.bias": (512,),
+        }
+    )
     return keys
 
 
@@ -52,8 +58,11 @@ def official_checkpoint(layout, device="meta"):
     else:
         enc = {f"encoder.{k}": v for k, v in random_state(layout).items()}
     state = {**enc, "decoder.input.input": torch.zeros(1, 4, 4, 4, device=device)}
-    return {"state_dict": state, "opts": {"input_nc": 6, "n_iters_per_batch": 5},
-            "latent_avg": torch.ones(18, 512, device=device)}
+    return {
+        "state_dict": state,
+        "opts": {"input_nc": 6, "n_iters_per_batch": 5},
+        "latent_avg": torch.ones(18, 512, device=device),
+    }
 
 
 @pytest.mark.parametrize("kind", ["restyle", "psp"])
@@ -132,12 +141,24 @@ def test_init_from_irse_extra_channels():
 
 def test_init_from_irse_rejects_mismatched_body():
     state = random_state(treb1en_layout(TOY["stage_units"], TOY["stage_channels"]))
-    model = encoders.BackboneEncoder(input_nc=6, n_styles=10, style_dim=128, input_size=64,
-                                     stage_channels=TOY["stage_channels"], stage_units=(1, 2, 3, 1))
+    model = encoders.BackboneEncoder(
+        input_nc=6,
+        n_styles=10,
+        style_dim=128,
+        input_size=64,
+        stage_channels=TOY["stage_channels"],
+        stage_units=(1, 2, 3, 1),
+    )
     with pytest.raises(ValueError, match="do not fit"):
         encoders.init_from_irse(model, state)
-    narrow = encoders.BackboneEncoder(input_nc=6, n_styles=10, style_dim=128, input_size=64,
-                                      stage_channels=(16, 64, 96, 128), stage_units=TOY["stage_units"])
+    narrow = encoders.BackboneEncoder(
+        input_nc=6,
+        n_styles=10,
+        style_dim=128,
+        input_size=64,
+        stage_channels=(16, 64, 96, 128),
+        stage_units=TOY["stage_units"],
+    )
     with pytest.raises(ValueError, match="do not fit.*input layer"):
         encoders.init_from_irse(narrow, state)
 

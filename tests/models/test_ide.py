@@ -86,13 +86,20 @@ def test_ide_toy_shapes_identity_dependence_and_grads():
     assert w.shape == (2, 10, 128) and lat.shape == (2, 128, 4, 4)
     assert not torch.allclose(model(x, idb)[0], w)
     (w.square().mean() + lat.square().mean()).backward()
-    for name in ("identity.input_layer.0.weight", "ifms.0.gamma.0.weight", "input_layer.0.weight",
-                 "latent_head.convs.0.weight", "styles.9.linear.weight"):
+    for name in (
+        "identity.input_layer.0.weight",
+        "ifms.0.gamma.0.weight",
+        "input_layer.0.weight",
+        "latent_head.convs.0.weight",
+        "styles.9.linear.weight",
+    ):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
     n_id = sum(p.numel() for p in model.identity.parameters())
     n_ifm = sum(p.numel() for p in model.ifms.parameters())
-    print(f"toy IDE encoder: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
-          f"(identity {n_id / 1e6:.2f} M, IFMs {n_ifm / 1e6:.2f} M)")
+    print(
+        f"toy IDE encoder: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters "
+        f"(identity {n_id / 1e6:.2f} M, IFMs {n_ifm / 1e6:.2f} M)"
+    )
 
 
 def test_no_latent_head_and_ifm_placement():
@@ -107,8 +114,13 @@ def test_no_latent_head_and_ifm_placement():
 
 def test_identity_channels_differ_from_main():
     torch.manual_seed(0)
-    model = ide.IDEEncoder(contour_channels=3, latent_channels=None, identity_stage_channels=(16, 32, 48, 64),
-                           identity_stage_units=(1, 1, 1, 1), **TOY_IDE)
+    model = ide.IDEEncoder(
+        contour_channels=3,
+        latent_channels=None,
+        identity_stage_channels=(16, 32, 48, 64),
+        identity_stage_units=(1, 1, 1, 1),
+        **TOY_IDE,
+    )
     assert model.ifms["5"].gamma[0].in_channels == 64 and model.ifms["5"].gamma[-1].out_channels == 128
     randomize_fcns(model)
     w, _ = model(torch.randn(1, 6, 64, 64), torch.randn(1, 3, 64, 64))
@@ -145,17 +157,22 @@ def test_full_size_layout_and_parameter_count():
     got = shapes(model)
     main = {k: v for k, v in got.items() if k.startswith(("input_layer.", "body."))}
     assert main == body_layout(6)
-    identity = {k[len("identity."):]: v for k, v in got.items() if k.startswith("identity.")}
+    identity = {k[len("identity.") :]: v for k, v in got.items() if k.startswith("identity.")}
     assert identity == body_layout(3)
     assert len(model.ifms) == 24 and len(model.styles) == 18
     w, lat = model(torch.empty(1, 6, 256, 256, device="meta"), torch.empty(1, 3, 256, 256, device="meta"))
     assert w.shape == (1, 18, 512) and lat.shape == (1, 512, 4, 4)
     assert got["ifms.23.gamma.0.weight"] == (128, 512, 3, 3)
     assert got["ifms.0.beta.2.weight"] == (64, 128, 3, 3)
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters())
-              for name in ("identity", "body", "ifms", "styles", "latent_head")}
-    print("full IDE encoder (M): " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in counts.items())
-          + f", total {sum(p.numel() for p in model.parameters()) / 1e6:.1f}")
+    counts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters())
+        for name in ("identity", "body", "ifms", "styles", "latent_head")
+    }
+    print(
+        "full IDE encoder (M): "
+        + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in counts.items())
+        + f", total {sum(p.numel() for p in model.parameters()) / 1e6:.1f}"
+    )
 
 
 @pytest.mark.slow

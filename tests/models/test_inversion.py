@@ -127,8 +127,13 @@ def test_gradients_reach_encoder_not_generator(generator):
         assert step.w.requires_grad and step.image.requires_grad
     assert all(p.grad is None and not p.requires_grad for p in generator.parameters())
     named = dict(model.encoder.named_parameters())
-    for name in ("input_layer.0.weight", "identity.body.0.res_layer.1.weight", "styles.0.linear.weight",
-                 "latent_head.convs.2.weight", "ifms.5.beta.2.weight"):
+    for name in (
+        "input_layer.0.weight",
+        "identity.body.0.res_layer.1.weight",
+        "styles.0.linear.weight",
+        "latent_head.convs.2.weight",
+        "ifms.5.beta.2.weight",
+    ):
         assert named[name].grad is not None and named[name].grad.abs().sum() > 0, name
 
 
@@ -180,8 +185,14 @@ def test_shared_identity_features_give_the_recomputed_gradients(generator):
         features = inversion.SharedIdentityCondition(model.encoder, identity, 3) if shared else None
         step, losses = None, []
         for t in range(3):
-            (step,) = model(contour, identity, n_iters=1, start=step, randomize_noise=False,
-                            identity_condition=features.for_step(t) if shared else None)
+            (step,) = model(
+                contour,
+                identity,
+                n_iters=1,
+                start=step,
+                randomize_noise=False,
+                identity_condition=features.for_step(t) if shared else None,
+            )
             loss = step.image_loss_res.square().mean()
             loss.backward()
             losses.append(loss.item())

@@ -62,9 +62,7 @@ def random_state(layout, seed=0):
     return state
 
 
-@pytest.mark.parametrize(
-    "num_layers,units", [(50, (3, 4, 14, 3)), (100, (3, 13, 30, 3)), (152, (3, 8, 36, 3))]
-)
+@pytest.mark.parametrize("num_layers,units", [(50, (3, 4, 14, 3)), (100, (3, 13, 30, 3)), (152, (3, 8, 36, 3))])
 def test_depth_layout_matches_treb1en(num_layers, units):
     model = irse.Backbone(112, num_layers, "ir_se")
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}

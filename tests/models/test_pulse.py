@@ -66,7 +66,7 @@ def test_geocross_zero_for_identical_rows_positive_otherwise():
     g = geocross(different)
     assert g[0] == 0 and g[1] > 0
     # 8 ordered pairs at angle pi among 25 pairs, times D / 8 = 1
-    assert g[1].item() == pytest.approx(8 * torch.pi ** 2 / 25, rel=1e-5)
+    assert g[1].item() == pytest.approx(8 * torch.pi**2 / 25, rel=1e-5)
 
 
 def test_linear1cycledrop_schedule_shape():
@@ -106,8 +106,14 @@ def small_world():
     with torch.no_grad():
         net.train()(faces[4:])
     identity_loss = IdentityLoss(net.eval(), crop=(0.0, 1.0, 0.0, 1.0))
-    return dict(g=g, mean=mean, std=std, lr=bicubic_downsample(faces[:2], size=4), identity=faces[2:4],
-                identity_loss=identity_loss)
+    return dict(
+        g=g,
+        mean=mean,
+        std=std,
+        lr=bicubic_downsample(faces[:2], size=4),
+        identity=faces[2:4],
+        identity_loss=identity_loss,
+    )
 
 
 def make_pulse(world, lr_size=None, **config):
@@ -201,19 +207,26 @@ def test_gaussian_fit_is_cached_by_mapping_hash(small_world, tmp_path):
     assert mapping_hash(other) != mapping_hash(g)
 
 
-
 # --- on the toy world's trained networks -------------------------------------------------------------
 
 TOY_FILES = ("toy_stylegan2.safetensors", "toy_arcface.safetensors", "toy_eval_arcface.safetensors")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all((PRETRAINED_DIR / f).is_file() for f in TOY_FILES),
-                    reason="the toy world's networks are not in models/pretrained/")
+@pytest.mark.skipif(
+    not all((PRETRAINED_DIR / f).is_file() for f in TOY_FILES),
+    reason="the toy world's networks are not in models/pretrained/",
+)
 def test_toy_world_pulse_matches_lr_and_identity_weight_raises_idsim(tmp_path):
     shutil.copy(PRETRAINED_DIR / TOY_FILES[0], tmp_path)  # the Gaussian-fit cache lands beside this copy
-    cfg = load_config(["method=pulse", f"generator.weights={tmp_path / TOY_FILES[0]}", "pulse.steps=50",
-                       "pulse.gaussian_fit_samples=100000"])
+    cfg = load_config(
+        [
+            "method=pulse",
+            f"generator.weights={tmp_path / TOY_FILES[0]}",
+            "pulse.steps=50",
+            "pulse.gaussian_fit_samples=100000",
+        ]
+    )
     test_set = build_dataset(cfg, "test")
     items = [test_set[i * cfg.data.n_identity_per_contour] for i in range(4)]  # 4 different contours
     contour, identity = (torch.stack([it[k] for it in items]) for k in ("contour", "identity"))

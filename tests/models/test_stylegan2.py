@@ -15,8 +15,7 @@ TINY = dict(style_dim=16, n_mlp=2, channels={4: 16, 8: 16, 16: 8, 32: 8})  # beh
 
 
 def rosinality_channels(cm):
-    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
-            1024: 16 * cm}
+    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
 
 
 def expected_generator_keys(size, style_dim=512, n_mlp=8, cm=2):
@@ -64,14 +63,28 @@ def expected_discriminator_keys(size, cm=2):
     cin = ch[size]
     for n, i in enumerate(range(log, 2, -1), start=1):
         cout = ch[2 ** (i - 1)]
-        keys.update({f"convs.{n}.conv1.0.weight": (cin, cin, 3, 3), f"convs.{n}.conv1.1.bias": (cin,),
-                     f"convs.{n}.conv2.0.kernel": (4, 4), f"convs.{n}.conv2.1.weight": (cout, cin, 3, 3),
-                     f"convs.{n}.conv2.2.bias": (cout,), f"convs.{n}.skip.0.kernel": (4, 4),
-                     f"convs.{n}.skip.1.weight": (cout, cin, 1, 1)})
+        keys.update(
+            {
+                f"convs.{n}.conv1.0.weight": (cin, cin, 3, 3),
+                f"convs.{n}.conv1.1.bias": (cin,),
+                f"convs.{n}.conv2.0.kernel": (4, 4),
+                f"convs.{n}.conv2.1.weight": (cout, cin, 3, 3),
+                f"convs.{n}.conv2.2.bias": (cout,),
+                f"convs.{n}.skip.0.kernel": (4, 4),
+                f"convs.{n}.skip.1.weight": (cout, cin, 1, 1),
+            }
+        )
         cin = cout
-    keys.update({"final_conv.0.weight": (ch[4], cin + 1, 3, 3), "final_conv.1.bias": (ch[4],),
-                 "final_linear.0.weight": (ch[4], ch[4] * 16), "final_linear.0.bias": (ch[4],),
-                 "final_linear.1.weight": (1, ch[4]), "final_linear.1.bias": (1,)})
+    keys.update(
+        {
+            "final_conv.0.weight": (ch[4], cin + 1, 3, 3),
+            "final_conv.1.bias": (ch[4],),
+            "final_linear.0.weight": (ch[4], ch[4] * 16),
+            "final_linear.0.bias": (ch[4],),
+            "final_linear.1.weight": (1, ch[4]),
+            "final_linear.1.bias": (1,),
+        }
+    )
     return keys
 
 
@@ -117,9 +130,14 @@ def test_strict_weights_only_load_from_disk(tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
 
     # rosinality's train.py checkpoints also keep its argparse Namespace and the optimiser states
-    train_ckpt = {"g": g.state_dict(), "d": d.state_dict(), "g_ema": g.state_dict(),
-                  "g_optim": torch.optim.Adam(g.parameters()).state_dict(),
-                  "args": argparse.Namespace(size=32, r1=10.0, path_regularize=2.0), "ada_aug_p": 0.0}
+    train_ckpt = {
+        "g": g.state_dict(),
+        "d": d.state_dict(),
+        "g_ema": g.state_dict(),
+        "g_optim": torch.optim.Adam(g.parameters()).state_dict(),
+        "args": argparse.Namespace(size=32, r1=10.0, path_regularize=2.0),
+        "ada_aug_p": 0.0,
+    }
     torch.save(train_ckpt, tmp_path / "010000.pt")
     from_training, _ = load_generator(tmp_path / "010000.pt", 32, **TINY)
     for k, v in g.state_dict().items():
@@ -184,8 +202,12 @@ def test_w_plus_rows_drive_rosinality_layers(tiny):
         layers.update({f"convs.{2 * j}": 2 * j + 1, f"convs.{2 * j + 1}": 2 * j + 2, f"to_rgbs.{j}": 2 * j + 3})
     assert set(layers.values()) == set(range(tiny.n_latent))
     seen = {}
-    hooks = [tiny.get_submodule(name).register_forward_hook(
-        lambda m, args, out, name=name: seen.__setitem__(name, args[1].clone())) for name in layers]
+    hooks = [
+        tiny.get_submodule(name).register_forward_hook(
+            lambda m, args, out, name=name: seen.__setitem__(name, args[1].clone())
+        )
+        for name in layers
+    ]
     try:
         w = torch.randn(1, tiny.n_latent, 16)
         with torch.no_grad():
@@ -231,15 +253,15 @@ def test_modulated_convs_match_per_sample_formulation(tiny):
         with torch.no_grad():
             out = conv(x, style)
             for b in range(3):
-                s = conv.modulation(style[b:b + 1])[0]
+                s = conv.modulation(style[b : b + 1])[0]
                 w = conv.scale * conv.weight[0] * s.view(1, -1, 1, 1)
                 w = w / w.square().sum((1, 2, 3), keepdim=True).add(1e-8).sqrt()
                 if up:
-                    ref = F.conv_transpose2d(x[b:b + 1], w.transpose(0, 1), stride=2)
+                    ref = F.conv_transpose2d(x[b : b + 1], w.transpose(0, 1), stride=2)
                     ref = upfirdn2d(ref, make_kernel([1, 3, 3, 1]) * 4, pad=(1, 1))
                 else:
-                    ref = F.conv2d(x[b:b + 1], w, padding=1)
-                torch.testing.assert_close(out[b:b + 1], ref, rtol=1e-4, atol=1e-5)
+                    ref = F.conv2d(x[b : b + 1], w, padding=1)
+                torch.testing.assert_close(out[b : b + 1], ref, rtol=1e-4, atol=1e-5)
         assert out.shape[-1] == (16 if up else 8)
 
 
@@ -250,8 +272,15 @@ def test_frozen_modulated_conv_backward_is_autograds(kind):
     from models.stylegan2 import ModulatedConv2d
 
     torch.manual_seed(3)
-    conv = ModulatedConv2d(4, 5, 1 if kind == "to_rgb" else 3, 6, demodulate=kind != "to_rgb",
-                           upsample=kind == "upsample", downsample=kind == "downsample").double()
+    conv = ModulatedConv2d(
+        4,
+        5,
+        1 if kind == "to_rgb" else 3,
+        6,
+        demodulate=kind != "to_rgb",
+        upsample=kind == "upsample",
+        downsample=kind == "downsample",
+    ).double()
     conv.requires_grad_(False)
     x = torch.randn(3, 4, 8, 8, dtype=torch.double, requires_grad=True)
     style = torch.randn(3, 6, dtype=torch.double, requires_grad=True)

@@ -24,12 +24,19 @@ from models.weights import (
     verify,
 )
 
-SPEC_NAMES = {"stylegan2_ffhq_1024": "stylegan2-ffhq-config-f.pt", "ir_se50": "model_ir_se50.pth",
-              "arcface_onnx": "w600k_r50.onnx", "buffalo_l": "buffalo_l",
-              "lpips_alex": "alexnet-owt-7be5be79.pth", "fid_inception": "pt_inception-2015-12-05-6726825d.pth",
-              "toy_stylegan2": "toy_stylegan2.safetensors", "toy_arcface": "toy_arcface.safetensors",
-              "toy_arcface_onnx": "toy_arcface.onnx", "toy_eval_arcface": "toy_eval_arcface.safetensors",
-              "toy_eval_arcface_onnx": "toy_eval_arcface.onnx"}
+SPEC_NAMES = {
+    "stylegan2_ffhq_1024": "stylegan2-ffhq-config-f.pt",
+    "ir_se50": "model_ir_se50.pth",
+    "arcface_onnx": "w600k_r50.onnx",
+    "buffalo_l": "buffalo_l",
+    "lpips_alex": "alexnet-owt-7be5be79.pth",
+    "fid_inception": "pt_inception-2015-12-05-6726825d.pth",
+    "toy_stylegan2": "toy_stylegan2.safetensors",
+    "toy_arcface": "toy_arcface.safetensors",
+    "toy_arcface_onnx": "toy_arcface.onnx",
+    "toy_eval_arcface": "toy_eval_arcface.safetensors",
+    "toy_eval_arcface_onnx": "toy_eval_arcface.onnx",
+}
 
 
 def test_registry_names_and_files():
@@ -132,15 +139,18 @@ def test_load_torch_file_admits_namespaces_and_refuses_code_with_the_file_name(t
     assert "weights_only=False" in str(err.value) and "--trust-pickle" in str(err.value)
 
 
-@pytest.mark.parametrize("name, damage", [
-    ("cut.safetensors", lambda data: data[:1000]),
-    ("empty.safetensors", lambda data: b""),
-    ("cut.pt", lambda data: data[:5000]),
-    ("tail.pt", lambda data: data[:-100]),
-    ("empty.pt", lambda data: b""),
-    ("text.pt", lambda data: b"hello"),
-    ("noise.pt", lambda data: b"\x80\x02" + bytes(range(103, 140))),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("cut.safetensors", lambda data: data[:1000]),
+        ("empty.safetensors", lambda data: b""),
+        ("cut.pt", lambda data: data[:5000]),
+        ("tail.pt", lambda data: data[:-100]),
+        ("empty.pt", lambda data: b""),
+        ("text.pt", lambda data: b"hello"),
+        ("noise.pt", lambda data: b"\x80\x02" + bytes(range(103, 140))),
+    ],
+)
 def test_damaged_files_are_refused_with_the_file_name(tmp_path, name, damage):
     import torch
     from safetensors.torch import save_file

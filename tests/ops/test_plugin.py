@@ -82,10 +82,18 @@ def test_cache_key_tracks_sources_and_arch(monkeypatch, tmp_path):
 
 def test_build_lock_times_out_and_is_released_by_a_dead_holder(tmp_path, monkeypatch):
     lock = tmp_path / "x.lock"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, sys, time
         f = open({str(lock)!r}, "a"); fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         monkeypatch.setenv("IDEFACE_OPS_LOCK_TIMEOUT", "1")
@@ -106,16 +114,24 @@ def _can_compile():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("IDEFACE_TEST_CUDA_BUILD") != "1",
-                    reason="compiling the plugin takes ~2-10 min on a small CPU; set IDEFACE_TEST_CUDA_BUILD=1")
+@pytest.mark.skipif(
+    os.environ.get("IDEFACE_TEST_CUDA_BUILD") != "1",
+    reason="compiling the plugin takes ~2-10 min on a small CPU; set IDEFACE_TEST_CUDA_BUILD=1",
+)
 @pytest.mark.skipif(not _can_compile(), reason="needs nvcc (CUDA_HOME), ninja and a CUDA build of torch")
 def test_plugin_compiles_and_is_cached(tmp_path):
     """Compile the real sources (no GPU needed) in a private cache, then load the cached binary."""
-    env = {**os.environ, "CUDA_HOME": os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-           "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0"),
-           "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions"), "IDEFACE_OPS_CACHE": str(tmp_path / "c")}
-    code = ("import time; from ops import plugin; t = time.time(); m = plugin.build(); "
-            "print(m.__file__, hasattr(m, 'bias_lrelu') and hasattr(m, 'upfirdn2d'), time.time() - t)")
+    env = {
+        **os.environ,
+        "CUDA_HOME": os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+        "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0"),
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions"),
+        "IDEFACE_OPS_CACHE": str(tmp_path / "c"),
+    }
+    code = (
+        "import time; from ops import plugin; t = time.time(); m = plugin.build(); "
+        "print(m.__file__, hasattr(m, 'bias_lrelu') and hasattr(m, 'upfirdn2d'), time.time() - t)"
+    )
     first = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     path, has_ops, _ = first.stdout.split()

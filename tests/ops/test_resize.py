@@ -26,11 +26,11 @@ def _direct_downsample(x: np.ndarray, f: int) -> np.ndarray:
     lead, trail = (n - f) // 2, n - f - (n - f) // 2
     h, wd = x.shape
     xp = np.pad(x, ((lead, trail), (0, 0)), mode="reflect")
-    rows = np.array([[sum(w[i] * xp[j * f + i, c] for i in range(n)) for c in range(wd)]
-                     for j in range(h // f)])
+    rows = np.array([[sum(w[i] * xp[j * f + i, c] for i in range(n)) for c in range(wd)] for j in range(h // f)])
     rp = np.pad(rows, ((0, 0), (lead, trail)), mode="reflect")
-    return np.array([[sum(w[i] * rp[r, j * f + i] for i in range(n)) for j in range(wd // f)]
-                     for r in range(rows.shape[0])])
+    return np.array(
+        [[sum(w[i] * rp[r, j * f + i] for i in range(n)) for j in range(wd // f)] for r in range(rows.shape[0])]
+    )
 
 
 def test_kernel_taps_follow_the_bicubic_formula():
@@ -93,8 +93,9 @@ def test_tiny_image_falls_back_to_replicate_padding():
 
 def _smooth_uint8(n: int = 64) -> np.ndarray:
     yy, xx = np.mgrid[0:n, 0:n] / n
-    return np.stack([128 + 100 * np.sin(6 * xx + 3 * yy), 128 + 90 * np.cos(5 * yy),
-                     128 + 80 * np.sin(4 * (xx - yy))], -1).astype(np.uint8)
+    return np.stack(
+        [128 + 100 * np.sin(6 * xx + 3 * yy), 128 + 90 * np.cos(5 * yy), 128 + 80 * np.sin(4 * (xx - yy))], -1
+    ).astype(np.uint8)
 
 
 @pytest.mark.parametrize("size", [24, 16, 100])
@@ -143,8 +144,9 @@ def test_area_kernel_is_the_box_average_down_and_bilinear_up():
 
 def test_bilinear_kernel_is_torchs_antialiased_bilinear():
     x = torch.rand(2, 1, 30, 30)
-    assert torch.equal(resize_to(x, 7, "bilinear"),
-                       F.interpolate(x, size=(7, 7), mode="bilinear", align_corners=False, antialias=True))
+    assert torch.equal(
+        resize_to(x, 7, "bilinear"), F.interpolate(x, size=(7, 7), mode="bilinear", align_corners=False, antialias=True)
+    )
 
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))

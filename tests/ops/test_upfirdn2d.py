@@ -26,13 +26,13 @@ def direct(x, kernel, up, down, pad):
     u = x.new_zeros(b, c, h * up, w * up)
     u[:, :, ::up, ::up] = x
     p = x.new_zeros(b, c, h * up + max(py0, 0) + max(py1, 0), w * up + max(px0, 0) + max(px1, 0))
-    p[:, :, max(py0, 0):max(py0, 0) + h * up, max(px0, 0):max(px0, 0) + w * up] = u
-    p = p[:, :, max(-py0, 0):p.shape[2] - max(-py1, 0), max(-px0, 0):p.shape[3] - max(-px1, 0)]
+    p[:, :, max(py0, 0) : max(py0, 0) + h * up, max(px0, 0) : max(px0, 0) + w * up] = u
+    p = p[:, :, max(-py0, 0) : p.shape[2] - max(-py1, 0), max(-px0, 0) : p.shape[3] - max(-px1, 0)]
     oh, ow = p.shape[2] - kh + 1, p.shape[3] - kw + 1
     out = x.new_zeros(b, c, oh, ow)
     for j in range(kh):
         for i in range(kw):  # out[y, x] = sum p[y + j, x + i] * k[kh - 1 - j, kw - 1 - i]
-            out += p[:, :, j:j + oh, i:i + ow] * kernel[kh - 1 - j, kw - 1 - i]
+            out += p[:, :, j : j + oh, i : i + ow] * kernel[kh - 1 - j, kw - 1 - i]
     return out[:, :, ::down, ::down]
 
 
@@ -43,8 +43,10 @@ def test_reference_matches_direct_formulation(up, down, pad, kshape):
     out = upfirdn2d_ref(x, k, up, down, pad)
     expected = direct(x, k, up, down, pad)
     assert out.shape == expected.shape
-    assert out.shape[2:] == ((7 * up + pad[2] + pad[3] - kshape[0]) // down + 1,
-                             (6 * up + pad[0] + pad[1] - kshape[1]) // down + 1)
+    assert out.shape[2:] == (
+        (7 * up + pad[2] + pad[3] - kshape[0]) // down + 1,
+        (6 * up + pad[0] + pad[1] - kshape[1]) // down + 1,
+    )
     torch.testing.assert_close(out, expected)
 
 
@@ -90,8 +92,9 @@ def test_bf16_autocast_reference_runs():
     x = torch.randn(1, 2, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = ops.upfirdn2d(x, make_kernel([1, 3, 3, 1]), down=2, pad=(1, 1))
-    torch.testing.assert_close(out.float(), upfirdn2d_ref(x, make_kernel([1, 3, 3, 1]), 1, 2, (1, 1)),
-                               atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(
+        out.float(), upfirdn2d_ref(x, make_kernel([1, 3, 3, 1]), 1, 2, (1, 1)), atol=2e-2, rtol=2e-2
+    )
 
 
 @pytest.mark.cuda

@@ -11,9 +11,19 @@ import torch.nn.functional as F
 
 from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceONNXInput, ArcMarginHead, export_arcface, train_arcface
 
-TINY_ARC = replace(ARCFACES["toy_eval_arcface"], stage_channels=(8, 12, 16, 24), embedding_dim=16,
-                   n_identities=4, batch_size=8, steps=12, lr=3e-3, margin=0.0, ckpt_every=4, eval_every=1000,
-                   eval_identities=10)
+TINY_ARC = replace(
+    ARCFACES["toy_eval_arcface"],
+    stage_channels=(8, 12, 16, 24),
+    embedding_dim=16,
+    n_identities=4,
+    batch_size=8,
+    steps=12,
+    lr=3e-3,
+    margin=0.0,
+    ckpt_every=4,
+    eval_every=1000,
+    eval_identities=10,
+)
 
 
 @pytest.fixture(autouse=True)

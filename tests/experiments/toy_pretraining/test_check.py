@@ -12,8 +12,7 @@ def test_check_measures_the_shipped_networks(tmp_path):
     """`check` on the shipped files: ONNX exports agree with torch, and the generator's distance to real
     renders is reported at fixed n and bias-free, on a scale of blurred real renders that grows with
     the blur (the toy FD network sees blur)."""
-    out = check(PRETRAINED_DIR, tmp_path, fd_samples=200, n_inversions=2, inversion_steps=2,
-                fd_inf_samples=1000)
+    out = check(PRETRAINED_DIR, tmp_path, fd_samples=200, n_inversions=2, inversion_steps=2, fd_inf_samples=1000)
     for name in ARCFACES:
         # the ONNX graph resizes its 112 input back to 64 (bilinear): fine-part recognisers feel it (0.97-0.99)
         assert out[name]["onnx_torch_cosine"] > 0.95

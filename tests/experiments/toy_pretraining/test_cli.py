@@ -12,12 +12,16 @@ def test_cli_overrides_reject_options_a_network_does_not_have():
     args = parse_args(["arcface", "--adversarial-weight", "0.1"])
     with pytest.raises(SystemExit, match="--adversarial-weight"):
         cli_overrides(args, ArcFaceConfig)
-    assert cli_overrides(parse_args(["all", "--adversarial-weight", "0.1", "--steps", "5"]),
-                         ArcFaceConfig) == {"steps": 5}
-    assert cli_overrides(parse_args(["stylegan2", "--adversarial-weight", "0.1"]),
-                         GeneratorConfig) == {"adversarial_weight": 0.1}
-    assert cli_overrides(parse_args(["stylegan2", "--lr", "3e-3", "--batch-size", "4"]),
-                         GeneratorConfig) == {"lr": 3e-3, "batch_size": 4}
+    assert cli_overrides(parse_args(["all", "--adversarial-weight", "0.1", "--steps", "5"]), ArcFaceConfig) == {
+        "steps": 5
+    }
+    assert cli_overrides(parse_args(["stylegan2", "--adversarial-weight", "0.1"]), GeneratorConfig) == {
+        "adversarial_weight": 0.1
+    }
+    assert cli_overrides(parse_args(["stylegan2", "--lr", "3e-3", "--batch-size", "4"]), GeneratorConfig) == {
+        "lr": 3e-3,
+        "batch_size": 4,
+    }
 
 
 def test_init_is_an_option_of_stylegan2_only(tmp_path):

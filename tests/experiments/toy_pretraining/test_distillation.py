@@ -16,8 +16,9 @@ def test_distillation_loss_and_psnr():
     assert distillation_loss(x, x).item() == 0.0
     shifted = x.roll(1, -1)
     assert distillation_loss(shifted, x) > distillation_loss(x * 0.99, x)
-    assert torch.isclose(psnr(x - 0.02, x), torch.tensor(10 * np.log10(4 / 0.02**2), dtype=torch.float32),
-                         atol=0.2).all()
+    assert torch.isclose(
+        psnr(x - 0.02, x), torch.tensor(10 * np.log10(4 / 0.02**2), dtype=torch.float32), atol=0.2
+    ).all()
 
 
 def test_part_weights_make_an_uncertain_small_part_worth_drawing():
@@ -32,8 +33,7 @@ def test_part_weights_make_an_uncertain_small_part_worth_drawing():
     weight = part_weights(labels, 4.0)
     assert weight.shape == (n, 1, 8, 8) and weight.unique().tolist() == [1.0, 5.0]
     assert torch.equal(part_weights(labels, 0.0), torch.ones(n, 1, 8, 8))
-    assert distillation_loss(real * 0.9, real, weight=torch.ones(n, 1, 8, 8)) == \
-        distillation_loss(real * 0.9, real)
+    assert distillation_loss(real * 0.9, real, weight=torch.ones(n, 1, 8, 8)) == distillation_loss(real * 0.9, real)
     fitted = {}
     for name, w in (("plain", None), ("weighted", weight)):
         x = torch.zeros(1, 3, 8, 8, requires_grad=True)

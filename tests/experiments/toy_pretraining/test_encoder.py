@@ -34,6 +34,7 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
         assert ship_encoder(tmp_path / "out", run)["run"] == str(run)
         assert (shipped / "encoder.safetensors").read_bytes() == first
     pipe = load_pipeline(shipped)
-    for (k, v), (k2, v2) in zip(sorted(pipe.model.encoder.state_dict().items()),
-                                sorted(model.encoder.state_dict().items())):
+    for (k, v), (k2, v2) in zip(
+        sorted(pipe.model.encoder.state_dict().items()), sorted(model.encoder.state_dict().items())
+    ):
         assert k == k2 and torch.equal(v, v2.half().to(v.dtype) if v.is_floating_point() else v2), k

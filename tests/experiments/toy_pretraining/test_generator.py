@@ -24,8 +24,19 @@ from experiments.toy_pretraining.generator import (
     train_generator,
 )
 
-TINY_G = replace(GeneratorConfig(), size=16, style_dim=48, n_mlp=2, channels=((4, 16), (8, 16), (16, 8)),
-                 batch_size=4, steps=8, ckpt_every=4, sample_every=1000, mapping_steps=40, mapping_batch_size=64)
+TINY_G = replace(
+    GeneratorConfig(),
+    size=16,
+    style_dim=48,
+    n_mlp=2,
+    channels=((4, 16), (8, 16), (16, 8)),
+    batch_size=4,
+    steps=8,
+    ckpt_every=4,
+    sample_every=1000,
+    mapping_steps=40,
+    mapping_batch_size=64,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -91,8 +102,7 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
     recorded = torch.load(tmp_path / "b" / TINY_G.name / "ckpt.pt", weights_only=True)["mapping_rel_mse"]
     shipped_error = mapping_rel_mse(shipped, TINY_G)
     torch.manual_seed(TINY_G.seed)
-    assert recorded == pytest.approx(shipped_error) and recorded < mapping_rel_mse(build_generator(TINY_G),
-                                                                                   TINY_G)
+    assert recorded == pytest.approx(shipped_error) and recorded < mapping_rel_mse(build_generator(TINY_G), TINY_G)
     # with mapping steps, the file's mapping fit continues (and the synthesis is left alone at lr 0)
     refit, _, _ = train_generator(replace(still, mapping_steps=200), tmp_path / "f", progress=False, init=path)
     assert mapping_rel_mse(refit, TINY_G) < 0.9 * shipped_error
@@ -100,13 +110,15 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
     assert all(torch.equal(shipped.state_dict()[k], refit.state_dict()[k]) for k in synthesis)
 
     # the same command again resumes the checkpoint; --init is not read (here it no longer exists)
-    _, _, more = train_generator(replace(still, steps=3), tmp_path / "b", progress=False,
-                                 init=tmp_path / "gone.safetensors")
+    _, _, more = train_generator(
+        replace(still, steps=3), tmp_path / "b", progress=False, init=tmp_path / "gone.safetensors"
+    )
     assert len(more) == 1
     with pytest.raises(SystemExit, match="gone.safetensors: no such file"):
         train_generator(still, tmp_path / "c", progress=False, init=tmp_path / "gone.safetensors")
-    other = export_generator(build_generator(replace(TINY_G, channels=((4, 8), (8, 8), (16, 8)))),
-                             latent_avg, "other", tmp_path / "out")["safetensors"]
+    other = export_generator(
+        build_generator(replace(TINY_G, channels=((4, 8), (8, 8), (16, 8)))), latent_avg, "other", tmp_path / "out"
+    )["safetensors"]
     with pytest.raises(SystemExit, match="other.safetensors: not a generator of this configuration"):
         train_generator(still, tmp_path / "d", progress=False, init=other)
     cut = tmp_path / "cut.safetensors"
