@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.config import ConfigError
 from experiments.device import resolve_device
 from experiments.errors import one_line_errors
 from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceConfig, export_arcface, train_arcface
@@ -63,7 +64,7 @@ def cli_overrides(args, config_cls) -> dict:
     unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
     if unknown and args.command != "all":
         options = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise SystemExit(f"{options}: not an option of `pretrain_toy.py {args.command}`")
+        raise ConfigError(f"{options}: not an option of `pretrain_toy.py {args.command}`")
     return {k: v for k, v in given.items() if k not in unknown}
 
 
@@ -171,9 +172,9 @@ def _main(argv=None):
     try:
         resolve_device(args.device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise ConfigError(str(err)) from None
     if args.init is not None and args.command not in ("stylegan2", "all"):
-        raise SystemExit(f"--init: not an option of `pretrain_toy.py {args.command}`")
+        raise ConfigError(f"--init: not an option of `pretrain_toy.py {args.command}`")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("arcface", "all"):

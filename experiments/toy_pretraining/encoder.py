@@ -21,7 +21,7 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
     ``out_dir/toy_ide/`` with the generator fingerprint; returns {"name", "run", "sha256"}."""
     from safetensors.torch import save_file
 
-    from experiments.pipeline import recorded_generator
+    from experiments.pipeline import CheckpointError, recorded_generator
     from models.weights import load_state_file
 
     if run:
@@ -32,7 +32,9 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
 
         final = train(load_config([*RUN_ARGS, f"seed={seed}"])) / "final"
     if not (final / "encoder.safetensors").is_file():
-        raise SystemExit(f"{final}: no encoder.safetensors (is the run finished?)")
+        raise CheckpointError(
+            f"{final}: no encoder.safetensors (is the run finished? pass the run folder of a finished run)"
+        )
     out = Path(out_dir) / "toy_ide"
     out.mkdir(parents=True, exist_ok=True)
     source = final / "encoder.safetensors"

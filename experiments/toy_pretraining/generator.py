@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.toyfaces import FACTOR_DIMS, HAIR_COLOURS, HAIR_STYLES, SKIN_TONES, factors_from_gaussian, render_gaussian
+from experiments.config import ConfigError
 from experiments.toy_pretraining.distillation import discriminator_step, part_weights, psnr, synthesis_loss
 from experiments.toy_pretraining.export import fp16_state
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
@@ -201,7 +202,7 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(
+        raise ConfigError(
             f"--init {path}: no such file (a generator written by `pretrain_toy.py stylegan2`, "
             "e.g. models/pretrained/toy_stylegan2.safetensors)"
         )
@@ -210,10 +211,10 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
             path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels)
         )
     except ValueError as err:  # unreadable or unsafe: models.weights names the file and the remedy
-        raise SystemExit(f"--init {err}") from None
+        raise ConfigError(f"--init {err}") from None
     except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...:" then the details
         details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        raise SystemExit(
+        raise ConfigError(
             f"--init {path}: not a generator of this configuration (size {cfg.size}, style_dim "
             f"{cfg.style_dim}, n_mlp {cfg.n_mlp}, channels {dict(cfg.channels)}): "
             f"{details[0] if details else err}"

@@ -18,5 +18,5 @@ def test_the_script_offers_every_subcommand_and_stops_on_bad_input_with_one_line
     assert shown.returncode == 0, shown.stderr
     assert "{" + ",".join(SUBCOMMANDS) + "}" in shown.stdout
     bad = run_script("arcface", "--device", "nonsense", "--work-dir", str(tmp_path / "w"), cwd=tmp_path)
-    assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --device nonsense: not a torch device")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --device nonsense: not a torch device")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()

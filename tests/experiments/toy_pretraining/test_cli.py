@@ -3,6 +3,7 @@ before anything is trained."""
 
 import pytest
 
+from experiments.config import ConfigError
 from experiments.toy_pretraining.arcface import ArcFaceConfig
 from experiments.toy_pretraining.cli import cli_overrides, main, parse_args
 from experiments.toy_pretraining.generator import GeneratorConfig
@@ -10,7 +11,7 @@ from experiments.toy_pretraining.generator import GeneratorConfig
 
 def test_cli_overrides_reject_options_a_network_does_not_have():
     args = parse_args(["arcface", "--adversarial-weight", "0.1"])
-    with pytest.raises(SystemExit, match="--adversarial-weight"):
+    with pytest.raises(ConfigError, match="--adversarial-weight"):
         cli_overrides(args, ArcFaceConfig)
     assert cli_overrides(parse_args(["all", "--adversarial-weight", "0.1", "--steps", "5"]), ArcFaceConfig) == {
         "steps": 5
@@ -24,13 +25,18 @@ def test_cli_overrides_reject_options_a_network_does_not_have():
     }
 
 
-def test_init_is_an_option_of_stylegan2_only(tmp_path):
-    with pytest.raises(SystemExit, match="--init: not an option of `pretrain_toy.py arcface`"):
+def test_init_is_an_option_of_stylegan2_only(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         main(["arcface", "--init", str(tmp_path / "g.safetensors"), "--work-dir", str(tmp_path / "e")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: --init: not an option of `pretrain_toy.py arcface`\n"
     assert not (tmp_path / "e").exists()
 
 
-def test_bad_device_stops_before_training(tmp_path):
-    with pytest.raises(SystemExit, match="error: --device nonsense: not a torch device"):
+def test_bad_device_stops_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         main(["arcface", "--device", "nonsense", "--work-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device nonsense: not a torch device") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from data.toyfaces import FACTOR_DIMS
+from experiments.config import ConfigError
 from experiments.toy_pretraining.distillation import synthesis_loss
 from experiments.toy_pretraining.generator import (
     GeneratorConfig,
@@ -114,16 +115,16 @@ def test_generator_starts_from_an_init_file_and_a_checkpoint_wins(tmp_path):
         replace(still, steps=3), tmp_path / "b", progress=False, init=tmp_path / "gone.safetensors"
     )
     assert len(more) == 1
-    with pytest.raises(SystemExit, match="gone.safetensors: no such file"):
+    with pytest.raises(ConfigError, match="gone.safetensors: no such file"):
         train_generator(still, tmp_path / "c", progress=False, init=tmp_path / "gone.safetensors")
     other = export_generator(
         build_generator(replace(TINY_G, channels=((4, 8), (8, 8), (16, 8)))), latent_avg, "other", tmp_path / "out"
     )["safetensors"]
-    with pytest.raises(SystemExit, match="other.safetensors: not a generator of this configuration"):
+    with pytest.raises(ConfigError, match="other.safetensors: not a generator of this configuration"):
         train_generator(still, tmp_path / "d", progress=False, init=other)
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="--init .*cut.safetensors: not a readable safetensors file"):
+    with pytest.raises(ConfigError, match="--init .*cut.safetensors: not a readable safetensors file"):
         train_generator(still, tmp_path / "g", progress=False, init=cut)
 
 
