@@ -98,13 +98,32 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
-    rgb = torch.from_numpy(_to_rgb_float(open_image(path), path)).permute(2, 0, 1)
+    im = open_image(path)
+    if size is not None:
+        im = _box_reduce_huge(im, (size, size) if isinstance(size, int) else tuple(size))
+    rgb = torch.from_numpy(_to_rgb_float(im, path)).permute(2, 0, 1)
     if channels == 1:
         rgb = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
     x = rgb * 2.0 - 1.0
     if size is not None:
         x = resize_to(x[None], size)[0].clamp(-1.0, 1.0)
     return x.contiguous()
+
+
+# An 8-bit image at least this many times the requested size on both sides is first box-averaged in
+# uint8 by an integer factor (to at least this multiple), so a 12,000 px photo never becomes a float
+# array at full size (5.6 GB). Smaller images take the exact path; the values of huge ones differ from
+# it by the rounding of one uint8 box average (about 1/255).
+_HUGE_FACTOR = 8
+
+
+def _box_reduce_huge(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``im`` box-reduced in its 8-bit mode when it is ``_HUGE_FACTOR`` x ``size`` (h, w) or more; else
+    ``im`` itself."""
+    if im.mode not in ("RGB", "L") or "transparency" in im.info:
+        return im
+    factor = min(im.height // size[0], im.width // size[1]) // (_HUGE_FACTOR // 2)
+    return im.reduce(factor) if factor >= 2 else im
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -175,3 +175,27 @@ def test_binary_mask_any_nonzero_value_and_rgb_storage(tmp_path):
     for name in ("m.png", "m_rgb.png"):
         got = load_binary_mask(tmp_path / name)
         assert got.dtype == torch.bool and got.sum() == 2 and got[1, 1] and got[2, 2]
+
+
+def test_a_huge_photo_is_box_reduced_before_the_float_copy(tmp_path):
+    """An 8-bit image 8x the requested size or more is averaged down in uint8 first: no float array at
+    full size, and the same picture as the exact path up to a uint8 rounding."""
+    import tracemalloc
+
+    from ops.resize import resize_to
+
+    yy, xx = np.mgrid[0:2048, 0:1536]
+    smooth = np.stack([xx / 6, yy / 8, (xx + yy) / 14], axis=-1) % 256
+    Image.fromarray(smooth.astype(np.uint8)).save(tmp_path / "huge.png")
+    exact = resize_to(load_image(tmp_path / "huge.png")[None], (64, 48))[0].clamp(-1, 1)
+    tracemalloc.start()
+    fast = load_image(tmp_path / "huge.png", size=(64, 48))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert fast.shape == (3, 64, 48)
+    assert peak < 2048 * 1536 * 3  # below the uint8 image itself; the float copy alone would be 4x that
+    assert (fast - exact).abs().mean() < 2 / 255 and (fast - exact).abs().max() < 0.1
+    # below the threshold nothing changes
+    Image.fromarray(smooth[:256, :192].astype(np.uint8)).save(tmp_path / "small.png")
+    small = load_image(tmp_path / "small.png")
+    assert torch.equal(load_image(tmp_path / "small.png", size=64), resize_to(small[None], 64)[0].clamp(-1, 1))
