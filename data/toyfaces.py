@@ -34,47 +34,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-# The renderer's code layout (z[:, i] drives FACTORS[i]); fixed: the shipped generator was distilled on it.
-FACTORS = (
-    "face_width",
-    "face_height",
-    "jaw",
-    "skin_tone",
-    "hair_colour",
-    "hair_style",
-    "hair_length",
-    "hairline",
-    "hair_part",
-    "eye_colour",
-    "eye_width",
-    "eye_height",
-    "eye_tilt",
-    "eye_spacing",
-    "eye_level",
-    "iris_size",
-    "brow_thickness",
-    "brow_angle",
-    "brow_gap",
-    "brow_length",
-    "nose_length",
-    "nose_width",
-    "mouth_width",
-    "lip_thickness",
-    "lip_tint",
-    "mouth_gap",
-    "shift_x",
-    "shift_y",
-    "rotation",
-    "scale",
-    "mouth_open",
-    "smile",
-    "light_angle",
-    "light_strength",
-    "ambient",
-    "bg_r",
-    "bg_g",
-    "bg_b",
-)
 # Per person: the fine parts, below an 8x8 contour's resolution.
 IDENTITY_FACTORS = (
     "eye_colour",
@@ -123,7 +82,8 @@ NUISANCE_FACTORS = (
     "bg_b",
 )
 PHOTO_FACTORS = LOOK_FACTORS + NUISANCE_FACTORS
-assert sorted(IDENTITY_FACTORS + PHOTO_FACTORS) == sorted(FACTORS)
+# The renderer's code layout (z[:, i] drives FACTORS[i]); fixed: the shipped generator was distilled on it.
+FACTORS = LOOK_FACTORS + IDENTITY_FACTORS + NUISANCE_FACTORS
 N_IDENTITY = len(IDENTITY_FACTORS)
 N_PHOTO = len(PHOTO_FACTORS)
 FACTOR_DIMS = len(FACTORS)
