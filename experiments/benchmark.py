@@ -51,6 +51,13 @@ def arg(*flags, **kwargs):
     return flags, kwargs
 
 
+# every subcommand runs on one device with a chosen CPU thread count
+DEVICE_ARGS = (
+    arg("--device", default=None, help="default: cuda if available, else cpu"),
+    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+)
+
+
 def subcommand(name: str, help: str, *arguments):
     """Register ``fn(args) -> dict`` as ``benchmark.py <name>`` with the given :func:`arg` arguments."""
 
@@ -100,8 +107,7 @@ def timed(fn, device: torch.device, iters: int, warmup: int) -> float:
     arg("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"]),
     arg("--iters", type=int, default=None, help="timed iterations (default 10 on a GPU, 2 on the CPU)"),
     arg("--warmup", type=int, default=1),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def generator(args) -> dict:
     """Config-f generator (style_dim 512, n_mlp 8, channel multiplier 2) from a W+ code with constant
@@ -295,8 +301,7 @@ REFERENCE_STEP = ["train.step_constants=false", "generator.factored_backward=fal
         "one step by step, and report reference / current",
     ),
     arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the current step"),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def train(args) -> dict:
     """One optimiser step of the training loop (every refinement step's forward and backward, Adam), the
@@ -420,8 +425,7 @@ def interleaved(fns: dict, device: torch.device, iters: int, warmup: int) -> dic
     arg("--reference", action="store_true", help="profile the reference step (" + " ".join(REFERENCE_STEP) + ")"),
     arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides"),
     arg("--top", type=int, default=15, help="ops listed per direction"),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def profile(args) -> dict:
     """torch.profiler over one training step (after a warm-up step). Forward time is attributed to the
@@ -602,8 +606,7 @@ def peak_gflops(device: torch.device) -> dict[str, float]:
     arg("--gaussian-fit-samples", type=int, default=100_000, help="PULSE's Gaussian fit (random worlds)"),
     arg("--iters", type=int, default=1, help="timed calls of each"),
     arg("--warmup", type=int, default=1),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def pulse_vs_encoder(args) -> dict:
     """Both on the same device and generator, from the same contour (LR) and identity batch; the
@@ -696,8 +699,7 @@ def _pulse_vs_encoder_figures(model, pulse, data: dict, n_iters: int, pulse_scal
     arg("--pairs", type=int, default=100, help="test pairs timed per iteration"),
     arg("--iters", type=int, default=3, help="timed passes over the pairs"),
     arg("--warmup", type=int, default=1),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def inference(args) -> dict:
     """``pipeline``: ``load_pipeline(checkpoint).run_tensors`` (every refinement step, no grad) over the
@@ -814,8 +816,7 @@ def trees(args) -> dict:
     arg("--iters", type=int, default=5, help="timed calls of each"),
     arg("--warmup", type=int, default=1),
     arg("--no-server", action="store_true", help="skip the round trip through a local server (gradio_client)"),
-    arg("--device", default=None, help="default: cuda if available, else cpu"),
-    arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"),
+    *DEVICE_ARGS,
 )
 def demo(args) -> dict:
     """The first toy example (an LR contour made from a photo, four identity photos). Rows: ``pipeline``

@@ -188,7 +188,7 @@ def group_dir(group: str) -> Path:
 
 
 def available_presets(group: str) -> list[str]:
-    """Preset names of ``group`` (the table suites are in ``tables/``, apart from the presets)."""
+    """Preset names of ``group`` (the table suites are in ``ablations/tables/``, apart from the presets)."""
     d = group_dir(group)
     if not d.is_dir():
         return []

@@ -8,7 +8,7 @@ Usage::
     python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
     python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
 
-``table=`` names ``tables/table<n>.yaml`` (``1``, ``2``, ``all``) or a suite file's path. A suite
+``table=`` names ``ablations/tables/table<n>.yaml`` (``1``, ``2``, ``all``) or a suite file's path. A suite
 file lists rows (name, presets, optional overrides with ``{seed}``, the paper's numbers); every
 other token is a preset or dotted override applied to every row (``world=``, ``output_dir=``, ...).
 
@@ -120,7 +120,7 @@ class RowResult:
         }
 
 
-TABLE_DIR = REPO_ROOT / "tables"  # the suite files of the paper's tables
+TABLE_DIR = REPO_ROOT / "ablations" / "tables"  # the suite files of the paper's tables, beside the presets they name
 
 
 def suite_paths(table: str) -> list[Path]:

@@ -21,7 +21,6 @@ def test_fixed_top_level_layout():
         "data",
         "experiments",
         "ablations",
-        "tables",
         "metrics",
         "ops",
         "notebooks",
