@@ -5,6 +5,7 @@ pretrained files are replaced by small random ones so the tests neither depend o
 the shipped toy weights.
 """
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,26 @@ def write_tiny_networks(root: Path) -> dict[str, Path]:
         "arc_eval": root / "arc_eval.safetensors",
         "arc_eval_onnx": root / "arc_eval.onnx",
     }
+
+
+def two_process_launcher(port: int) -> list[str]:
+    """``accelerate launch`` of 2 local processes (the multi-process tests' command prefix) on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
 
 
 def tiny_overrides(nets: dict[str, Path], out: Path, **extra) -> list[str]:

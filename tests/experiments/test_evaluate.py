@@ -11,7 +11,7 @@ import pytest
 from experiments.config import REPO_ROOT, load_config
 from experiments.evaluate import contour_chunks, select_pairs
 
-from .conftest import tiny_overrides
+from .conftest import tiny_overrides, two_process_launcher
 
 EVAL = str(REPO_ROOT / "experiments" / "evaluate.py")
 
@@ -72,22 +72,7 @@ def test_results_json_resume_and_two_processes(trained_run, tmp_path):
     import shutil
 
     shutil.rmtree(trained_run / "eval")
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29519",
-    ]
+    launcher = two_process_launcher(29519)
     run_eval(trained_run, launcher=launcher, env={"ACCELERATE_USE_CPU": "1"})
     two = json.loads((trained_run / "eval" / "random" / "results.json").read_text())
     assert two["processes"] == 2 and two["n_pairs"] == results["n_pairs"]

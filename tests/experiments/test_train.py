@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from experiments.config import REPO_ROOT
 
-from .conftest import tiny_overrides
+from .conftest import tiny_overrides, two_process_launcher
 
 RUN = str(REPO_ROOT / "experiments" / "run.py")
 pytestmark = pytest.mark.slow
@@ -145,22 +145,7 @@ def test_two_processes_match_one_process_with_same_global_batch(tiny_nets, tmp_p
     two = tmp_path / "two"
     common = {"train.max_steps": 3, "train.batch_size": 4}
     run_cli(tiny_overrides(tiny_nets, one, **common, **{"train.grad_accum": 2}))
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-    ]
+    launcher = two_process_launcher(29517)
     run_cli(tiny_overrides(tiny_nets, two, **common), env={"ACCELERATE_USE_CPU": "1"}, launcher=launcher)
     run_one, run_two = only_run_dir(one), only_run_dir(two)
     summary = json.loads((run_two / "summary.json").read_text())
