@@ -4,6 +4,8 @@ internal error keeps its traceback."""
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,45 @@ from experiments.errors import check_output_dir, check_output_file, one_line_err
 
 from .conftest import tiny_overrides
 
-AS_ROOT = os.geteuid() == 0
+REPO = Path(__file__).resolve().parents[2]
+# Root writes through mode 0o555 by CAP_DAC_OVERRIDE. A child started with that capability (and
+# DAC_READ_SEARCH) dropped from its bounding set keeps uid 0 but obeys folder modes, os.access included,
+# so the read-only cases run as root too (CI's fresh machines run as root).
+DROP_DAC_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def read_only_folder(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A 0o555 folder and the command prefix under which this user cannot write into it; skips (saying why)
+    where no such prefix exists here."""
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    prefix = DROP_DAC_OVERRIDE if os.geteuid() == 0 else []
+    if prefix and shutil.which(prefix[0]) is None:
+        pytest.skip("running as root, and util-linux's setpriv (to drop CAP_DAC_OVERRIDE) is not installed")
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import os, sys; sys.exit(os.access(sys.argv[1], os.W_OK))", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make {folder} read-only for this user: {(probe.stderr or 'still writable').strip()}")
+    return folder, prefix
+
+
+def main_in_child(prefix: list[str], module: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``module.main(args)`` in a fresh interpreter of this tree, started under ``prefix``."""
+    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def refused_in_one_line(proc: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a child refused with exit code 2."""
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), (proc.returncode, err)
+    return err[0]
 
 
 class Payload:
@@ -114,11 +154,11 @@ def test_run_output_dir_that_is_a_file_is_refused_before_any_work(tiny_nets, tmp
     assert "is a file, not a folder" in one_error_line(capsys)
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
-def test_run_read_only_output_dir(tiny_nets, tmp_path, capsys):
-    (tmp_path / "ro").mkdir(mode=0o555)
-    assert run_main(tiny_overrides(tiny_nets, tmp_path / "ro")) == 2
-    assert "is not writable" in one_error_line(capsys)
+def test_run_read_only_output_dir(tiny_nets, tmp_path):
+    folder, prefix = read_only_folder(tmp_path)
+    proc = main_in_child(prefix, "experiments.run", tiny_overrides(tiny_nets, folder))
+    assert "is not writable" in refused_in_one_line(proc)
+    assert not any(folder.iterdir())
 
 
 @pytest.mark.parametrize("key", ["generator.weights", "model.identity_weights", "loss.id_network"])
@@ -277,10 +317,8 @@ def photos(trained, tmp_path_factory):
     return root
 
 
-def gen_main(run_dir, photos, *extra, out=None):
-    from experiments.generate import main
-
-    args = [
+def gen_args(run_dir, photos, *extra, out=None) -> list[str]:
+    return [
         "--checkpoint",
         str(run_dir),
         "--identity",
@@ -294,7 +332,12 @@ def gen_main(run_dir, photos, *extra, out=None):
         str(out),
         *extra,
     ]
-    return main(args)
+
+
+def gen_main(run_dir, photos, *extra, out=None):
+    from experiments.generate import main
+
+    return main(gen_args(run_dir, photos, *extra, out=out))
 
 
 def test_generate_good_pair_then_each_bad_input(trained, photos, tmp_path, capsys):
@@ -395,8 +438,8 @@ def test_final_export_is_swapped_in_whole(trained, tmp_path):
     assert (copy / "final" / "encoder.safetensors").read_bytes() != before["encoder.safetensors"]
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
-def test_generate_read_only_out(trained, photos, tmp_path, capsys):
-    (tmp_path / "ro").mkdir(mode=0o555)
-    assert gen_main(trained[0], photos, out=tmp_path / "ro" / "o.png") == 2
-    assert "is not writable" in one_error_line(capsys)
+def test_generate_read_only_out(trained, photos, tmp_path):
+    folder, prefix = read_only_folder(tmp_path)
+    proc = main_in_child(prefix, "experiments.generate", gen_args(trained[0], photos, out=folder / "o.png"))
+    assert "is not writable" in refused_in_one_line(proc)
+    assert not any(folder.iterdir())
