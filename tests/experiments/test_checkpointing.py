@@ -1,8 +1,11 @@
-"""Checkpoint lookup and keep-last: resume values, unreadable trainer state, and keep-last deleting only the
-current run's checkpoints (a real Accelerator save)."""
+"""Checkpoint lookup and keep-last: resume values, unreadable trainer state, keep-last deleting only the
+current run's checkpoints (a real Accelerator save), and a restore that checks every RNG, the weights, the
+optimiser and (on a GPU) the CUDA RNG and the fp16 scaler against what was saved."""
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +15,7 @@ from experiments.checkpointing import (
     find_resume,
     list_checkpoints,
     read_state,
+    restore_checkpoint,
     save_checkpoint,
 )
 
@@ -75,3 +79,64 @@ def test_fresh_start_rules(tmp_path):
     (run / "final").mkdir()
     with pytest.raises(RunFolderError, match="already holds a finished run"):
         check_fresh_start(run, "auto")
+
+
+def draws(device: str) -> list:
+    """One draw from every generator a resume restores (torch, python, numpy; CUDA on a GPU)."""
+    out = [torch.rand(3), random.random(), np.random.rand(3)]
+    return out + ([torch.rand(3, device=device).cpu()] if device == "cuda" else [])
+
+
+def saved_run(tmp_path, device: str, mixed_precision: str = "no"):
+    """A real Accelerator run on ``device``: one Adam step of a Linear, saved; then every RNG moved on.
+    Returns (accelerator, model, optimiser, checkpoint, the draws a restore must reproduce)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # this pytest process may hold another precision
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+    model = torch.nn.Linear(4, 4)
+    model, optimizer = accelerator.prepare(model, torch.optim.Adam(model.parameters()))
+    with accelerator.autocast():
+        loss = model(torch.randn(2, 4, device=accelerator.device)).square().mean()
+    accelerator.backward(loss)
+    optimizer.step()
+    ckpt = save_checkpoint(accelerator, tmp_path / "checkpoints", TrainerState(step=1, run_id="r"), keep_last=1)
+    expected = draws(device)
+    draws(device)  # the run goes on past the checkpoint
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    return accelerator, model, optimizer, ckpt, expected
+
+
+def assert_same_draws(a: list, b: list) -> None:
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
+
+
+def check_restore(tmp_path, monkeypatch, device: str, mixed_precision: str = "no") -> None:
+    accelerator, model, optimizer, ckpt, expected = saved_run(tmp_path, device, mixed_precision)
+    weights = {k: v.clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    restore_checkpoint(accelerator, ckpt, model, optimizer)
+    assert_same_draws(draws(device), expected)
+    assert any(not torch.equal(v, weights[k]) for k, v in accelerator.unwrap_model(model).state_dict().items())
+    # a load that leaves a generator where it was is caught, and named
+    load_state = accelerator.load_state
+    perturb = {"torch RNG": lambda: torch.rand(1), "python RNG": random.random, "numpy RNG": np.random.rand}
+    if device == "cuda":
+        perturb["CUDA RNG"] = lambda: torch.rand(1, device="cuda")
+    for name, move in perturb.items():
+        monkeypatch.setattr(accelerator, "load_state", lambda path, move=move: (load_state(path), move()))
+        with pytest.raises(ResumeError, match=f"is not exact: {name} differ"):
+            restore_checkpoint(accelerator, ckpt, model, optimizer)
+
+
+def test_restore_checks_every_rng_on_the_cpu(tmp_path, monkeypatch):
+    check_restore(tmp_path, monkeypatch, "cpu")
+
+
+@pytest.mark.cuda
+def test_restore_checks_the_cuda_rng_and_the_fp16_scaler(tmp_path, monkeypatch):
+    check_restore(tmp_path, monkeypatch, "cuda", mixed_precision="fp16")
+    (ckpt,) = list_checkpoints(tmp_path / "checkpoints", "r")
+    assert (ckpt / "scaler.pt").is_file()  # read through the weights-only reader with the other pieces
