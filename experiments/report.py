@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from experiments.reproduce import LABELS, METRICS
+from experiments.tables import LABELS, METRICS
 from experiments.tracking import RunRecord
 from ops.atomic_write import atomic_write_text
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = train(cfg)
         if cfg.eval.at_end:
-            from experiments.evaluate import evaluate_run, format_table
+            from experiments.evaluation import evaluate_run, format_table
 
             results = evaluate_run(run_dir)
             if is_main_process() and results:

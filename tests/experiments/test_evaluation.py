@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from experiments.config import REPO_ROOT, load_config
-from experiments.evaluate import contour_chunks, select_pairs
+from experiments.evaluation import contour_chunks, select_pairs
 
 from .conftest import tiny_overrides, two_process_launcher
 
@@ -85,7 +85,7 @@ def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
     """eval.dlib_judge=true (the celebahq world's setting) adds dlib's distance and same-person rate, with
     intervals, to results.json, the networks record and the table; toy faces are not human, so only the
     plumbing is checked here (tests/metrics/test_dlib_idsim.py judges real faces)."""
-    from experiments.evaluate import evaluate, format_table, load_eval_config
+    from experiments.evaluation import evaluate, format_table, load_eval_config
     from models import dlibface
 
     if not dlibface.available():
