@@ -825,7 +825,7 @@ def demo(args) -> dict:
     ``/generate`` endpoint through gradio_client on 127.0.0.1: uploads, the click, downloads). Each row
     gives wall seconds and the process's CPU seconds per call (the CPU figure is what a busy machine
     does not change; the server's CPU time is in the same process)."""
-    from experiments.demo import Demo, Upload
+    from experiments.demo_app import Demo, Upload
 
     device = _setup(args)
     d = Demo.load(args.checkpoint, device=device)
@@ -869,7 +869,7 @@ def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
     """Launch the demo page on a free 127.0.0.1 port; (the app, a function making one /generate call)."""
     from gradio_client import Client, handle_file
 
-    from experiments.demo import build_app, launch
+    from experiments.demo_app import build_app, launch
 
     app = build_app(d)
     with contextlib.redirect_stdout(sys.stderr):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from experiments.report import build_wandb_report, loss_curves, main, svg_line_chart
+from experiments.report import main
+from experiments.reporting import build_wandb_report, loss_curves, svg_line_chart
 from experiments.tables import METRICS
 
 from .test_reproduction import shared_tiny_suite

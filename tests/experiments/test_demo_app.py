@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from data.images import save_image, save_label_map, to_uint8
-from experiments.demo import (
+from experiments.demo import build_parser
+from experiments.demo_app import (
     ALIGNED_LABEL,
     DRAW,
     LABEL_MAP,
@@ -27,7 +28,6 @@ from experiments.demo import (
     Upload,
     _sketch_is_blank,
     _upload,
-    build_parser,
     max_steps,
 )
 from experiments.pipeline import load_pipeline
