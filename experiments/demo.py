@@ -32,7 +32,7 @@ from experiments.device import DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="ideface-demo", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="toy", help="run folder, its final/ folder, or 'toy' (default)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)

@@ -16,13 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-
-# this checkout's packages, not those of wherever the project is pip-installed (editable) from: a script's
-# sys.path[0] is its own folder, so without this a worktree's run imports another tree's code
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 USAGE = __doc__.split("Presets:")[0].strip()
 
