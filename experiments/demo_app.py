@@ -423,16 +423,10 @@ def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
     """
     from data.conditions import lr_downsample
     from data.images import save_image, save_label_map
-    from data.toyfaces import split_identities
+    from data.toyfaces import split_of_config
 
     pipe, d = demo.pipe, demo.pipe.cfg.data
-    world = split_identities(
-        "test",
-        n_train_identities=d.toy_train_identities,
-        photos_per_identity=d.toy_photos_per_identity,
-        n_test_identities=d.toy_test_identities,
-        test_photos_per_identity=d.toy_test_photos_per_identity,
-    )
+    world = split_of_config("test", d)
     people = world.identity.unique()[: n_rows + MAX_IDENTITIES - 1].tolist()
     index = [k for p in people for k in torch.nonzero(world.identity == p).flatten()[:2].tolist()]
     render = world.render(index, size=pipe.input_size)

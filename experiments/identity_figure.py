@@ -53,17 +53,11 @@ def make_identity_figure(pipe, embedder, contour_person: int = 0, n_identities: 
     Each person's template is built from all their photos except the ones fed to the model.
     """
     from data.conditions import contour_to_rgb, make_condition
-    from data.toyfaces import split_identities
+    from data.toyfaces import split_of_config
     from metrics.identity_following import PersonTemplates
 
     d = pipe.cfg.data
-    world = split_identities(
-        "test",
-        n_train_identities=d.toy_train_identities,
-        photos_per_identity=d.toy_photos_per_identity,
-        n_test_identities=d.toy_test_identities,
-        test_photos_per_identity=d.toy_test_photos_per_identity,
-    )
+    world = split_of_config("test", d)
     people = world.identity.unique().tolist()
     if not 0 <= contour_person < len(people) or not 1 <= n_identities < len(people):
         raise ValueError(
