@@ -433,6 +433,18 @@ def split_identities(
     return ToyIdentities.build("test", n_test_identities, test_photos_per_identity, seed, id_offset=n_train_identities)
 
 
+def split_of_config(split: str, data_cfg) -> ToyIdentities:
+    """:func:`split_identities` at the sizes of a run config's ``data`` section (its ``toy_*`` keys)."""
+    d = data_cfg
+    return split_identities(
+        split,
+        n_train_identities=d.toy_train_identities,
+        photos_per_identity=d.toy_photos_per_identity,
+        n_test_identities=d.toy_test_identities,
+        test_photos_per_identity=d.toy_test_photos_per_identity,
+    )
+
+
 class ToyFaces(Dataset):
     """Toy-world dataset with the CelebA-HQ items: a dict per item (see ``__getitem__``).
 

@@ -1,12 +1,12 @@
 """Benchmarks, one subcommand each; every subcommand prints one JSON document on stdout.
 
-    python experiments/benchmark.py generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
-    python experiments/benchmark.py train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare]
-    python experiments/benchmark.py profile [--world toy] [--row input_latent] [--reference]
-    python experiments/benchmark.py inference [--checkpoint toy] [--pairs 100]
-    python experiments/benchmark.py trees --reference /tmp/f35 -- train --worlds toy --rows input_latent
-    python experiments/benchmark.py pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
-    python experiments/benchmark.py demo [--threads 2]                 # the web demo's Generate click
+    ideface-benchmark generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
+    ideface-benchmark train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare]
+    ideface-benchmark profile [--world toy] [--row input_latent] [--reference]
+    ideface-benchmark inference [--checkpoint toy] [--pairs 100]
+    ideface-benchmark trees --reference /tmp/f35 -- train --worlds toy --rows input_latent
+    ideface-benchmark pulse-vs-encoder [--worlds toy 256 1024] [--batches 1 16]
+    ideface-benchmark demo [--threads 2]                 # the web demo's Generate click
 
 Worlds: a world preset (``toy``: the toy world with its shipped weights), or ``256`` / ``1024``: the paper's world
 (config ``world=celebahq``) at that generator size with random weights of the same architectures
@@ -35,14 +35,14 @@ from pathlib import Path
 
 import torch
 
+import experiments
+from experiments.device import resolve_device
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# IDEFACE_CODE_ROOT: benchmark another checkout's packages (e.g. an older commit; see ``trees``)
-CODE_ROOT = Path(os.environ.get("IDEFACE_CODE_ROOT", REPO_ROOT)).resolve()
-if str(CODE_ROOT) not in sys.path:
-    sys.path.insert(0, str(CODE_ROOT))
+# The checkout whose packages are measured: this one, or another put first on PYTHONPATH (``trees``).
+CODE_ROOT = Path(experiments.__file__).resolve().parent.parent
 
-from experiments.device import resolve_device  # noqa: E402
-
+PROG = "ideface-benchmark"
 SUBCOMMANDS: dict[str, tuple] = {}
 
 
@@ -758,7 +758,7 @@ def inference(args) -> dict:
     arg("command", nargs=argparse.REMAINDER, help="the subcommand and its arguments, after --"),
 )
 def trees(args) -> dict:
-    """Round r runs ``benchmark.py <command>`` once with the reference's packages (IDEFACE_CODE_ROOT) and
+    """Round r runs ``benchmark.py <command>`` once with the reference's packages (first on PYTHONPATH) and
     once with this checkout's, so the machine's load falls on both alike; each result row's figures are
     reported per round and as medians, with reference / this for images_per_s. This file is the runner
     either way: the command must exist here and use only APIs the reference has (train, inference)."""
@@ -777,7 +777,10 @@ def trees(args) -> dict:
                 [sys.executable, str(Path(__file__).resolve()), *command],
                 capture_output=True,
                 text=True,
-                env={**os.environ, "IDEFACE_CODE_ROOT": str(root)},
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+                },
             )
             if proc.returncode != 0:
                 raise SystemExit(f"trees: {name} ({root}) failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -825,7 +828,7 @@ def demo(args) -> dict:
     ``/generate`` endpoint through gradio_client on 127.0.0.1: uploads, the click, downloads). Each row
     gives wall seconds and the process's CPU seconds per call (the CPU figure is what a busy machine
     does not change; the server's CPU time is in the same process)."""
-    from experiments.demo import Demo, Upload
+    from experiments.demo_app import Demo, Upload
 
     device = _setup(args)
     d = Demo.load(args.checkpoint, device=device)
@@ -869,7 +872,7 @@ def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
     """Launch the demo page on a free 127.0.0.1 port; (the app, a function making one /generate call)."""
     from gradio_client import Client, handle_file
 
-    from experiments.demo import build_app, launch
+    from experiments.demo_app import build_app, launch
 
     app = build_app(d)
     with contextlib.redirect_stdout(sys.stderr):
@@ -880,7 +883,7 @@ def _demo_round_trip(d, mode: str, contour: str, ids: list[str]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (fn, help_text, arguments) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=fn.__doc__)
@@ -890,7 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Parse ``argv``, run the subcommand, print its JSON document and return it (user errors: one line
+    on stderr and SystemExit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -907,5 +912,10 @@ def main(argv=None) -> dict:
     return result
 
 
+def main(argv=None) -> int:
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

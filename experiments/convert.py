@@ -1,7 +1,7 @@
 """Convert an NVlabs stylegan2-ada-pytorch generator (G_ema) to rosinality's checkpoint format.
 
-    python experiments/convert.py ffhq.pkl stylegan2-ffhq-config-f.pt --trust-pickle [--nvlabs-repo PATH]
-    python experiments/convert.py g_ema_state_dict.pt out.pt          # an extracted NVlabs state dict
+    ideface-convert ffhq.pkl stylegan2-ffhq-config-f.pt --trust-pickle [--nvlabs-repo PATH]
+    ideface-convert g_ema_state_dict.pt out.pt          # an extracted NVlabs state dict
 
 Output: ``{'g_ema': rosinality state dict, 'latent_avg': mapping.w_avg (w_dim,)}``, loadable with
 ``models.stylegan2.load_generator(out, size, style_dim=..., n_mlp=..., channels=...)`` (the printed JSON
@@ -33,12 +33,8 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from models.stylegan2 import Generator, make_kernel  # noqa: E402
-from models.weights import load_torch_file  # noqa: E402
+from models.stylegan2 import Generator, make_kernel
+from models.weights import load_torch_file
 
 
 def nvlabs_config(state_dict) -> dict:
@@ -160,8 +156,11 @@ def load_source(path: Path, trust_pickle: bool, nvlabs_repo: str | None):
     return source.state_dict(), source
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description="NVlabs stylegan2-ada-pytorch G_ema -> rosinality checkpoint")
+def run(argv=None) -> dict:
+    """Parse ``argv`` and convert; returns the report it prints (user errors: one line, SystemExit 2)."""
+    p = argparse.ArgumentParser(
+        prog="ideface-convert", description="NVlabs stylegan2-ada-pytorch G_ema -> rosinality checkpoint"
+    )
     p.add_argument("source", type=Path, help="network .pkl, or a .pt holding G_ema's state dict")
     p.add_argument("dest", type=Path, help="output .pt: {'g_ema', 'latent_avg'}")
     p.add_argument("--trust-pickle", action="store_true", help="allow unpickling (executes code in the file)")
@@ -182,6 +181,11 @@ def main(argv=None) -> dict:
     if code:
         raise SystemExit(code)
     return report
+
+
+def main(argv=None) -> int:
+    run(argv)
+    return 0
 
 
 def convert(args) -> dict:
@@ -206,4 +210,4 @@ def convert(args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

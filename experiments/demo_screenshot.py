@@ -1,27 +1,20 @@
 """The demo page in a real headless Chromium: load it, run one example, save a screenshot.
 
-::
-
-    python experiments/demo_screenshot.py --out notebooks/figures/demo.png     # the README's figure
+The README's figure is ``ideface-figure demo-screenshot --out notebooks/figures/demo.png``
+(``experiments/figure.py``).
 
 Drives Debian's ``chromium`` and ``chromedriver`` (``apt-get install -y chromium chromium-driver``)
 through Selenium. Both binaries are named explicitly, so Selenium Manager never downloads a browser
-or a driver. The page is served in this process on a free 127.0.0.1 port (``experiments.demo``);
+or a driver. The page is served in this process on a free 127.0.0.1 port (``experiments.demo_app``);
 the screenshot is the whole page, stored as a palette PNG under ``--max-kb``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import shutil
-import sys
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
@@ -138,44 +131,26 @@ def save_small_png(png: bytes, out: Path, max_kb: int = 300) -> Path:
         image = image.resize((round(image.width * 0.9), round(image.height * 0.9)), Image.LANCZOS)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default="toy", help="a checkpoint with examples (toy world)")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "notebooks" / "figures" / "demo.png")
-    p.add_argument("--row", type=int, default=0, help="which example to run")
-    p.add_argument("--width", type=int, default=1280, help="browser window width in CSS pixels")
-    p.add_argument("--max-kb", type=int, default=300)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    args = p.parse_args(argv)
+def screenshot_demo(
+    checkpoint: str = "toy", out: Path = Path("demo.png"), row: int = 0, width: int = 1280, max_kb: int = 300
+) -> tuple[Path, str]:
+    """Serve the demo page of ``checkpoint`` on a free 127.0.0.1 port, run example ``row`` in headless
+    Chromium and save the page under ``max_kb``; returns (the PNG written, the page's status line).
+    Raises :class:`BrowserMissing` before anything is loaded when Chromium or its driver is absent."""
+    from experiments.demo_app import Demo, build_app, launch
 
-    import torch
-
-    from experiments.demo import Demo, build_app, launch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        find_browser()
-    except BrowserMissing as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    demo = Demo.load(args.checkpoint)
+    find_browser()
+    demo = Demo.load(checkpoint)
     app = build_app(demo)
     try:
         url = launch(app, demo, port=None, block=False)
-        driver = open_browser(args.width)
+        driver = open_browser(width)
         try:
-            status = run_example(driver, url, args.row)
+            status = run_example(driver, url, row)
             png = page_png(driver)
         finally:
             driver.quit()
     finally:
         app.close()
         demo.close()
-    out = save_small_png(png, args.out, args.max_kb)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KB): {status}")
-    return 0 if status.startswith("Generated") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return save_small_png(png, Path(out), max_kb), status

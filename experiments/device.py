@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+# the --dtype choices of the commands that run the pipeline (generate, demo): torch dtype names
+DTYPES = ("float32", "bfloat16", "float16")
+
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """``None`` or ``"auto"`` -> ``cuda`` when torch sees a GPU, else ``cpu``; otherwise the named

@@ -1,6 +1,6 @@
 """The prepared GPU check: every GPU-only figure of the project in one command, within a wall-clock budget.
 
-    python experiments/gpu_check.py [--out gpu_check.json] [--budget-s 470] [--work-dir DIR]
+    ideface-gpu-check [--out gpu_check.json] [--budget-s 470] [--work-dir DIR]
 
 On one CUDA GPU it runs, in this order (most wanted first), each part a subprocess with its own time
 limit cut to what is left of the budget (8 minutes by default, the CUDA op builds included):
@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK = str(REPO_ROOT / "experiments" / "benchmark.py")
+PROG = "ideface-gpu-check"
 MIN_PART_S = 20  # a part is not started with less time than this left: it could not finish
 
 
@@ -220,7 +221,7 @@ def cuda_header() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON file written")
     parser.add_argument("--budget-s", type=float, default=470, help="wall-clock budget of all parts, seconds")
     parser.add_argument("--work-dir", type=Path, default=None, help="builds and the toy run (default: a temp dir)")

@@ -1,8 +1,7 @@
 """One toy contour, several people's identity photos: whose face comes out (the README's figure).
 
-::
-
-    python experiments/identity_figure.py --out notebooks/figures/identity_following.png
+The README's figure is ``ideface-figure identity --out notebooks/figures/identity_following.png``
+(``experiments/figure.py``).
 
 Top row: the contour as the encoder receives it, then one photo each of ``--identities`` other test
 people (the identity photos). Bottom row: the photo the contour was made from (the contour's person, the
@@ -14,16 +13,10 @@ represented by the mean embedding of their test photos that were not fed to the 
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import torch  # noqa: E402
+import torch
 
 TEXT_LINES = 3  # caption lines under each tile
 LINE_HEIGHT = 16
@@ -60,17 +53,11 @@ def make_identity_figure(pipe, embedder, contour_person: int = 0, n_identities: 
     Each person's template is built from all their photos except the ones fed to the model.
     """
     from data.conditions import contour_to_rgb, make_condition
-    from data.toyfaces import split_identities
+    from data.toyfaces import split_of_config
     from metrics.identity_following import PersonTemplates
 
     d = pipe.cfg.data
-    world = split_identities(
-        "test",
-        n_train_identities=d.toy_train_identities,
-        photos_per_identity=d.toy_photos_per_identity,
-        n_test_identities=d.toy_test_identities,
-        test_photos_per_identity=d.toy_test_photos_per_identity,
-    )
+    world = split_of_config("test", d)
     people = world.identity.unique().tolist()
     if not 0 <= contour_person < len(people) or not 1 <= n_identities < len(people):
         raise ValueError(
@@ -160,54 +147,41 @@ def render_figure(fig: IdentityFigure, tile: int = 128):
     return canvas
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="toy", help="a toy-world run folder, its final/ folder, or 'toy'")
-    p.add_argument("--out", default=str(REPO_ROOT / "notebooks" / "figures" / "identity_following.png"))
-    p.add_argument(
-        "--contour-person",
-        type=int,
-        default=0,
-        help="position of the contour's person among the test people; the identity photos are the next people's",
-    )
-    p.add_argument("--identities", type=int, default=4, help="identity photos (other people) fed with the contour")
-    p.add_argument("--tile", type=int, default=128, help="pixels per image in the figure")
-    return p
+def draw_identity_figure(
+    checkpoint: str | Path = "toy",
+    out: str | Path = "identity_following.png",
+    contour_person: int = 0,
+    n_identities: int = 4,
+    tile: int = 128,
+) -> IdentityFigure:
+    """Make the figure of a toy-world checkpoint and write it to ``out`` (PNG); returns what it shows.
 
-
-def main(argv: list[str] | None = None) -> IdentityFigure:
-    args = build_parser().parse_args(argv)
-    from experiments.pipeline import CheckpointError, load_pipeline
+    Raises ValueError (one line; ``CheckpointError`` among them) for a checkpoint that cannot be loaded,
+    one of another world, or people out of range, before anything is written."""
+    from experiments.pipeline import load_pipeline
     from metrics.idsim import ArcFaceEmbedder
 
-    try:
-        pipe = load_pipeline(args.checkpoint)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from None
+    pipe = load_pipeline(checkpoint)
     if pipe.cfg.data.dataset != "toy":
-        raise SystemExit(
-            f"error: {args.checkpoint} is a {pipe.cfg.data.dataset} checkpoint; this figure draws "
+        raise ValueError(
+            f"{checkpoint} is a {pipe.cfg.data.dataset} checkpoint; this figure draws "
             "the toy world's test people (pass a toy run, or 'toy')"
         )
     e = pipe.cfg.eval
     embedder = ArcFaceEmbedder.from_registry(
         e.idsim_model, providers=list(e.providers), crop=list(e.id_crop), weights_root=pipe.cfg.weights_root
     )
-    try:
-        fig = make_identity_figure(pipe, embedder, args.contour_person, args.identities)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    out = Path(args.out)
+    fig = make_identity_figure(pipe, embedder, contour_person, n_identities)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    render_figure(fig, args.tile).save(out, optimize=True)
-    for s in fig.scores:
-        print(
-            f"identity person {s.identity_person}: to them {s.to_identity_person:+.3f}, to the contour's "
-            f"person {fig.contour_person} {s.to_contour_person:+.3f}"
-        )
-    print(f"wrote {out}")
+    render_figure(fig, tile).save(out, optimize=True)
     return fig
 
 
-if __name__ == "__main__":
-    main()
+def score_lines(fig: IdentityFigure) -> list[str]:
+    """One line per output: its similarity to the identity photo's person and to the contour's person."""
+    return [
+        f"identity person {s.identity_person}: to them {s.to_identity_person:+.3f}, to the contour's "
+        f"person {fig.contour_person} {s.to_contour_person:+.3f}"
+        for s in fig.scores
+    ]

@@ -16,13 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-
-# this checkout's packages, not those of wherever the project is pip-installed (editable) from: a script's
-# sys.path[0] is its own folder, so without this a worktree's run imports another tree's code
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 USAGE = __doc__.split("Presets:")[0].strip()
 
@@ -52,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = train(cfg)
         if cfg.eval.at_end:
-            from experiments.evaluate import evaluate_run, format_table
+            from experiments.evaluation import evaluate_run, format_table
 
             results = evaluate_run(run_dir)
             if is_main_process() and results:

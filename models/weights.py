@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-PRETRAIN_TOY = "run `python experiments/pretrain_toy.py all` (writes models/pretrained/)"
+PRETRAIN_TOY = "run `ideface-pretrain-toy all` (writes models/pretrained/)"
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -134,7 +134,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "toy_ide",
             "toy_ide/encoder.safetensors",
             "6b894851627d76bdfcad3dd4b4af38583261f1db9e6f83489e8b10dadbe40c33",
-            "run `python experiments/pretrain_toy.py encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
+            "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",
         ),

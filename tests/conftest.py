@@ -1,9 +1,24 @@
-"""Suite-wide settings: W&B offline in a temp folder, CUDA tests skipped without a GPU."""
+"""Suite-wide settings: W&B offline in a temp folder, CUDA tests skipped without a GPU; the environment
+of a script run in a child process (:func:`subprocess_env`)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(extra: dict | None = None) -> dict:
+    """The environment for a command of this tree run in a child process (``python experiments/run.py``,
+    ``python -m experiments.demo``, ``accelerate launch``): this checkout first on PYTHONPATH, since the
+    scripts import the installed package and an editable install may point at another checkout; and no
+    WANDB_SERVICE, which an in-process W&B run earlier in the session exports and which would make the
+    child share (and outlive a kill inside) pytest's service."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {**env, **(extra or {})}
 
 
 def pytest_configure(config):

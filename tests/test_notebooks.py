@@ -9,7 +9,7 @@ import pytest
 
 from experiments.config import REPO_ROOT
 from tests.experiments.conftest import tiny_overrides
-from tests.experiments.test_reproduce import shared_tiny_suite, tiny_nets_in
+from tests.experiments.test_reproduction import shared_tiny_suite, tiny_nets_in
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 

@@ -4,5 +4,5 @@
 apart), ``generator`` and ``distillation`` (the toy StyleGAN2, distilled from the renderer),
 ``encoder`` (shipping the toy IDE encoder), ``check`` (the measurements of the shipped files),
 ``training`` and ``export`` (what every run and every shipped file share), and ``cli``
-(``python experiments/pretrain_toy.py``).
+(``ideface-pretrain-toy``, or ``python experiments/pretrain_toy.py``).
 """

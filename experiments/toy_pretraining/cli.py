@@ -1,11 +1,11 @@
 """Train the toy world's networks from scratch and export them to ``models/pretrained/``.
 
-    python experiments/pretrain_toy.py arcface          # toy ArcFace (ID loss, pretrained-ID init)
-    python experiments/pretrain_toy.py eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
-    python experiments/pretrain_toy.py stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
-    python experiments/pretrain_toy.py all              # the three above, in order
-    python experiments/pretrain_toy.py encoder [--run DIR]  # ship the toy IDE encoder (load_pipeline("toy"))
-    python experiments/pretrain_toy.py check            # quality measurements of the shipped files, as JSON
+    ideface-pretrain-toy arcface          # toy ArcFace (ID loss, pretrained-ID init)
+    ideface-pretrain-toy eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
+    ideface-pretrain-toy stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
+    ideface-pretrain-toy all              # the three above, in order
+    ideface-pretrain-toy encoder [--run DIR]  # ship the toy IDE encoder (load_pipeline("toy"))
+    ideface-pretrain-toy check            # quality measurements of the shipped files, as JSON
 
 Every training subcommand takes ``--steps``, ``--batch-size``, ``--seed``, ``--threads``,
 ``--device`` (``auto``: CUDA when available; the renderer runs on the device too, and the random codes
@@ -64,7 +64,7 @@ def cli_overrides(args, config_cls) -> dict:
     unknown = sorted(set(given) - {f.name for f in fields(config_cls)})
     if unknown and args.command != "all":
         options = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise ConfigError(f"{options}: not an option of `pretrain_toy.py {args.command}`")
+        raise ConfigError(f"{options}: not an option of `ideface-pretrain-toy {args.command}`")
     return {k: v for k, v in given.items() if k not in unknown}
 
 
@@ -98,7 +98,9 @@ def cmd_stylegan2(args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ideface-pretrain-toy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("command", choices=("arcface", "eval-arcface", "stylegan2", "all", "check", "encoder"))
     p.add_argument("--run", default=None, help="encoder: a finished toy run folder to ship instead of training")
     p.add_argument("--steps", type=int, default=None)
@@ -174,7 +176,7 @@ def _main(argv=None):
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if args.init is not None and args.command not in ("stylegan2", "all"):
-        raise ConfigError(f"--init: not an option of `pretrain_toy.py {args.command}`")
+        raise ConfigError(f"--init: not an option of `ideface-pretrain-toy {args.command}`")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("arcface", "all"):

@@ -203,7 +203,7 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"--init {path}: no such file (a generator written by `pretrain_toy.py stylegan2`, "
+            f"--init {path}: no such file (a generator written by `ideface-pretrain-toy stylegan2`, "
             "e.g. models/pretrained/toy_stylegan2.safetensors)"
         )
     try:

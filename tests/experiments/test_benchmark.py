@@ -8,7 +8,7 @@ from experiments import benchmark
 
 
 def run(argv, capsys):
-    result = benchmark.main(argv)
+    result = benchmark.run(argv)
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(result))  # the JSON document on stdout is the result
     for row in result["results"]:
@@ -163,7 +163,7 @@ def test_train_benchmark_leaves_no_accelerator_state(capsys):
 
 def test_bad_device_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["generator", "--device", "gpu0"])
+        benchmark.run(["generator", "--device", "gpu0"])
     assert exit_info.value.code == 2
     assert "--device gpu0: not a torch device" in capsys.readouterr().err
 
@@ -203,7 +203,7 @@ def test_train_compare_times_the_reference_step_alongside(capsys):
 
 
 def test_profile_attributes_the_step_to_modules_and_ops(capsys):
-    result = benchmark.main(
+    result = benchmark.run(
         ["profile", "--row", "input_latent", "--batch", "2", "--set", "model.n_iters=2", "--top", "5"]
     )
     capsys.readouterr()
@@ -239,7 +239,7 @@ def test_inference_and_trees_against_a_checkout(capsys):
     assert [r["loop"] for r in result["results"]] == ["pipeline", "evaluation"]
     assert all(r["images_per_s"] > 0 for r in result["results"]) and result["pairs"] == 4
     # this checkout as its own reference: the runner, the environment switch and the medians
-    trees = benchmark.main(
+    trees = benchmark.run(
         [
             "trees",
             "--reference",

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from experiments.config import REPO_ROOT, ConfigError, available_presets, load_config, run_name
+from tests.conftest import subprocess_env
 
 
 def test_defaults_are_toy_world_and_full_model():
@@ -106,6 +107,7 @@ def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
     script = str(REPO_ROOT / "experiments" / "run.py")
     ok = subprocess.run(
         [sys.executable, script, "--dry-run", "ablation=input_latent", "train.lr=3e-4"],
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -113,7 +115,11 @@ def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
     assert ok.returncode == 0, ok.stderr
     assert "ablation: input_latent" in ok.stdout and "lr: 0.0003" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, script, "--dry-run", "train.lrr=1"], capture_output=True, text=True, timeout=120
+        [sys.executable, script, "--dry-run", "train.lrr=1"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1

@@ -11,6 +11,7 @@ from PIL import Image
 
 from data.images import save_image, to_uint8
 from experiments.pipeline import load_pipeline
+from tests.conftest import subprocess_env
 from tests.experiments.test_pipeline import N_ITERS, make_tiny_run
 
 insightface = pytest.importorskip("insightface")
@@ -336,7 +337,7 @@ def test_fresh_interpreter_needs_no_training_dependencies(run, inputs, tmp_path)
         "print('loaded:', sorted(m for m in ('accelerate', 'wandb') if m in sys.modules))\n"
         "sys.exit(rc)\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env({"OMP_NUM_THREADS": "1"})
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "loaded: []" in proc.stdout and (tmp_path / "o.png").is_file()

@@ -1,7 +1,6 @@
 """The GPU check's CPU-side logic: its plan parses, its part runner records every outcome, no GPU stops it."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import pytest
 from experiments import benchmark, gpu_check
 from experiments.config import load_config
 from experiments.gpu_check import REPO_ROOT, Part
+from tests.conftest import subprocess_env
 
 
 def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
@@ -18,7 +18,7 @@ def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "experiments/gpu_check.py", "--out", str(out)],
         cwd=REPO_ROOT,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        env=subprocess_env({"CUDA_VISIBLE_DEVICES": ""}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -52,7 +52,7 @@ def test_every_planned_command_parses(tmp_path):
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
-            env={**os.environ, **part.env},
+            env=subprocess_env(part.env),
             timeout=300,
         )
         assert collected.returncode == 0, collected.stdout[-2000:]

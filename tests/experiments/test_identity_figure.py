@@ -6,12 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.identity_figure import LINE_HEIGHT, TEXT_LINES, main
+from experiments.figure import main
+from experiments.identity_figure import LINE_HEIGHT, TEXT_LINES, draw_identity_figure, score_lines
 
 
-def test_the_figure_feeds_one_contour_with_other_peoples_photos_and_scores_each_output(tmp_path, capsys):
+def test_the_figure_feeds_one_contour_with_other_peoples_photos_and_scores_each_output(tmp_path):
     out = tmp_path / "figures" / "identity.png"
-    fig = main(["--out", str(out), "--identities", "2", "--tile", "32", "--contour-person", "3"])
+    fig = draw_identity_figure("toy", out, contour_person=3, n_identities=2, tile=32)
     with Image.open(out) as png:
         assert png.format == "PNG" and png.mode == "RGB"
         # two rows of 1 + 2 tiles (6 px padding) under a two-line header, captions under each tile
@@ -23,14 +24,13 @@ def test_the_figure_feeds_one_contour_with_other_peoples_photos_and_scores_each_
     assert not torch.allclose(fig.outputs[0], fig.outputs[1], atol=1e-3)
     for s in fig.scores:
         assert all(math.isfinite(v) and -1 <= v <= 1 for v in (s.to_identity_person, s.to_contour_person))
-    printed = capsys.readouterr().out
-    assert f"identity person {people[0]}: to them {fig.scores[0].to_identity_person:+.3f}" in printed
+    assert f"identity person {people[0]}: to them {fig.scores[0].to_identity_person:+.3f}" in score_lines(fig)[0]
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: --contour-person must be in \[0, 300\)"):
-        main(["--out", str(tmp_path / "f.png"), "--identities", "0"])
+        main(["identity", "--out", str(tmp_path / "f.png"), "--identities", "0"])
     assert not (tmp_path / "f.png").exists()
     with pytest.raises(SystemExit, match=r"^error: checkpoint .*nowhere does not exist"):
-        main(["--out", str(tmp_path / "f.png"), "--checkpoint", str(tmp_path / "nowhere")])
+        main(["identity", "--out", str(tmp_path / "f.png"), "--checkpoint", str(tmp_path / "nowhere")])
     assert not (tmp_path / "f.png").exists()

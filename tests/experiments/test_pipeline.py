@@ -241,7 +241,7 @@ def test_checkpoint_errors(lr_run, tmp_path, monkeypatch):
     spec = models.weights.REGISTRY["toy_ide"]
     moved = dataclasses.replace(spec, filename="nowhere/encoder.safetensors")
     monkeypatch.setitem(models.weights.REGISTRY, "toy_ide", moved)
-    with pytest.raises(models.weights.MissingWeightsError, match="pretrain_toy.py encoder"):
+    with pytest.raises(models.weights.MissingWeightsError, match="ideface-pretrain-toy encoder"):
         load_pipeline("toy")
 
 

@@ -1,16 +1,20 @@
-"""The entry point: ``python experiments/pretrain_toy.py <subcommand>`` as the README and the weights
-registry's messages write it, in a fresh interpreter (its own sys.path set-up included)."""
+"""The entry point: ``python experiments/pretrain_toy.py <subcommand>`` (the console script
+``ideface-pretrain-toy`` runs the same ``main``) in a fresh interpreter, from another folder."""
 
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import subprocess_env
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "pretrain_toy.py"
 SUBCOMMANDS = ("arcface", "eval-arcface", "stylegan2", "all", "check", "encoder")
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_script_offers_every_subcommand_and_stops_on_bad_input_with_one_line(tmp_path):

@@ -29,8 +29,8 @@ def chunk_stamps(run_dir):
 
 @pytest.mark.slow
 def test_retrained_in_place_evaluates_to_new_figures(tiny_nets, tmp_path):
-    from experiments.evaluate import evaluate_run, load_eval_config
-    from experiments.reproduce import run_row_seed
+    from experiments.evaluation import evaluate_run, load_eval_config
+    from experiments.reproduction import run_row_seed
     from experiments.train import train
     from models.weights import sha256_of
 
@@ -77,7 +77,7 @@ def test_retrained_in_place_evaluates_to_new_figures(tiny_nets, tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_refuses_a_folder_of_another_training_config(tiny_nets, tmp_path):
-    from experiments.reproduce import run_row_seed
+    from experiments.reproduction import run_row_seed
     from experiments.runlock import RunFolderError
     from experiments.train import train
 

@@ -11,6 +11,7 @@ import pytest
 
 from experiments.config import REPO_ROOT
 from experiments.runlock import RunFolderError, RunLock
+from tests.conftest import subprocess_env
 
 from .conftest import tiny_overrides
 
@@ -38,12 +39,11 @@ def test_two_processes_on_one_run_folder(tiny_nets, tmp_path, capsys):
         tmp_path,
         **{"train.max_steps": 10_000, "train.val_every": 10_000, "train.val_metric_pairs": 0, "wandb.mode": "disabled"},
     )
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "experiments" / "run.py"), *tokens],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**env, "WANDB_MODE": "disabled"},
+        env=subprocess_env({"WANDB_MODE": "disabled"}),
         start_new_session=True,
     )
     try:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from experiments.config import REPO_ROOT
+from tests.conftest import subprocess_env
 
 from .conftest import tiny_overrides, two_process_launcher
 
@@ -22,16 +23,9 @@ RUN = str(REPO_ROOT / "experiments" / "run.py")
 pytestmark = pytest.mark.slow
 
 
-def fresh_env(extra=None) -> dict:
-    """The environment of a new shell: an in-process W&B run earlier in this pytest session exports
-    WANDB_SERVICE, which would make child runs share (and outlive the kill inside) pytest's service."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    return {**env, **(extra or {})}
-
-
 def run_cli(tokens, env=None, launcher=None, timeout=600):
     cmd = (launcher or [sys.executable]) + [RUN, *tokens]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=fresh_env(env))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env(env))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
@@ -110,7 +104,7 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
 def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_path):
     tokens = tiny_overrides(tiny_nets, tmp_path, **STRAIGHT)
     proc = subprocess.Popen(
-        [sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=fresh_env()
+        [sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env()
     )
     ckpt = tmp_path / uninterrupted.name / "checkpoints" / "step_2"
     deadline = time.time() + 600

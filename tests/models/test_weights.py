@@ -71,7 +71,7 @@ def test_missing_file_message_names_file_path_and_source(tmp_path):
 
 def test_missing_toy_weights_say_how_to_make_them(monkeypatch, tmp_path):
     monkeypatch.setattr(weights, "PRETRAINED_DIR", tmp_path)
-    with pytest.raises(MissingWeightsError, match="experiments/pretrain_toy.py"):
+    with pytest.raises(MissingWeightsError, match="ideface-pretrain-toy"):
         resolve("toy_eval_arcface_onnx")
 
 

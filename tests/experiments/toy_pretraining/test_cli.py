@@ -29,7 +29,7 @@ def test_init_is_an_option_of_stylegan2_only(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["arcface", "--init", str(tmp_path / "g.safetensors"), "--work-dir", str(tmp_path / "e")])
     assert stop.value.code == 2
-    assert capsys.readouterr().err == "error: --init: not an option of `pretrain_toy.py arcface`\n"
+    assert capsys.readouterr().err == "error: --init: not an option of `ideface-pretrain-toy arcface`\n"
     assert not (tmp_path / "e").exists()
 
 

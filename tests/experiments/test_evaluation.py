@@ -2,14 +2,14 @@
 and 2-process evaluation equal to 1-process on the same pairs."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from experiments.config import REPO_ROOT, load_config
-from experiments.evaluate import contour_chunks, select_pairs
+from experiments.evaluation import contour_chunks, select_pairs
+from tests.conftest import subprocess_env
 
 from .conftest import tiny_overrides, two_process_launcher
 
@@ -43,7 +43,7 @@ def trained_run(tiny_nets, tmp_path_factory):
 
 def run_eval(run_dir, *extra, launcher=None, env=None):
     cmd = (launcher or [sys.executable]) + [EVAL, f"checkpoint={run_dir}", "eval.max_pairs=6", *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=subprocess_env(env))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
@@ -85,7 +85,7 @@ def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
     """eval.dlib_judge=true (the celebahq world's setting) adds dlib's distance and same-person rate, with
     intervals, to results.json, the networks record and the table; toy faces are not human, so only the
     plumbing is checked here (tests/metrics/test_dlib_idsim.py judges real faces)."""
-    from experiments.evaluate import evaluate, format_table, load_eval_config
+    from experiments.evaluation import evaluate, format_table, load_eval_config
     from models import dlibface
 
     if not dlibface.available():

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from experiments.report import build_wandb_report, loss_curves, main, svg_line_chart
-from experiments.reproduce import METRICS
+from experiments.report import main
+from experiments.reporting import build_wandb_report, loss_curves, svg_line_chart
+from experiments.tables import METRICS
 
-from .test_reproduce import shared_tiny_suite
+from .test_reproduction import shared_tiny_suite
 
 
 @pytest.fixture(scope="module")

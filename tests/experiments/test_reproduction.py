@@ -1,4 +1,4 @@
-"""reproduce.py on the tiny world: a 2-row suite (one trained method, PULSE) trains, evaluates on
+"""experiments.reproduction on the tiny world: a 2-row suite (one trained method, PULSE) trains, evaluates on
 one manifest, writes Markdown/CSV/JSON tables with the paper's numbers and ours, logs a W&B table,
 and a second invocation trains and evaluates nothing."""
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from experiments.config import ConfigError, available_presets
-from experiments.reproduce import load_suite, parse_args, reproduce, row_config, suite_paths
+from experiments.reproduction import parse_args, reproduce, row_config
+from experiments.tables import load_suite, suite_paths
 
 from .conftest import tiny_overrides, write_tiny_networks
 
@@ -44,7 +45,7 @@ def tiny_nets_in(root: Path) -> dict[str, Path]:
 
 
 def tiny_suite_args(nets: dict[str, Path], root: Path) -> list[str]:
-    """reproduce.py tokens for the 2-row SUITE on the tiny networks, output under ``root/suite``."""
+    """reproduce tokens for the 2-row SUITE on the tiny networks, output under ``root/suite``."""
     suite = root / "tiny_table.yaml"
     suite.write_text(SUITE)
     return [

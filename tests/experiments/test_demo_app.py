@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from data.images import save_image, save_label_map, to_uint8
-from experiments.demo import (
+from experiments.demo import build_parser
+from experiments.demo_app import (
     ALIGNED_LABEL,
     DRAW,
     LABEL_MAP,
@@ -27,10 +28,10 @@ from experiments.demo import (
     Upload,
     _sketch_is_blank,
     _upload,
-    build_parser,
     max_steps,
 )
 from experiments.pipeline import load_pipeline
+from tests.conftest import subprocess_env
 from tests.experiments.test_pipeline import N_ITERS, make_tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -215,7 +216,7 @@ def server(tmp_path_factory):
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=subprocess_env({"PYTHONUNBUFFERED": "1"}),
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 300  # about 15 s on an idle machine

@@ -1,0 +1,184 @@
+"""Reproduce a suite: train each row x seed that is missing, evaluate every row on each test protocol,
+write the tables (the library behind ``experiments/reproduce.py``, whose docstring gives the rules of
+reuse: finished runs are not trained again, results are reused only for this checkpoint, manifest and
+evaluation settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from data.pairs import PAIRING_MODES
+from experiments.config import ConfigError, load_config
+from experiments.tables import (
+    PROTOCOLS,
+    RowResult,
+    Suite,
+    load_suite,
+    log_to_wandb,
+    suite_paths,
+    table_records,
+    write_tables,
+)
+
+
+def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
+    """The row's config: world, its presets, the suite's condition and group, the user's tokens, the seed."""
+    row_tokens = [t.replace("{seed}", str(seed)) for t in row.get("overrides", [])]
+    tokens = [
+        f"world={suite.world}",
+        *row["presets"],
+        f"data.condition={suite.condition}",
+        f"wandb.group={suite.name}",
+        *row_tokens,
+        *overrides,
+        f"seed={seed}",
+    ]
+    return load_config(tokens)
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """A run folder that a run of another training config started is refused (run names leave
+    hyperparameters out, so a changed value would otherwise land in, and be reported from, the same folder)."""
+    from experiments.provenance import config_difference
+    from experiments.runlock import RunFolderError
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    differ = config_difference(OmegaConf.load(saved), cfg)
+    if differ:
+        raise RunFolderError(
+            f"{run_dir} holds a run of another config (differs in {', '.join(differ[:5])}); "
+            "choose a new output_dir= for this one, or delete that folder"
+        )
+
+
+def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
+    """Train (or skip/resume) and evaluate (or skip) one run on ``cfg.data.test_pairing``'s test pairs;
+    returns its folder and results. A run counts as finished by its completion record; results.json is
+    reused only when it was computed from this checkpoint, manifest and evaluation settings."""
+    from experiments.evaluation import Runner, eval_dir, evaluate, load_eval_config
+    from experiments.provenance import completed_run, evaluation_settings, results_match, results_provenance
+    from experiments.train import run_dir_of, train
+    from experiments.world import build_dataset
+
+    run_dir = run_dir_of(cfg)
+    if cfg.model.kind == "pulse":
+        eval_cfg, ckpt = cfg, None
+    else:
+        check_same_run(run_dir, cfg)
+        unfinished = completed_run(run_dir, cfg.train.max_steps)
+        if unfinished is None:
+            log.append(f"skip-train {run_dir.name}")
+        else:
+            log.append(f"train {run_dir.name}")
+            train(OmegaConf.merge(cfg, {"resume": "auto"}))
+        # The finished run's saved config, with this invocation's eval settings on top.
+        eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
+        eval_cfg = OmegaConf.merge(
+            eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb, "data": {"test_pairing": cfg.data.test_pairing}}
+        )
+    out_dir = eval_dir(eval_cfg, ckpt or run_dir)
+    if (out_dir / "results.json").is_file():
+        previous = json.loads((out_dir / "results.json").read_text())
+        expected = results_provenance(
+            Runner.checkpoint_sha256(ckpt), build_dataset(eval_cfg, "test").manifest.hash, evaluation_settings(eval_cfg)
+        )
+        stale = results_match(previous, expected)
+        if stale is None:
+            log.append(f"skip-eval {run_dir.name} {cfg.data.test_pairing}")
+            return run_dir, previous
+        log.append(f"re-eval {run_dir.name} {cfg.data.test_pairing} ({out_dir / 'results.json'}: {stale})")
+    else:
+        log.append(f"eval {run_dir.name} {cfg.data.test_pairing}")
+    return run_dir, evaluate(eval_cfg, ckpt, out_dir=out_dir)
+
+
+def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[RowResult]:
+    rows = []
+    manifests = {}
+    for row in suite.rows:
+        res = RowResult(name=row["name"], paper={k: float(v) for k, v in row.get("paper", {}).items()})
+        for seed in suite.seeds:
+            cfg = row_config(suite, row, seed, overrides)
+            run_dir, results = run_row_seed(cfg, log)
+            manifests[f"{row['name']} s{seed}"] = results["manifest_sha256"]
+            res.results.append(results)
+            res.run_dirs.append(str(run_dir))
+            wid = (
+                results.get("wandb_id")
+                if cfg.model.kind == "pulse"
+                else json.loads((run_dir / "summary.json").read_text()).get("wandb_id")
+            )
+            if wid:
+                res.wandb_ids.append(wid)
+        rows.append(res)
+    if len(set(manifests.values())) > 1:
+        raise RuntimeError(
+            f"{suite.title}: rows were evaluated on different test manifests {manifests}; "
+            f"delete their eval/ folders and rerun with one data.manifest_seed"
+        )
+    return rows
+
+
+def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], list[str]]:
+    """(table, seeds or None, test protocols, the other tokens)."""
+    table, seeds, protocols, rest = None, None, list(PROTOCOLS), []
+    for token in argv:
+        key, _, value = token.partition("=")
+        if key == "table":
+            table = value
+        elif key == "protocols":
+            protocols = [str(p) for p in OmegaConf.from_dotlist([f"p={value}"]).p] if value.startswith("[") else [value]
+            bad = [p for p in protocols if p not in PAIRING_MODES]
+            if bad or not protocols:
+                raise ConfigError(
+                    f"protocols={value}: expected a list of test pairings from "
+                    f"{', '.join(PAIRING_MODES)}, e.g. [random,same_identity]"
+                )
+        elif key == "seeds":
+            parsed = OmegaConf.from_dotlist([f"s={value}"]).s if value.startswith("[") else [value]
+            try:
+                seeds = [int(s) for s in parsed]
+            except (TypeError, ValueError):
+                raise ConfigError(f"seeds={value}: expected a list of integers such as [0,1,2]") from None
+        else:
+            rest.append(token)
+    if table is None:
+        raise ConfigError("say which table: table=1, table=2, table=all or table=<suite yaml>")
+    return table, seeds, protocols, rest
+
+
+def reproduce(argv: list[str]) -> dict:
+    """Run the suites of ``argv`` (see module docstring); returns {"tables": paths, "log": actions, ...}."""
+    table, seeds, protocols, overrides = parse_args(argv)
+    suites = [load_suite(p, seeds) for p in suite_paths(table)]
+    # A world= token replaces the suites' world (layering one world preset over another would
+    # keep the first one's sizes).
+    worlds = [t.split("=", 1)[1] for t in overrides if t.startswith("world=")]
+    overrides = [t for t in overrides if not t.startswith("world=")]
+    for suite in suites:
+        suite.world = worlds[-1] if worlds else suite.world
+    base = load_config([f"world={suites[0].world}", *overrides])
+    from experiments.errors import check_output_dir
+
+    out_dir = check_output_dir(Path(base.output_dir).expanduser() / "tables", "output_dir")
+    log: list[str] = []
+    written, records, tabulated = {}, [], []
+    for suite in suites:
+        for protocol in protocols:  # the runs are trained once; each protocol evaluates them on its pairs
+            rows = reproduce_suite(suite, [*overrides, f"data.test_pairing={protocol}"], log)
+            written[f"{suite.number}-{protocol}"] = write_tables(suite, rows, out_dir, protocol)
+            records.append(table_records(rows))
+            tabulated.append((suite, protocol))
+    wandb_id = log_to_wandb(tabulated, records, base, out_dir)
+    return {
+        "tables": written,
+        "log": log,
+        "wandb_id": wandb_id,
+        "trained": [e.split(" ", 1)[1] for e in log if e.startswith("train ")],
+        "skipped": [e.split(" ", 1)[1] for e in log if e.startswith("skip-train ")],
+    }
