@@ -15,10 +15,10 @@ from PIL import Image
 
 from experiments.config import load_config
 from experiments.errors import check_output_dir, check_output_file, one_line_errors
+from tests.conftest import subprocess_env
 
 from .conftest import tiny_overrides
 
-REPO = Path(__file__).resolve().parents[2]
 # Root writes through mode 0o555 by CAP_DAC_OVERRIDE. A child started with that capability (and
 # DAC_READ_SEARCH) dropped from its bounding set keeps uid 0 but obeys folder modes, os.access included,
 # so the read-only cases run as root too (CI's fresh machines run as root).
@@ -46,9 +46,12 @@ def read_only_folder(tmp_path: Path) -> tuple[Path, list[str]]:
 def main_in_child(prefix: list[str], module: str, args: list[str]) -> subprocess.CompletedProcess:
     """``module.main(args)`` in a fresh interpreter of this tree, started under ``prefix``."""
     code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [*prefix, sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        [*prefix, sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env({"OMP_NUM_THREADS": "1"}),
+        timeout=300,
     )
 
 
