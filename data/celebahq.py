@@ -13,7 +13,7 @@ image is linked through ``orig_file`` to its CelebA identity and partition; Cele
 identity-disjoint, so the train/val/test splits here are too. The paper reports 2,842 test
 images (28,420 pairs); ``count_report`` prints what the files give next to that.
 
-``python -m data.prepare celebahq --root <root>`` builds label maps and sketches once into a cache
+``ideface-prepare celebahq --root <root>`` builds label maps and sketches once into a cache
 folder (``<root>/ideface-prepared`` unless ``--out``/``cache_dir``) plus the test manifests and a
 list of bad files; the dataset reads them when present and computes the same thing otherwise.
 Items listed as bad by ``prepare`` are left out of the dataset with a warning and a count

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ops.atomic_write import atomic_path
 from ops.resize import resize_to
 
-_ADVICE = "Re-download or replace this file (`python -m data.prepare` lists every bad file)."
+_ADVICE = "Re-download or replace this file (`ideface-prepare` lists every bad file)."
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 

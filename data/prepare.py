@@ -1,4 +1,4 @@
-"""One-time dataset preparation: ``python -m data.prepare celebahq --root <folder> [--out <folder>]``.
+"""One-time dataset preparation: ``ideface-prepare celebahq --root <folder> [--out <folder>]``.
 
 For CelebA-HQ (layout in ``data/celebahq.py``) it
 
@@ -15,7 +15,7 @@ For CelebA-HQ (layout in ``data/celebahq.py``) it
    contour, ``--seed``) once; an existing manifest is kept unless the data changed;
 5. prints the split sizes next to the paper's (2,842 test images, 28,420 pairs).
 
-``python -m data.prepare align --src <photos> --out <folder> [--size 1024]`` aligns a folder of raw
+``ideface-prepare align --src <photos> --out <folder> [--size 1024]`` aligns a folder of raw
 photos like FFHQ/CelebA-HQ (``data.align``; ``--detector auto`` takes dlib's 68 landmarks when the
 align extra is installed). Sub-folders are kept (one per person is the layout ``--identity-dir`` and
 the identity tools read): ``<src>/<dir>/<name>.<ext>`` becomes ``<out>/<dir>/<name>.png`` at
@@ -27,10 +27,8 @@ and every photo it could not use (unreadable, no face, face too small) is listed
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -362,81 +360,3 @@ def align_folder(
     )
     _atomic_lines(out / "bad_files.tsv", [ALIGN_BAD_HEADER] + ["\t".join(b) for b in sorted(report.bad)])
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="dataset", required=True)
-    p = sub.add_parser("celebahq", help="CelebAMask-HQ + CelebA identity/partition files")
-    p.add_argument("--root", required=True, help="folder with CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, ...")
-    p.add_argument(
-        "--out", default=None, help="output folder (default <root>/ideface-prepared; pass it as data.cache_dir)"
-    )
-    p.add_argument("--size", type=int, default=256, help="label-map / sketch size (= data.input_size)")
-    p.add_argument("--n-per-contour", type=int, default=10, help="identity images per test contour")
-    p.add_argument("--seed", type=int, default=0, help="manifest seed")
-    p.add_argument(
-        "--modes",
-        nargs="+",
-        default=list(PAIRING_MODES),
-        choices=PAIRING_MODES,
-        help="pairing modes to write test manifests for",
-    )
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from data.align import DETECTORS
-
-    a = sub.add_parser("align", help="align a folder of raw photos like FFHQ/CelebA-HQ (sub-folders kept)")
-    a.add_argument("--src", required=True, help="folder of photos (searched recursively)")
-    a.add_argument("--out", required=True, help="output folder: <out>/<sub-folder>/<name>.png")
-    a.add_argument("--size", type=int, default=1024, help="output side in pixels (CelebA-HQ/FFHQ: 1024)")
-    a.add_argument(
-        "--detector",
-        choices=DETECTORS,
-        default="auto",
-        help="aligner (auto: dlib, else insightface buffalo_l, else cascade)",
-    )
-    a.add_argument("--weights-root", default=None, help="weights folder holding buffalo_l (insightface)")
-    a.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
-    a.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.dataset == "align":
-        from models.weights import MissingWeightsError
-
-        try:
-            report = align_folder(
-                args.src,
-                args.out,
-                args.size,
-                args.detector,
-                args.workers,
-                args.weights_root,
-                progress=not args.no_progress,
-            )
-        except (MissingDataError, MissingWeightsError, ValueError) as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
-        print(report.text())
-        return 0
-    try:
-        report = prepare_celebahq(
-            args.root,
-            args.out,
-            args.size,
-            args.n_per_contour,
-            args.seed,
-            args.modes,
-            args.workers,
-            progress=not args.no_progress,
-        )
-    except (MissingDataError, ValueError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print(report.text())
-    for line in report.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

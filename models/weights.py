@@ -9,7 +9,7 @@ Nothing is downloaded. ``resolve(name)`` returns the path or raises :class:`Miss
   lpips and pytorch-fid look for them.
 
 A known sha256 (or a torchvision-style prefix of one, from the file name) is checked on first
-resolve in a process, reading the file in chunks. ``python -m models.weights`` lists every entry
+resolve in a process, reading the file in chunks. ``ideface-weights`` lists every entry
 and its status; ``--verify`` hashes the files present.
 """
 
@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,7 @@ REGISTRY: dict[str, WeightSpec] = {
             "stylegan2-ffhq-config-f.pt",
             None,
             "rosinality/stylegan2-pytorch README (the converted FFHQ config-f checkpoint, the file "
-            "pSp/ReStyle use), or convert NVlabs' ffhq.pkl: python experiments/convert.py ffhq.pkl "
+            "pSp/ReStyle use), or convert NVlabs' ffhq.pkl: ideface-convert ffhq.pkl "
             "stylegan2-ffhq-config-f.pt --size 1024 --trust-pickle",
             "StyleGAN2 FFHQ 1024 generator, rosinality format {'g_ema', 'latent_avg'}",
         ),
@@ -241,7 +240,7 @@ def load_torch_file(path) -> object:
             f"{path}: not loaded: it holds {refused}, which only a full (code-running) unpickler rebuilds. "
             "If you trust its source, load it once with torch.load(path, weights_only=False) and torch.save "
             "only its tensors (e.g. the 'g_ema' state dict and 'latent_avg'); an NVlabs .pkl is converted "
-            "by `python experiments/convert.py SRC DST --trust-pickle`."
+            "by `ideface-convert SRC DST --trust-pickle`."
         ) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as err:  # torch's errors on damaged files
         raise unreadable_error(path, err) from None
@@ -342,29 +341,3 @@ def resolve_path(name_or_path, root=None) -> Path:
     raise MissingWeightsError(
         f"'{key}' is neither an existing path nor a registered weights name ({', '.join(REGISTRY)})"
     )
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default=None, help="folder of the non-repo weights (default $IDEFACE_WEIGHTS)")
-    p.add_argument("--verify", action="store_true", help="hash the present files against the registry")
-    args = p.parse_args(argv)
-    bad = 0
-    for name, s in REGISTRY.items():
-        path = expected_path(name, args.root)
-        try:
-            status = (
-                ("ok" if verify(name, args.root) else "present (no sha256 registered)")
-                if args.verify
-                else ("present" if path.exists() else "MISSING")
-            )
-        except MissingWeightsError:
-            status = "MISSING"
-        except WeightsChecksumError:
-            status, bad = "SHA256 MISMATCH", bad + 1
-        print(f"{name:24s} {status:32s} {path}\n{'':24s} {s.description}\n{'':24s} get it: {s.source}")
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,10 +34,12 @@ ENTRY_POINTS = frozenset(
         "figure",
         "generate",
         "gpu_check",
+        "prepare",
         "pretrain_toy",
         "report",
         "reproduce",
         "run",
+        "weights",
     }
 )
 ENTRY_FLOOR = 4

@@ -136,7 +136,7 @@ def test_broken_files_raise_bad_image_error_with_the_name(tmp_path, case):
     with pytest.raises(BadImageError) as info:
         load_image(path)
     assert isinstance(info.value, ValueError) and info.value.path == path
-    assert path.name in str(info.value) and "data.prepare" in str(info.value)
+    assert path.name in str(info.value) and "ideface-prepare" in str(info.value)
     assert info.value.reason
 
 

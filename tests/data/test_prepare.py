@@ -1,5 +1,5 @@
-"""`python -m data.prepare celebahq`: cached label maps and sketches, resumability, bad-file list;
-`python -m data.prepare align`: raw photos aligned into a folder."""
+"""`ideface-prepare celebahq`: cached label maps and sketches, resumability, bad-file list;
+`ideface-prepare align`: raw photos aligned into a folder."""
 
 from pathlib import Path
 
@@ -17,7 +17,8 @@ from data.celebahq import (
 )
 from data.images import load_image, load_label_map
 from data.pairs import manifest_hash, read_manifest
-from data.prepare import main, prepare_celebahq
+from data.prepare import prepare_celebahq
+from experiments.prepare import main
 
 S = 32
 
@@ -144,7 +145,7 @@ def test_cli(mini_celebahq, tmp_path, capsys):
         main(["ffhq", "--root", "x"])
 
 
-# ---- python -m data.prepare align: raw photos -> aligned faces ------------------------------------------
+# ---- ideface-prepare align: raw photos -> aligned faces ------------------------------------------
 
 
 def test_align_folder_aligns_resumes_and_lists_bad_photos(tmp_path, capsys):

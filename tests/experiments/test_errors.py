@@ -384,7 +384,7 @@ def test_convert_unsafe_source_and_folder_dest(tmp_path, capsys):
 
 
 def test_prepare_names_every_missing_item(tmp_path, capsys):
-    from data.prepare import main
+    from experiments.prepare import main
 
     assert main(["celebahq", "--root", str(tmp_path), "--no-progress"]) == 2
     line = one_error_line(capsys)

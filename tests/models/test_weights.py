@@ -62,7 +62,7 @@ def test_missing_file_message_names_file_path_and_source(tmp_path):
     msg = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     assert "stylegan2-ffhq-config-f.pt" in msg and str(tmp_path / "stylegan2-ffhq-config-f.pt") in msg
-    assert "rosinality" in msg and "convert.py" in msg
+    assert "rosinality" in msg and "ideface-convert" in msg
     with pytest.raises(MissingWeightsError, match="buffalo_l.zip"):
         resolve("buffalo_l", root=tmp_path)
     with pytest.raises(KeyError, match="registered"):
@@ -110,7 +110,9 @@ def sha256_of_bytes(tmp_path, data, chunk):
 
 def test_listing_command(tmp_path, capsys):
     (tmp_path / "w600k_r50.onnx").write_bytes(b"x")
-    assert weights.main(["--root", str(tmp_path), "--verify"]) == 0
+    from experiments.weights import main
+
+    assert main(["--root", str(tmp_path), "--verify"]) == 0
     out = capsys.readouterr().out
     for name in SPEC_NAMES:
         assert name in out
