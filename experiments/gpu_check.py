@@ -11,6 +11,7 @@ limit cut to what is left of the budget (8 minutes by default, the CUDA op build
 4. ``train_1024``: the 1024 training step's images/s and peak memory, the paper's batch 8, bf16;
 5. ``pulse_vs_encoder``: PULSE vs encoder seconds per image (toy world and 1024);
 6. ``toy_training``: a short toy-world training run with its evaluation, on the GPU.
+7. ``demo``: the web demo's Generate click of four toy faces on the GPU (pipeline, click, server round trip).
 
 Every part's status (ok | failed | timeout | skipped), wall seconds, exit code and figures (the JSON a
 benchmark prints, pytest's counts, the run's summary and evaluation) land in one JSON file, rewritten
@@ -114,6 +115,7 @@ def plan(work_dir: Path, arch: str) -> list[Part]:
             build_env,
             "training",
         ),
+        Part("demo", [py, BENCHMARK, "demo", "--device", "cuda", "--iters", "5"], 60, build_env),
     ]
 
 

@@ -34,7 +34,15 @@ def test_without_a_gpu_it_stops_at_once_with_one_line(tmp_path):
 def test_every_planned_command_parses(tmp_path):
     parts = gpu_check.plan(tmp_path, "9.0")
     names = [p.name for p in parts]
-    assert names == ["cuda_tests", "cuda_build_test", "generator", "train_1024", "pulse_vs_encoder", "toy_training"]
+    assert names == [
+        "cuda_tests",
+        "cuda_build_test",
+        "generator",
+        "train_1024",
+        "pulse_vs_encoder",
+        "toy_training",
+        "demo",
+    ]
     assert sum(p.limit_s for p in parts) >= 470  # the budget, not the parts' limits, bounds the check
     parser = benchmark.build_parser()
     for part in parts:
