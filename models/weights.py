@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "6b894851627d76bdfcad3dd4b4af38583261f1db9e6f83489e8b10dadbe40c33",
+            "15ac8103d5ce25c85e18c9a5d5bcc53347544c12d15b072580c173618c4b6c3b",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",
