@@ -142,24 +142,32 @@ class EncoderMethod:
         (out_dir / "config.yaml").write_text(to_yaml(self.cfg))
 
 
-def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
-    """The method of ``cfg`` with its world's frozen networks and data."""
+def build_encoder_model(cfg: DictConfig, generator: torch.nn.Module, latent_avg: torch.Tensor | None):
+    """``models.build.build_model`` for run config ``cfg``: the encoder of ``cfg.model`` for ``cfg.data``'s
+    contours (channels by modality, ``data.input_size``) around the frozen ``generator``, its initialisation
+    files resolved under ``cfg.weights_root``. -> IterativeInverter, on the CPU."""
+    from data.conditions import condition_channels
     from models.build import build_model
 
+    return build_model(
+        cfg.model,
+        generator,
+        condition_channels(cfg.data.condition),
+        latent_avg=latent_avg,
+        input_size=cfg.data.input_size,
+        weights_root=cfg.weights_root,
+    )
+
+
+def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
+    """The method of ``cfg`` with its world's frozen networks and data."""
     if cfg.model.kind == "pulse":
         raise ConfigError(
             "method=pulse is optimisation-based and has nothing to train: run "
             "'python experiments/evaluate.py method=pulse' instead"
         )
     world = World(cfg, device)
-    model = build_model(
-        cfg.model,
-        world.generator,
-        world.contour_channels,
-        latent_avg=world.latent_avg,
-        input_size=cfg.data.input_size,
-        weights_root=cfg.weights_root,
-    ).to(device)
+    model = build_encoder_model(cfg, world.generator, world.latent_avg).to(device)
     return EncoderMethod(cfg, model, build_objective(cfg, device), world)
 
 

@@ -369,9 +369,8 @@ def load_pipeline(
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator or
     shipped encoder.
     """
-    from data.conditions import condition_channels
+    from experiments.methods import build_encoder_model
     from experiments.world import load_frozen_generator
-    from models.build import build_model
     from models.weights import (
         SHIPPED_ENCODERS,
         load_state_file,
@@ -402,13 +401,7 @@ def load_pipeline(
             f"{resolve_path(cfg.generator.weights, cfg.weights_root)} has {found}: point weights_root or "
             "generator.weights at the generator it was trained with, or retrain the encoder for this one"
         )
-    model = build_model(
-        cfg.model,
-        generator,
-        condition_channels(cfg.data.condition),
-        latent_avg=latent_avg,
-        input_size=cfg.data.input_size,
-    )
+    model = build_encoder_model(cfg, generator, latent_avg)  # inits random above: no file is read
     state = load_state_file(weights)
     encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")
