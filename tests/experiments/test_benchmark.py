@@ -74,25 +74,12 @@ def test_train_rows_every_method_toy(capsys):
     assert rows["ifblock"]["trainable_params_m"] > rows["baseline"]["trainable_params_m"]
 
 
+# one bf16 training row, as small as the benchmark allows
+BF16_PSP_ROW = "train --worlds toy --rows psp --precisions bf16 --batch 1 --iters 1 --warmup 0".split()
+
+
 def test_train_bf16_row(capsys):
-    result = run(
-        [
-            "train",
-            "--worlds",
-            "toy",
-            "--rows",
-            "psp",
-            "--precisions",
-            "bf16",
-            "--batch",
-            "1",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-        ],
-        capsys,
-    )
+    result = run(BF16_PSP_ROW, capsys)
     (row,) = result["results"]
     assert row["precision"] == "bf16" and row["images_per_s"] > 0
 
@@ -140,24 +127,7 @@ def test_train_benchmark_leaves_no_accelerator_state(capsys):
     """A bf16 benchmark row must not pin the mixed precision of later Accelerators in the process."""
     from accelerate import Accelerator
 
-    run(
-        [
-            "train",
-            "--worlds",
-            "toy",
-            "--rows",
-            "psp",
-            "--precisions",
-            "bf16",
-            "--batch",
-            "1",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-        ],
-        capsys,
-    )
+    run(BF16_PSP_ROW, capsys)
     assert Accelerator(cpu=True).mixed_precision == "no"
 
 

@@ -47,6 +47,11 @@ def png(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def folder_mode(run, inputs) -> list:
+    """The options of a folder-mode command over the test's identity and contour folders."""
+    return ["--checkpoint", run, "--identity-dir", inputs / "ids", "--contour-dir", inputs / "contours"]
+
+
 def test_single_pair_matches_api_and_writes_steps_and_grid(run, inputs, tmp_path, capsys):
     ident, contour = inputs / "ids" / "id0.png", inputs / "contours" / "c1.png"
     rc, out, err = cli(
@@ -109,12 +114,7 @@ def test_seed_makes_noise_reproducible(run, inputs, tmp_path, capsys):
 def test_folder_mode_all_by_all_and_manifest(run, inputs, tmp_path, capsys):
     rc, out, err = cli(
         capsys,
-        "--checkpoint",
-        run,
-        "--identity-dir",
-        inputs / "ids",
-        "--contour-dir",
-        inputs / "contours",
+        *folder_mode(run, inputs),
         "--aligned",
         "--out",
         tmp_path / "all",
@@ -133,12 +133,7 @@ def test_folder_mode_all_by_all_and_manifest(run, inputs, tmp_path, capsys):
     manifest.write_text("contour,identity,same_identity\nc0.png,id1,0\nc2,id0.png,1\n")
     rc, _, err = cli(
         capsys,
-        "--checkpoint",
-        run,
-        "--identity-dir",
-        inputs / "ids",
-        "--contour-dir",
-        inputs / "contours",
+        *folder_mode(run, inputs),
         "--pairs",
         manifest,
         "--aligned",
@@ -258,18 +253,7 @@ def _bad_cases(run, inputs, tmp):
             "trained on 'lr' contours",
         ),
         "unknown pair": (
-            [
-                "--checkpoint",
-                run,
-                "--identity-dir",
-                inputs / "ids",
-                "--contour-dir",
-                inputs / "contours",
-                "--pairs",
-                tmp / "pairs.csv",
-                "--out",
-                tmp / "d",
-            ],
+            [*folder_mode(run, inputs), "--pairs", tmp / "pairs.csv", "--out", tmp / "d"],
             "line 2: no contour file 'c9.png'",
         ),
         "output not an image": (

@@ -43,6 +43,10 @@ def toy_irse_file(tmp_path_factory):
     return path
 
 
+# the model section at the paper's size: ModelConfig's default stages (None), 128-wide IFMs, 256-px losses
+FULL_SIZE = dict(stage_channels=None, stage_units=None, ifm_hidden=128, loss_resolution=256, identity_init="random")
+
+
 def toy_cfg(preset=None, **over):
     """The model section of ``ablation=<preset>`` (composed with the presets it builds on), at toy size."""
     cfg = OmegaConf.structured(ModelConfig)
@@ -132,15 +136,7 @@ def test_full_size_presets_on_meta():
     with torch.device("meta"):
         g = Generator(1024)
         for preset in EXPECTED:
-            cfg = toy_cfg(
-                preset,
-                stage_channels=None,
-                stage_units=None,
-                ifm_hidden=128,
-                loss_resolution=256,
-                n_iters=5,
-                identity_init="random",
-            )
+            cfg = toy_cfg(preset, **FULL_SIZE, n_iters=5)
             model = build_model(cfg, g, 3, latent_avg=torch.zeros(512))
             enc = model.encoder
             assert enc.styles[0].convs[-2].in_channels == 512 and len(enc.styles) == 18
@@ -155,15 +151,7 @@ def test_full_size_forward_backward_cpu():
     """Ours at full size: 1024 generator, 256 input, LR contour, one step, forward + backward."""
     torch.manual_seed(0)
     g = Generator(1024)
-    cfg = toy_cfg(
-        "pretrained_id",
-        stage_channels=None,
-        stage_units=None,
-        ifm_hidden=128,
-        loss_resolution=256,
-        n_iters=1,
-        identity_init="random",
-    )
+    cfg = toy_cfg("pretrained_id", **FULL_SIZE, n_iters=1)
     model = build_model(cfg, g, 3).train()
     (step,) = model(torch.zeros(1, 3, 256, 256), torch.zeros(1, 3, 256, 256))
     assert step.image.shape == (1, 3, 1024, 1024) and step.image_loss_res.shape == (1, 3, 256, 256)

@@ -26,11 +26,6 @@ TINY_ARC = replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def no_wandb(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-
-
 def test_margin_lowers_only_the_true_class_logit():
     head = ArcMarginHead(8, 5, scale=10.0)
     emb = F.normalize(torch.randn(4, 8), dim=1)

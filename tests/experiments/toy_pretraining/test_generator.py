@@ -40,11 +40,6 @@ TINY_G = replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def no_wandb(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-
-
 def test_skip_images_match_the_generator_and_target_styles_are_fixed():
     torch.manual_seed(0)
     g = build_generator(TINY_G)
