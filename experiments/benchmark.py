@@ -344,22 +344,29 @@ def train(args) -> dict:
     return {"benchmark": "train", "iters": iters, **environment(device), "results": results}
 
 
-def train_step_fn(cfg, networks, device, accelerator, batch: int):
-    """(one optimiser step of ``cfg``'s method on a fixed random batch, its trainable parameter count)."""
+def encoder_model(cfg, generator, latent_avg):
+    """``cfg``'s encoder model around ``generator`` (CPU). Spelled out here rather than imported from
+    experiments.methods, whose helper older checkouts timed by ``trees`` do not have."""
     from data.conditions import condition_channels
-    from experiments.methods import EncoderMethod
-    from losses import Objective
     from models.build import build_model
 
-    generator, latent_avg, arcface, perceptual = networks
-    model = build_model(
+    return build_model(
         cfg.model,
         generator,
         condition_channels(cfg.data.condition),
         latent_avg=latent_avg,
         input_size=cfg.data.input_size,
         weights_root=cfg.weights_root,
-    ).to(device)
+    )
+
+
+def train_step_fn(cfg, networks, device, accelerator, batch: int):
+    """(one optimiser step of ``cfg``'s method on a fixed random batch, its trainable parameter count)."""
+    from experiments.methods import EncoderMethod
+    from losses import Objective
+
+    generator, latent_avg, arcface, perceptual = networks
+    model = encoder_model(cfg, generator, latent_avg).to(device)
     objective = Objective.from_config(cfg.loss, cfg.weights_root, perceptual_net=perceptual, id_net=arcface)
     method = EncoderMethod(cfg, model, objective.to(device))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
@@ -611,9 +618,7 @@ def peak_gflops(device: torch.device) -> dict[str, float]:
 def pulse_vs_encoder(args) -> dict:
     """Both on the same device and generator, from the same contour (LR) and identity batch; the
     encoder in inference mode (no grad), PULSE with its identity loss (the modified PULSE of Table 1)."""
-    from data.conditions import condition_channels
     from losses.identity import PSP_CROP, IdentityLoss
-    from models.build import build_model
     from models.pulse import Pulse, PulseConfig, fit_gaussian
 
     device = _setup(args)
@@ -621,18 +626,7 @@ def pulse_vs_encoder(args) -> dict:
     for world in args.worlds:
         cfg = world_config(world, ["ablation=input_latent", f"model.n_iters={args.n_iters}"])
         generator, latent_avg, arcface, _ = frozen_networks(cfg, device)
-        model = (
-            build_model(
-                cfg.model,
-                generator,
-                condition_channels(cfg.data.condition),
-                latent_avg=latent_avg,
-                input_size=cfg.data.input_size,
-                weights_root=cfg.weights_root,
-            )
-            .to(device)
-            .eval()
-        )
+        model = encoder_model(cfg, generator, latent_avg).to(device).eval()
         configured_steps = cfg.pulse.steps
         pulse_cfg = PulseConfig.from_section(cfg.pulse, steps=args.pulse_steps or configured_steps)
         mean, std = fit_gaussian(generator, args.gaussian_fit_samples)

@@ -6,6 +6,10 @@ import pytest
 
 from experiments import benchmark
 
+# the smallest fp32 training rows on the toy world (every row unless --rows), and one bf16 row
+TINY_TRAIN = "train --worlds toy --precisions fp32 --batch 2 --n-iters 2 --iters 1 --warmup 0".split()
+BF16_PSP_ROW = "train --worlds toy --rows psp --precisions bf16 --batch 1 --iters 1 --warmup 0".split()
+
 
 def run(argv, capsys):
     result = benchmark.run(argv)
@@ -48,34 +52,13 @@ def test_generator_rows(capsys):
 
 @pytest.mark.slow
 def test_train_rows_every_method_toy(capsys):
-    result = run(
-        [
-            "train",
-            "--worlds",
-            "toy",
-            "--precisions",
-            "fp32",
-            "--batch",
-            "2",
-            "--n-iters",
-            "2",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-        ],
-        capsys,
-    )
+    result = run(TINY_TRAIN, capsys)
     rows = {r["row"]: r for r in result["results"]}
     assert set(rows) == set(benchmark.ROWS)
     assert rows["psp"]["n_iters"] == 1 and rows["input_latent"]["n_iters"] == 2
     assert all(r["images_per_s"] > 0 and r["batch"] == 2 for r in rows.values())
     # the IFBlock rows add the identity encoder and IFM layers to the ReStyle baseline
     assert rows["ifblock"]["trainable_params_m"] > rows["baseline"]["trainable_params_m"]
-
-
-# one bf16 training row, as small as the benchmark allows
-BF16_PSP_ROW = "train --worlds toy --rows psp --precisions bf16 --batch 1 --iters 1 --warmup 0".split()
 
 
 def test_train_bf16_row(capsys):
@@ -146,27 +129,7 @@ def test_demo_rows(capsys):
 
 
 def test_train_compare_times_the_reference_step_alongside(capsys):
-    result = run(
-        [
-            "train",
-            "--worlds",
-            "toy",
-            "--rows",
-            "baseline",
-            "--precisions",
-            "fp32",
-            "--batch",
-            "2",
-            "--n-iters",
-            "2",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--compare",
-        ],
-        capsys,
-    )
+    result = run([*TINY_TRAIN, "--rows", "baseline", "--compare"], capsys)
     (row,) = result["results"]
     assert row["reference_seconds_per_step"] > 0 and row["seconds_per_step"] > 0
     assert row["speedup"] == pytest.approx(row["reference_seconds_per_step"] / row["seconds_per_step"], rel=0.01)

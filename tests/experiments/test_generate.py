@@ -47,6 +47,11 @@ def png(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def one_contour(run, ids, inputs) -> list:
+    """The options of a command over the identity folder ``ids`` and the test's first contour."""
+    return ["--checkpoint", run, "--identity-dir", ids, "--contour", inputs / "contours" / "c0.png"]
+
+
 def folder_mode(run, inputs) -> list:
     """The options of a folder-mode command over the test's identity and contour folders."""
     return ["--checkpoint", run, "--identity-dir", inputs / "ids", "--contour-dir", inputs / "contours"]
@@ -173,12 +178,7 @@ def test_skip_bad_keeps_the_good_files(run, inputs, tmp_path, capsys):
     (ids / "broken.png").write_bytes(b"")
     rc, _, err = cli(
         capsys,
-        "--checkpoint",
-        run,
-        "--identity-dir",
-        ids,
-        "--contour",
-        inputs / "contours" / "c0.png",
+        *one_contour(run, ids, inputs),
         "--aligned",
         "--out",
         tmp_path / "out",
@@ -203,12 +203,7 @@ def test_real_photos_with_dlib_one_without_a_face(run, inputs, tmp_path, capsys)
     Image.fromarray(data.coffee()).save(ids / "coffee.png")
     rc, out, err = cli(
         capsys,
-        "--checkpoint",
-        run,
-        "--identity-dir",
-        ids,
-        "--contour",
-        inputs / "contours" / "c0.png",
+        *one_contour(run, ids, inputs),
         "--out",
         tmp_path / "out",
         "--skip-bad",
