@@ -319,8 +319,14 @@ class CelebAHQ(Dataset):
     ``sketch_dir``: an external sketch set (``<idx>.png`` or ``.jpg``), used instead of XDoG.
     """
 
+    @dataclass
+    class Options:
+        """No settings of its own beyond ``data.root``: ``data.options`` stays empty."""
+
+    RENAMED_KEYS: dict[str, str] = {}
+
     @classmethod
-    def from_config(cls, data_cfg, **common) -> CelebAHQ:
+    def from_config(cls, data_cfg, options: Options, **common) -> CelebAHQ:
         """From the run config's ``data`` section (its ``root``) and the arguments every dataset takes."""
         return cls(root=data_cfg.root, **common)
 

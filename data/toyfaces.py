@@ -28,7 +28,7 @@ modes and test manifest as the CelebA-HQ dataset (``data.pairs``, ``data.conditi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -419,29 +419,29 @@ class ToyIdentities:
         return Render(*(torch.cat([getattr(p, f) for p in parts]) for f in ("image", "labels", "sketch")))
 
 
-def split_identities(
-    split: str,
-    n_train_identities: int = 2000,
-    photos_per_identity: int = 15,
-    n_test_identities: int = 300,
-    test_photos_per_identity: int = 11,
-    seed: int = 0,
-) -> ToyIdentities:
+@dataclass
+class ToySizes:
+    """How many people and photos the toy world's splits hold: the run config's ``data.options``."""
+
+    train_identities: int = 2000
+    photos_per_identity: int = 15
+    test_identities: int = 300
+    # each contour's 10 identity images can then be the person's other photos (test_pairing=same_identity)
+    test_photos_per_identity: int = 11
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def split_identities(split: str, sizes: ToySizes | None = None, seed: int = 0) -> ToyIdentities:
     """The photos of the train or test split (disjoint identities: test ids follow the train ids)."""
+    n = sizes or ToySizes()
     if split == "train":
-        return ToyIdentities.build("train", n_train_identities, photos_per_identity, seed)
-    return ToyIdentities.build("test", n_test_identities, test_photos_per_identity, seed, id_offset=n_train_identities)
-
-
-def split_of_config(split: str, data_cfg) -> ToyIdentities:
-    """:func:`split_identities` at the sizes of a run config's ``data`` section (its ``toy_*`` keys)."""
-    d = data_cfg
-    return split_identities(
-        split,
-        n_train_identities=d.toy_train_identities,
-        photos_per_identity=d.toy_photos_per_identity,
-        n_test_identities=d.toy_test_identities,
-        test_photos_per_identity=d.toy_test_photos_per_identity,
+        return ToyIdentities.build("train", n.train_identities, n.photos_per_identity, seed)
+    return ToyIdentities.build(
+        "test", n.test_identities, n.test_photos_per_identity, seed, id_offset=n.train_identities
     )
 
 
@@ -458,18 +458,21 @@ class ToyFaces(Dataset):
     The manifest CSV is written to ``cache_dir`` when given, otherwise kept in memory.
     """
 
+    # The dataset's own settings (experiments.world.dataset_options checks data.options against them),
+    # and the data keys earlier versions stored them under (run folders' config.yaml files still may).
+    Options = ToySizes
+    RENAMED_KEYS = {f"toy_{f.name}": f.name for f in fields(ToySizes)}
+
     @classmethod
-    def from_config(cls, data_cfg, **common) -> ToyFaces:
-        """From the run config's ``data`` section (its ``toy_*`` sizes) and the arguments every dataset
-        takes (``common``: split, condition, sizes, pairing, seed, n_per_contour, cache_dir)."""
-        d = data_cfg
-        return cls(
-            n_train_identities=d.toy_train_identities,
-            photos_per_identity=d.toy_photos_per_identity,
-            n_test_identities=d.toy_test_identities,
-            test_photos_per_identity=d.toy_test_photos_per_identity,
-            **common,
-        )
+    def from_config(cls, data_cfg, options: ToySizes, **common) -> ToyFaces:
+        """From the run config's ``data`` section, its checked ``options`` and the arguments every dataset
+        takes (``common``: split, condition, lr_size, input_size, pairing, seed, n_per_contour, cache_dir)."""
+        return cls(sizes=options, **common)
+
+    @staticmethod
+    def people(split: str, options: ToySizes) -> ToyIdentities:
+        """The split's people, rendered on demand (``.identity`` (N,) int64, ``.render(index, size)``)."""
+        return split_identities(split, options)
 
     def __init__(
         self,
@@ -480,10 +483,7 @@ class ToyFaces(Dataset):
         pairing: str = "same_identity",
         seed: int = 0,
         n_per_contour: int = 10,
-        n_train_identities: int = 2000,
-        photos_per_identity: int = 15,
-        n_test_identities: int = 300,
-        test_photos_per_identity: int = 11,
+        sizes: ToySizes | None = None,
         cache_dir: str | Path | None = None,
         world_seed: int = 0,
     ):
@@ -492,9 +492,8 @@ class ToyFaces(Dataset):
 
         self.split, self.input_size = split, input_size
         self.seed, self.epoch = seed, 0
-        self.photos = split_identities(
-            split, n_train_identities, photos_per_identity, n_test_identities, test_photos_per_identity, world_seed
-        )
+        sizes = sizes or ToySizes()
+        self.photos = split_identities(split, sizes, world_seed)
         self.condition = make_condition(condition, out_size=input_size, lr_size=lr_size)
         per = self.photos.photos_per_identity
         self.keys = [f"toy/{split}/{int(i):05d}_{k % per:02d}" for k, i in enumerate(self.photos.identity)]
@@ -510,8 +509,8 @@ class ToyFaces(Dataset):
             path = None
             if cache_dir:
                 name = (
-                    f"toy_w{world_seed}_{n_test_identities}x{test_photos_per_identity}_pm"
-                    f"_after{n_train_identities}_{pairing}_n{n_per_contour}_s{seed}.csv"
+                    f"toy_w{world_seed}_{sizes.test_identities}x{sizes.test_photos_per_identity}_pm"
+                    f"_after{sizes.train_identities}_{pairing}_n{n_per_contour}_s{seed}.csv"
                 )
                 path = Path(cache_dir).expanduser() / name
             self.manifest = load_or_build_manifest(path, items, n_per_contour, pairing, seed)

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
-from experiments.world import DATASETS
+from experiments.world import DATASETS, dataset_options
 from losses.identity import PSP_CROP
 from losses.objective import LossConfig
 from metrics.suite import FID_DETECTORS
@@ -82,10 +82,9 @@ class DataConfig:
     n_identity_per_contour: int = 10
     manifest_seed: int = 0  # the test manifest's draw; fixed so every seed of a suite shares it
     num_workers: int = 0
-    toy_train_identities: int = 2000
-    toy_photos_per_identity: int = 15
-    toy_test_identities: int = 300
-    toy_test_photos_per_identity: int = 11  # each contour's 10 identity images are the person's other photos
+    # the dataset's own settings, checked against its class's Options (experiments.world.dataset_options);
+    # unset ones take that dataclass's defaults
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -283,12 +282,34 @@ def _is_preset_token(key: str) -> bool:
     return "." not in key and (key in NAMED_GROUPS or group_dir(key).is_dir())
 
 
+def schema() -> DictConfig:
+    """:class:`Config`'s defaults as a struct DictConfig: unknown keys are errors, but under
+    ``data.options``, whose keys the dataset class checks (:func:`validate`)."""
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.set_struct(cfg.data.options, False)
+    return cfg
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A run's saved ``config.yaml`` over :func:`schema`, unvalidated; data keys of earlier versions
+    (the dataset class's ``RENAMED_KEYS``) are read as their ``data.options`` names."""
+    node = _load_yaml(Path(path))
+    data = node.get("data")
+    dataset = data.get("dataset", DataConfig.dataset) if OmegaConf.is_dict(data) else None
+    if dataset in DATASETS:
+        for old, new in DATASETS[dataset]().RENAMED_KEYS.items():
+            if old in data:
+                data.setdefault("options", {})
+                data.options[new] = data.pop(old)
+    return _merge(schema(), node, str(path))
+
+
 def load_config(argv: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Build the validated config from command-line tokens (see module docstring).
 
     Returns a struct-mode DictConfig typed by :class:`Config`; raises :class:`ConfigError`.
     """
-    cfg = OmegaConf.structured(Config)
+    cfg = schema()
     base_path = CONFIG_DIR / "base.yaml"
     cfg = _merge(cfg, _load_yaml(base_path), str(base_path))
     parsed = [_parse_override(t) for t in argv]
@@ -327,6 +348,10 @@ def validate(cfg: DictConfig) -> None:
             "CelebAMask-HQ layout> (see README, 'Real data')"
         )
     check_ranges(cfg)
+    try:
+        dataset_options(cfg.data)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     # The judge must not be the network the ID loss trains against (a method could score by fitting it):
     # a registry name's ONNX export is '<name>_onnx'.
     loss_net = str(cfg.loss.id_network)
@@ -397,10 +422,6 @@ RANGES = [
             "model.loss_resolution",
             "data.lr_size",
             "data.n_identity_per_contour",
-            "data.toy_train_identities",
-            "data.toy_photos_per_identity",
-            "data.toy_test_identities",
-            "data.toy_test_photos_per_identity",
             "train.max_steps",
             "train.batch_size",
             "train.grad_accum",

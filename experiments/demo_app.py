@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.world import rendered_people
+
 # Set before gradio is imported: it reads the variable at import time.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -135,7 +137,8 @@ class Demo:
         self.embedder_note = embedder_note
         self.examples = examples or Examples()
         self.modes = MODES[pipe.modality]
-        self.toy = pipe.cfg.data.dataset == "toy"
+        # a world that renders its photos (its photos come aligned): the page's examples are its test people
+        self.rendered = rendered_people(pipe.cfg) is not None
         self.tile = min(pipe.output_size, TILE_MAX)
         self._temporary: Path | None = None
 
@@ -149,8 +152,8 @@ class Demo:
         weights_root=None,
         examples_dir: Path | None = None,
     ) -> Demo:
-        """Load the pipeline, the IDSIM network of its evaluation and (toy world) write the examples
-        into ``examples_dir`` (default: a fresh temporary folder)."""
+        """Load the pipeline, the IDSIM network of its evaluation and (a world that renders its photos) write
+        the examples into ``examples_dir`` (default: a fresh temporary folder)."""
         from data.align import choose_detector
         from experiments.pipeline import load_pipeline
 
@@ -158,10 +161,10 @@ class Demo:
         choose_detector(detector, pipe.weights_root)  # a missing buffalo_l for 'insightface' stops here
         embedder, note = load_embedder(pipe.cfg)
         demo = cls(pipe, embedder, note)
-        if demo.toy:
+        if demo.rendered:
             if examples_dir is None:
                 demo._temporary = examples_dir = Path(tempfile.mkdtemp(prefix="ideface-demo-"))
-            demo.examples = toy_examples(demo, Path(examples_dir))
+            demo.examples = rendered_examples(demo, Path(examples_dir))
         return demo
 
     def close(self) -> None:
@@ -413,8 +416,9 @@ def load_embedder(cfg):
     return embedder, f"IDSIM with {Path(embedder.model_path).name}"
 
 
-def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
-    """Render toy-world test identities into ``folder`` as the page's examples.
+def rendered_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
+    """Render the world's test people (``experiments.world.rendered_people``) into ``folder`` as the
+    page's examples.
 
     Row r: the contour from person r's first photo (a photo to make LR from, an LR image, a sketch or
     a label map by the modality), then person r's second photo and three other people's second photos
@@ -423,10 +427,9 @@ def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
     """
     from data.conditions import lr_downsample
     from data.images import save_image, save_label_map
-    from data.toyfaces import split_of_config
 
-    pipe, d = demo.pipe, demo.pipe.cfg.data
-    world = split_of_config("test", d)
+    pipe = demo.pipe
+    world = rendered_people(pipe.cfg)
     people = world.identity.unique()[: n_rows + MAX_IDENTITIES - 1].tolist()
     index = [k for p in people for k in torch.nonzero(world.identity == p).flatten()[:2].tolist()]
     render = world.render(index, size=pipe.input_size)
@@ -434,7 +437,7 @@ def toy_examples(demo: Demo, folder: Path, n_rows: int = 3) -> Examples:
     examples = Examples(folder=folder)
     files = {}
     for n, (p, k) in enumerate((p, k) for p in people for k in (0, 1)):
-        person = Person(f"toy test person {p}", render.image[n])
+        person = Person(f"test person {p}", render.image[n])
         files[p, k] = save_image(render.image[n], folder / f"person{p}_photo{k}.png")
         aligned = pipe.align(files[p, k], aligned=True).image
         examples.known[_key(aligned)] = person
@@ -557,7 +560,7 @@ def build_app(demo: Demo):
                     ]
                 with gr.Row():
                     aligned = gr.Checkbox(
-                        value=demo.toy, label=ALIGNED_LABEL, info=f"Otherwise: {demo.aligner()}.", scale=2
+                        value=demo.rendered, label=ALIGNED_LABEL, info=f"Otherwise: {demo.aligner()}.", scale=2
                     )
                     steps = gr.Slider(
                         1, n_max, value=pipe.n_iters, step=1, label="refinement steps", interactive=n_max > 1, scale=1
@@ -571,7 +574,7 @@ def build_app(demo: Demo):
                 demo.examples.rows,
                 inputs=[mode, contour, *ids],
                 elem_id="examples",
-                label="Examples: the toy world's test identities (identity photo 1 is the contour's person)",
+                label="Examples: the world's test people (identity photo 1 is the contour's person)",
             )
         status = gr.Markdown(elem_id="status")
         faces = gr.Gallery(

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.config import Config, ConfigError, load_config, run_name, to_container, validate
+from experiments.config import ConfigError, load_config, read_saved_config, run_name, to_container, validate
 from experiments.errors import check_output_dir
 from experiments.provenance import chunk_key, evaluation_settings, results_provenance
 from experiments.runlock import RunLock
@@ -64,10 +64,7 @@ def load_eval_config(argv: list[str]) -> tuple[DictConfig, Path | None]:
     bad = [a for a in rest if "." not in a.split("=", 1)[0] or "=" not in a]
     if bad:
         raise ConfigError(f"with checkpoint= only dotted overrides (e.g. eval.max_pairs=100) apply; got {bad}")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(cfg_path))
-    except Exception as err:  # yaml and omegaconf errors: the file and the first line, not a traceback
-        raise ConfigError(f"{cfg_path}: {str(err).splitlines()[0]}") from None
+    cfg = read_saved_config(cfg_path)
     try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
     except OmegaConfBaseException as err:

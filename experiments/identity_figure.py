@@ -8,7 +8,8 @@ people (the identity photos). Bottom row: the photo the contour was made from (t
 target; not fed to the model), then the output for each identity photo. Each output is labelled with its
 evaluation-ArcFace similarity to the identity photo's person and to the contour's person, each person
 represented by the mean embedding of their test photos that were not fed to the model
-(``metrics.identity_following``). A toy-world checkpoint only (default ``toy``: the shipped encoder).
+(``metrics.identity_following``). A checkpoint of a world that renders its photos (``experiments.world.
+rendered_people``; default ``toy``: the shipped encoder).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from experiments.world import rendered_people
 
 TEXT_LINES = 3  # caption lines under each tile
 LINE_HEIGHT = 16
@@ -53,11 +56,9 @@ def make_identity_figure(pipe, embedder, contour_person: int = 0, n_identities: 
     Each person's template is built from all their photos except the ones fed to the model.
     """
     from data.conditions import contour_to_rgb, make_condition
-    from data.toyfaces import split_of_config
     from metrics.identity_following import PersonTemplates
 
-    d = pipe.cfg.data
-    world = split_of_config("test", d)
+    world = rendered_people(pipe.cfg)
     people = world.identity.unique().tolist()
     if not 0 <= contour_person < len(people) or not 1 <= n_identities < len(people):
         raise ValueError(
@@ -162,10 +163,10 @@ def draw_identity_figure(
     from metrics.idsim import ArcFaceEmbedder
 
     pipe = load_pipeline(checkpoint)
-    if pipe.cfg.data.dataset != "toy":
+    if rendered_people(pipe.cfg) is None:
         raise ValueError(
-            f"{checkpoint} is a {pipe.cfg.data.dataset} checkpoint; this figure draws "
-            "the toy world's test people (pass a toy run, or 'toy')"
+            f"{checkpoint} is a {pipe.cfg.data.dataset} checkpoint, a world of image files; this figure draws "
+            "the test people of a world that renders its photos (pass a toy run, or 'toy')"
         )
     e = pipe.cfg.eval
     embedder = ArcFaceEmbedder.from_registry(

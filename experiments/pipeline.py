@@ -322,12 +322,10 @@ def _find_final(checkpoint) -> Path:
 
 def load_run_config(folder: Path):
     """The exported ``config.yaml`` validated against the config schema (a struct DictConfig)."""
-    from omegaconf import OmegaConf
-
-    from experiments.config import Config, ConfigError, validate
+    from experiments.config import ConfigError, read_saved_config, validate
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(folder / "config.yaml"))
+        cfg = read_saved_config(folder / "config.yaml")
         validate(cfg)
     except ConfigError as err:
         raise CheckpointError(f"{folder / 'config.yaml'}: {err}") from None

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from data.pairs import PAIRING_MODES
-from experiments.config import ConfigError, load_config
+from experiments.config import ConfigError, load_config, read_saved_config
 from experiments.tables import (
     PROTOCOLS,
     RowResult,
@@ -48,7 +48,7 @@ def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    differ = config_difference(OmegaConf.load(saved), cfg)
+    differ = config_difference(read_saved_config(saved), cfg)
     if differ:
         raise RunFolderError(
             f"{run_dir} holds a run of another config (differs in {', '.join(differ[:5])}); "

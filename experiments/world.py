@@ -6,12 +6,13 @@ dataset class, which sizes, which registry entries. Nothing below branches on th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import Dataset
 
 from data.conditions import condition_channels
@@ -30,8 +31,37 @@ def _celebahq():
 
 
 # data.dataset -> its dataset class (imported when a world is built: each module's dependencies are its
-# own): the one list of dataset names. A class takes ``from_config(data section, **common arguments)``.
+# own): the one list of dataset names. A class has ``from_config(data section, options, **common
+# arguments)``, an ``Options`` dataclass (its own settings, given as ``data.options``) and
+# ``RENAMED_KEYS`` (data keys of earlier versions -> Options fields); one that renders its photos rather
+# than reading files also has ``people(split, options)`` (see :func:`rendered_people`).
 DATASETS = {"toy": _toy_faces, "celebahq": _celebahq}
+
+
+def dataset_class(data_cfg):
+    """The class named by ``data.dataset``."""
+    return DATASETS[data_cfg.dataset]()
+
+
+def dataset_options(data_cfg):
+    """``data.options`` checked against the dataset class's ``Options`` -> an ``Options`` instance (its
+    defaults filled in). Raises ValueError, one line, on an unknown key, a bad type or a bad value."""
+    cls = dataset_class(data_cfg)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.Options), data_cfg.options))
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        allowed = ", ".join(f.name for f in fields(cls.Options)) or "none"
+        raise ValueError(
+            f"bad data.options for data.dataset={data_cfg.dataset}: {str(err).splitlines()[0]} (its options: {allowed})"
+        ) from None
+
+
+def rendered_people(cfg: DictConfig, split: str = "test"):
+    """The split's people for a world that renders its photos (``.identity`` (N,) int64 person ids,
+    ``.render(index, size)`` -> images (B, 3, S, S) in [-1, 1], labels, sketches), or None for a dataset
+    of image files: what the demo's examples and the identity figure are drawn from."""
+    cls = dataset_class(cfg.data)
+    return cls.people(split, dataset_options(cfg.data)) if hasattr(cls, "people") else None
 
 
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
@@ -48,7 +78,7 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
         n_per_contour=d.n_identity_per_contour,
         cache_dir=cache_dir,
     )
-    return DATASETS[d.dataset]().from_config(d, **common)
+    return dataset_class(d).from_config(d, dataset_options(d), **common)
 
 
 def reference_images(cfg: DictConfig, n: int, batch_size: int):

@@ -10,7 +10,7 @@ from torch import nn
 
 from models.frozen import freeze
 from models.irse import load_arcface
-from models.lpips_network import BACKBONES, make_lpips
+from models.lpips_network import make_lpips
 from ops.resize import resize_to
 
 
@@ -41,7 +41,7 @@ class PerceptualLoss(nn.Module):
         features (``backbone='irse'``; ``network`` is the IR-SE module or its registry name / path: the
         world's evaluation ArcFace, so that loss and metric compare the same features, as the real world
         trains and evaluates with the same AlexNet). ``backbone`` is a name in ``models.lpips_network.BACKBONES``."""
-        if BACKBONES.get(backbone) != "irse":
+        if backbone != "irse":
             return cls(make_lpips(backbone, weights_root=weights_root))
         if network is None:
             raise ValueError(

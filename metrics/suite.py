@@ -35,13 +35,12 @@ from metrics.fid import (
     reference_stats,
 )
 from metrics.identity_following import PersonTemplates
-from models.lpips_network import BACKBONES
 from ops.resize import resize_to
 from ops.shapes import assert_shape
 
-# The one list of FID feature networks (``eval.fid_detector``): name -> detector. 'toy' is the name
-# 'embedding' had before it was named for what it is; run folders' config.yaml files still say it.
-FID_DETECTORS = {"inception": "inception", "embedding": "embedding", "toy": "embedding"}
+# The one list of FID feature networks (``eval.fid_detector``): pytorch-fid's Inception, or the embedding
+# of ``eval.feature_network`` (a world whose faces no Inception was trained on).
+FID_DETECTORS = ("inception", "embedding")
 
 
 class EmbeddingDetector(FeatureDetector):
@@ -90,7 +89,7 @@ class MetricSuite:
 
         e = cfg.eval
         feature_net = None
-        if BACKBONES[e.lpips_backbone] == "irse" or FID_DETECTORS[e.fid_detector] == "embedding":
+        if e.lpips_backbone == "irse" or e.fid_detector == "embedding":
             feature_net = load_arcface(e.feature_network, root=cfg.weights_root)
         lpips_model = make_lpips(e.lpips_backbone, network=feature_net)
         embedder = ArcFaceEmbedder.from_registry(
@@ -98,7 +97,7 @@ class MetricSuite:
         )
         detector = (
             InceptionDetector()
-            if FID_DETECTORS[e.fid_detector] == "inception"
+            if e.fid_detector == "inception"
             else EmbeddingDetector(feature_net, Path(str(e.feature_network)).stem)
         )
         dlib_judge = None
@@ -168,7 +167,7 @@ class MetricSuite:
 
     def describe(self) -> dict[str, str]:
         e = self.cfg.eval
-        backbone = BACKBONES[e.lpips_backbone]
+        backbone = e.lpips_backbone
         return {
             "lpips": f"lpips-{backbone}" + (f"({e.feature_network})" if backbone == "irse" else ""),
             "idsim": f"insightface-onnx({self.embedder.model_path})",

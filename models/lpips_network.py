@@ -25,10 +25,9 @@ from torch import nn
 
 from models.weights import load_torch_file, resolve
 
-# The one list of LPIPS backbone names (``loss.perceptual``, ``eval.lpips_backbone``): name -> backbone.
-# 'toy' is the name 'irse' had before it was named for what it is; run folders' config.yaml files
-# (the shipped toy encoder's among them) still say it.
-BACKBONES = {"alex": "alex", "irse": "irse", "toy": "irse"}
+# The one list of LPIPS backbone names (``loss.perceptual``, ``eval.lpips_backbone``): AlexNet's
+# features (the real metric) or an IR-SE recogniser's stage features (a world without an AlexNet of its own).
+BACKBONES = ("alex", "irse")
 
 
 class _FeatureLevels(nn.Module):
@@ -71,7 +70,7 @@ def make_lpips(backbone: str = "alex", network: nn.Module | None = None, weights
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown LPIPS backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
-    if BACKBONES[backbone] == "alex":
+    if backbone == "alex":
         path = weights if weights is not None else resolve("lpips_alex", root=weights_root)
         model = lpips_random_trunk(learned=True)
         _load_alexnet_trunk(model.net, load_torch_file(path))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from data.conditions import make_condition
-from data.toyfaces import render_gaussian, split_identities, with_look
+from data.toyfaces import ToySizes, render_gaussian, split_identities, with_look
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def report_photos(n_identities: int = 300, data_seed: int = 0, size: int = 64) -
     look-alike of ``b``, identity i+1 (cyclic) drawn in ``b``'s coarse look with fresh nuisance, so that
     ``b`` and ``alike`` differ in identity only.
     """
-    test = split_identities("test", n_test_identities=n_identities, test_photos_per_identity=3, seed=data_seed)
+    test = split_identities("test", ToySizes(test_identities=n_identities, test_photos_per_identity=3), seed=data_seed)
     codes = test.codes.view(n_identities, 3, -1)
     alike = with_look(codes[:, 2].roll(-1, 0), codes[:, 1])
     images = render_gaussian(torch.cat([codes[:, 0], codes[:, 1], alike]), size).image

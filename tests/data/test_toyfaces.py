@@ -2,6 +2,8 @@
 splits, identity apart from the per-photo look, the shared pairing/manifest protocol and the contour
 modalities."""
 
+import dataclasses
+
 import torch
 
 from data.conditions import lr_contour
@@ -18,6 +20,7 @@ from data.toyfaces import (
     SKIN,
     SKIN_TONES,
     ToyFaces,
+    ToySizes,
     assemble,
     factors_from_gaussian,
     render_gaussian,
@@ -25,7 +28,7 @@ from data.toyfaces import (
     with_look,
 )
 
-SMALL = dict(n_train_identities=6, photos_per_identity=3, n_test_identities=4, test_photos_per_identity=3)
+SMALL = ToySizes(train_identities=6, photos_per_identity=3, test_identities=4, test_photos_per_identity=3)
 
 
 def codes(n, seed=0):
@@ -97,7 +100,7 @@ def test_sketch_lines_follow_label_boundaries():
 
 
 def test_splits_have_disjoint_identities_and_fixed_identity_codes():
-    train, test = split_identities("train", **SMALL), split_identities("test", **SMALL)
+    train, test = split_identities("train", SMALL), split_identities("test", SMALL)
     assert len(train) == 18 and len(test) == 12
     assert not set(train.identity.tolist()) & set(test.identity.tolist())
     for split in (train, test):
@@ -109,7 +112,7 @@ def test_splits_have_disjoint_identities_and_fixed_identity_codes():
     codes_train = train.codes[::3, list(IDENTITY_DIMS)]
     codes_test = test.codes[::3, list(IDENTITY_DIMS)]
     assert torch.cdist(codes_train, codes_test).min() > 0.5
-    again = split_identities("train", **SMALL)
+    again = split_identities("train", SMALL)
     assert torch.equal(again.codes, train.codes)
 
 
@@ -131,7 +134,7 @@ def test_assemble_and_with_look_place_each_part_in_its_dims():
 def test_an_lr_contour_does_not_tell_who_it_shows():
     """The coarse look is per photo: at 8x8, two photos of one person are no closer than photos of two
     people (while at full size they are: the fine parts are the person's)."""
-    photos = split_identities("test", n_test_identities=200, test_photos_per_identity=2)
+    photos = split_identities("test", ToySizes(test_identities=200, test_photos_per_identity=2))
     images = photos.render(range(len(photos)), 64).image.view(200, 2, 3, 64, 64)
     a, b = images[:, 0], images[:, 1]
     lr_a, lr_b = (lr_contour(x, 8, 64) for x in (a, b))
@@ -150,7 +153,7 @@ def test_an_lr_contour_does_not_tell_who_it_shows():
 
 
 def test_photo_batches_cover_the_split_as_the_pairs_show_it(tmp_path):
-    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, sizes=SMALL)
     keys, persons, images = zip(*ds.photo_batches(batch_size=5))
     keys = [k for part in keys for k in part]
     assert keys == ds.keys and torch.equal(torch.cat(persons), ds.photos.identity)
@@ -162,7 +165,7 @@ def test_photo_batches_cover_the_split_as_the_pairs_show_it(tmp_path):
 
 def test_dataset_items_and_modalities():
     for cond, channels in (("lr", 3), ("sketch", 1), ("mask", 19)):
-        ds = ToyFaces("train", cond, lr_size=8, input_size=32, **SMALL)
+        ds = ToyFaces("train", cond, lr_size=8, input_size=32, sizes=SMALL)
         item = ds[4]
         assert item["contour"].shape == (channels, 32, 32)
         assert item["target"].shape == item["identity"].shape == (3, 32, 32)
@@ -175,14 +178,14 @@ def test_dataset_items_and_modalities():
 
 
 def test_test_manifest_protocol(tmp_path):
-    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    ds = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, sizes=SMALL)
     rows = ds.manifest.rows
     assert len(ds) == len(rows) == 12 * 10 and ds.manifest.n_contours == 12
     assert all(r.same_identity and r.identity_id == r.contour_identity_id for r in rows)
     assert all(r.identity != r.contour for r in rows)
     files = list(tmp_path.glob("*.csv"))
     assert len(files) == 1 and tuple(read_manifest(files[0])) == rows
-    again = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, **SMALL)
+    again = ToyFaces("test", "lr", n_per_contour=10, cache_dir=tmp_path, sizes=SMALL)
     assert again.manifest.hash == ds.manifest.hash
     item = ds[13]
     row = rows[13]
@@ -197,7 +200,7 @@ def test_test_contours_are_photo_major_and_identity_images_distinct():
     """Every identity's first photo comes before any second photo, so a leading subset of the
     manifest spans identities; with 11 photos per identity a contour's 10 identity images are the
     person's 10 other photos, each once."""
-    ds = ToyFaces("test", "lr", n_per_contour=10, **{**SMALL, "test_photos_per_identity": 11})
+    ds = ToyFaces("test", "lr", n_per_contour=10, sizes=dataclasses.replace(SMALL, test_photos_per_identity=11))
     contours = list(dict.fromkeys(r.contour for r in ds.manifest.rows))
     assert [r.contour_identity_id for r in ds.manifest.rows[::10]][:4] == sorted(set(ds.photos.identity.tolist()))
     assert [c[-2:] for c in contours] == [f"{k:02d}" for k in range(11) for _ in range(4)]

@@ -79,6 +79,14 @@ def test_merge_order_presets_then_overrides():
         (["pulse.steps=0"], "'pulse.steps': 0"),
         (["model.stage_units=[1,1,1]"], "'model.stage_units': [1, 1, 1]"),
         (["eval.idsim_model=toy_arcface_onnx"], "is the ID loss's own network (loss.id_network=toy_arcface)"),
+        # data.options is checked against the dataset's own Options dataclass
+        (
+            ["data.options.train_identites=5"],
+            "Key 'train_identites' not in 'ToySizes'. Did you mean one of: 'train_identities'",
+        ),
+        (["data.options.train_identities=0"], "train_identities must be an integer >= 1, got 0"),
+        (["data.options.test_identities=abc"], "data.options for data.dataset=toy"),
+        (["world=celebahq", "data.root=/x", "data.options.train_identities=5"], "its options: none"),
     ],
 )
 def test_bad_input_is_one_clear_error(argv, needle):
@@ -157,3 +165,28 @@ def test_bad_preset_lists_are_one_line_errors(tmp_path, monkeypatch, text, needl
     with pytest.raises(ConfigError) as info:
         load_config(["ablation=loop"])
     assert needle in str(info.value) and "loop.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_dataset_options_reach_the_dataset():
+    from experiments.world import build_dataset, dataset_options
+
+    cfg = load_config(["data.options.test_identities=3", "data.options.test_photos_per_identity=2"])
+    sizes = dataset_options(cfg.data)
+    assert (sizes.test_identities, sizes.test_photos_per_identity, sizes.train_identities) == (3, 2, 2000)
+    test = build_dataset(cfg, "test")
+    assert test.photos.identity.unique().numel() == 3 and len(test.photos.identity) == 6
+
+
+def test_a_saved_config_of_an_earlier_version_reads_its_renamed_keys(tmp_path):
+    """Run folders exported before ``data.options`` store the toy sizes as ``data.toy_*`` keys."""
+    from experiments.config import read_saved_config, to_yaml, validate
+
+    text = to_yaml(load_config([])).replace(
+        "  options: {}\n", "  toy_test_identities: 7\n  toy_photos_per_identity: 4\n"
+    )
+    assert "toy_test_identities: 7" in text
+    (tmp_path / "config.yaml").write_text(text)
+    cfg = read_saved_config(tmp_path / "config.yaml")
+    validate(cfg)
+    assert dict(cfg.data.options) == {"test_identities": 7, "photos_per_identity": 4}
+    assert "toy_test_identities" not in cfg.data

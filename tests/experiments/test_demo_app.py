@@ -62,7 +62,7 @@ def test_examples_are_the_toy_worlds_test_identities(toy):
         # identity photo 1 is another photo of the contour's person; the others are other people
         _, person = toy.read_contour(mode, Upload.of(contour), aligned=True)
         who = [toy.read_identity(Upload.of(p), aligned=True)[2].label for p in ids]
-        assert who[0] == person.label and len(set(who)) == MAX_IDENTITIES and who[0].startswith("toy test person")
+        assert who[0] == person.label and len(set(who)) == MAX_IDENTITIES and who[0].startswith("test person")
     assert Image.open(toy.examples.rows[2][1]).size == (toy.pipe.lr_size,) * 2  # an LR image at the model's LR size
 
 
@@ -86,7 +86,7 @@ def test_generate_four_faces_as_the_pipeline_does(toy):
     # different identity photos give different faces
     assert all(np.abs(out.faces[a].astype(int) - out.faces[b]).mean() > 1 for a in range(4) for b in range(a))
     assert all(-1 <= v <= 1 for v in out.identity_sim + out.contour_sim)
-    assert "toy test person" in out.table and out.status.startswith("Generated 4 face(s)")
+    assert "test person" in out.table and out.status.startswith("Generated 4 face(s)")
 
 
 def test_one_identity_steps_and_seed(toy):
@@ -151,7 +151,7 @@ def test_mask_and_sketch_checkpoints(tmp_path):
     mode, contour, ids = uploads(demo.examples.rows[0])
     out = demo.generate(mode, contour, ids[:2], aligned=True)
     assert len(out.steps) == N_ITERS and out.contour_sim[0] is not None  # the example's person is known
-    assert out.seen[0][1].startswith("contour: toy test person")
+    assert out.seen[0][1].startswith("contour: test person")
     with pytest.raises(
         DemoError,
         match=r"contour \(person\d+_photo1.png\): cannot read this file: .*"
@@ -258,7 +258,7 @@ def test_server_generates_over_http(server, toy):
     for image, face in zip(images, local.faces):  # the server's PNGs are the generated faces, losslessly
         np.testing.assert_array_equal(image, face)
     assert step["maximum"] == n and step["value"] == n and png_array(strip).shape == (s, 5 * s, 3)
-    assert "toy test person" in table and len(seen) == 5 and "aligned crop" in seen[1]["caption"]
+    assert "test person" in table and len(seen) == 5 and "aligned crop" in seen[1]["caption"]
     first = png_array(client.predict(1, api_name="/show_step"))
     assert first.shape == (s, 5 * s, 3) and not np.array_equal(first, png_array(strip))
 

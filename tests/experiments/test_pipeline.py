@@ -325,12 +325,12 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     take the identity photo's person. On cross-identity test pairs the evaluation ArcFace finds most
     outputs closer to the identity photo's person than to the contour's (photos not fed to the model;
     chance is 50%)."""
-    from data.toyfaces import ToyFaces
+    from data.toyfaces import ToyFaces, ToySizes
     from metrics.identity_following import PersonTemplates
     from metrics.idsim import FULL_CROP, ArcFaceEmbedder
 
     pipe = load_pipeline("toy")
-    test = ToyFaces("test", "lr", pairing="random", n_test_identities=60)
+    test = ToyFaces("test", "lr", pairing="random", sizes=ToySizes(test_identities=60))
     rows = [test.manifest.rows[i] for i in range(0, 600, 5)]  # 60 contours x 2 identity photos of others
     items = [test[i] for i in range(0, 600, 5)]
     out = pipe.run_tensors(

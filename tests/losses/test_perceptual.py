@@ -57,10 +57,10 @@ def test_alex_backbone_offline_stops_with_the_registry_message(tmp_path, monkeyp
         PerceptualLoss.from_backbone("alex")
 
 
-@pytest.mark.parametrize("backbone", ["alex", "toy"])
+@pytest.mark.parametrize("backbone", ["alex", "irse"])
 def test_distance_to_precomputed_features_is_lpips_bitwise(perceptual, backbone):
     """features() once + distance() per output reproduces lpips.LPIPS.forward exactly (learned linear
-    layers for alex, channel sums for the toy trunk), with the same gradient."""
+    layers for alex, channel sums for an IR-SE trunk), with the same gradient."""
     from tests.losses.test_identity import small_arcface
 
     loss = perceptual if backbone == "alex" else PerceptualLoss.from_backbone("irse", network=small_arcface())
