@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from data.conditions import CONDITIONS
 from data.pairs import PAIRING_MODES
+from experiments.schedule import LR_DECAYS
 from experiments.world import DATASETS, dataset_options
 from losses.identity import PSP_CROP
 from losses.objective import LossConfig
@@ -95,6 +96,8 @@ class TrainConfig:
     lr: float = 1e-4
     # linear warm-up of the lr over the first N optimisation steps (0 = the paper's constant lr)
     warmup_steps: int = 0
+    # after the warm-up: none (the paper's constant lr) | cosine (half a cosine down to 0 at max_steps)
+    lr_decay: str = "none"
     mixed_precision: str = "no"  # no | fp16 | bf16
     # compute a batch's constants once for all its refinement steps (loss targets, E_id's features; see
     # EncoderMethod.train_step); false recomputes them at every step, the older and slower step
@@ -175,6 +178,7 @@ CHOICES = {
     "data.pairing": PAIRING_MODES,
     "data.test_pairing": PAIRING_MODES,
     "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.lr_decay": LR_DECAYS,
     "wandb.mode": ("offline", "online", "disabled"),
     "loss.perceptual": tuple(LPIPS_BACKBONES),
     "eval.lpips_backbone": tuple(LPIPS_BACKBONES),

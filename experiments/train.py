@@ -37,6 +37,7 @@ from experiments.config import ConfigError, run_name, to_container, to_yaml
 from experiments.errors import check_output_dir
 from experiments.provenance import completion_record
 from experiments.runlock import RunFolderError, RunLock
+from experiments.schedule import learning_rate
 from experiments.tracking import RunRecord, image_grid, provenance, wandb_mode, wandb_run_info
 from experiments.world import reference_images
 
@@ -80,12 +81,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def learning_rate(step: int, lr: float, warmup_steps: int) -> float:
-    """The lr of optimisation step ``step`` (1-based): ``lr`` x step / warmup_steps up to warmup_steps,
-    then the constant ``lr``. A function of the step alone, so a resumed run continues it exactly."""
-    return lr * min(1.0, step / warmup_steps) if warmup_steps else lr
 
 
 def check_fresh_start(run_dir: Path, resume: str | None) -> None:
@@ -218,7 +213,9 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
         )
         for batch_data in epoch_loader:
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(state.step + 1, cfg.train.lr, cfg.train.warmup_steps)
+                group["lr"] = learning_rate(
+                    state.step + 1, cfg.train.lr, cfg.train.warmup_steps, cfg.train.lr_decay, cfg.train.max_steps
+                )
             with accelerator.accumulate(trainable):
                 logs = method.train_step(batch_data, accelerator)
                 optimizer.step()
