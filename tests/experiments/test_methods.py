@@ -112,7 +112,7 @@ def _three_steps(row, nets, out, tokens):
 # Hoisting the loss targets changes no arithmetic: the rows without an identity encoder train bitwise
 # alike. The shared identity condition (E_id's features, the IFMs' modulations) and the generator's factored
 # backward change summation orders only: the same first losses, then agreement to rounding
-# (benchmark.REFERENCE_STEP is the step before all three).
+# (experiments.benchmarks.worlds.REFERENCE_STEP is the step before all three).
 @pytest.mark.parametrize(
     "row, tokens, exact",
     [
@@ -125,7 +125,7 @@ def _three_steps(row, nets, out, tokens):
     ],
 )
 def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets, tmp_path):
-    from experiments.benchmark import REFERENCE_STEP
+    from experiments.benchmarks.worlds import REFERENCE_STEP
 
     new_state, new_logs = _three_steps(row, tiny_nets, tmp_path, tokens)
     reference = ["train.step_constants=false"] if exact else REFERENCE_STEP
