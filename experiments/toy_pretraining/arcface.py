@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from experiments.toy_pretraining.export import fp16_state
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
 from experiments.toy_pretraining.verification import identity_report
 from models.irse import Backbone
+from ops.atomic_write import atomic_path
 
 ONNX_INPUT = 112
 
@@ -225,26 +225,24 @@ def export_arcface(net: Backbone, name: str, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     st = out_dir / f"{name}.safetensors"
-    tmp = out_dir / f".{name}.safetensors.tmp"
-    save_file(fp16_state(net), str(tmp), metadata={"format": "pt", "arch": "irse.Backbone"})
-    os.replace(tmp, st)
+    with atomic_path(st) as tmp:
+        save_file(fp16_state(net), str(tmp), metadata={"format": "pt", "arch": "irse.Backbone"})
     onnx_path = out_dir / f"{name}.onnx"
     # the fp16 round trip first, so the ONNX graph computes exactly what the shipped torch weights do
     net = build_like(net, st)
     wrapper = ArcFaceONNXInput(net).eval()
     dummy = torch.zeros(2, 3, ONNX_INPUT, ONNX_INPUT)
-    tmp = out_dir / f".{name}.onnx.tmp"
-    torch.onnx.export(
-        wrapper,
-        (dummy,),
-        str(tmp),
-        input_names=["input.1"],
-        output_names=["embedding"],
-        dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
-        opset_version=18,
-        dynamo=False,
-    )
-    os.replace(tmp, onnx_path)
+    with atomic_path(onnx_path) as tmp:
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            str(tmp),
+            input_names=["input.1"],
+            output_names=["embedding"],
+            dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=18,
+            dynamo=False,
+        )
     return {"safetensors": st, "onnx": onnx_path}
 
 

@@ -5,7 +5,6 @@ toy ArcFaces and generator first."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from omegaconf import OmegaConf
 
 from experiments.config import Config
 from experiments.toy_pretraining.export import fp16_state, print_hashes
+from ops.atomic_write import atomic_path
 
 # the shipped encoder's recipe: the Ours row (the paper's full model) on the toy world, trained 1,200 steps
 # instead of the main job's 200 (validation identity-following saturates by step 400, LPIPS still falls
@@ -55,9 +55,9 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
             f"{source}: no generator fingerprint recorded; stamping {generator}, the generator its "
             "config names now (retrain the run if that generator changed since)"
         )
-    tmp = out / "encoder.safetensors.partial"
-    save_file(state, str(tmp), metadata={"generator": generator})  # one key: byte-reproducible (methods.export)
-    os.replace(tmp, out / "encoder.safetensors")
+    with atomic_path(out / "encoder.safetensors") as tmp:
+        # one metadata key: byte-reproducible (methods.export)
+        save_file(state, str(tmp), metadata={"generator": generator})
     # the run's output folder is a path on the machine that trained it, meaningless where the file ships
     config = OmegaConf.load(final / "config.yaml")
     config.output_dir = Config.output_dir

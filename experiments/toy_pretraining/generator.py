@@ -11,7 +11,6 @@ multi-scale L1 + image-gradient L1 + L1 on each intermediate skip image).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from experiments.config import ConfigError
 from experiments.toy_pretraining.distillation import discriminator_step, part_weights, psnr, synthesis_loss
 from experiments.toy_pretraining.export import fp16_state
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
+from ops.atomic_write import atomic_path
 
 
 @dataclass
@@ -343,7 +343,6 @@ def export_generator(g, latent_avg: torch.Tensor, name: str, out_dir: Path) -> d
     path = out_dir / f"{name}.safetensors"
     flat = {f"g_ema.{k}": v for k, v in fp16_state(g).items()}
     flat["latent_avg"] = latent_avg.detach().reshape(-1).half().contiguous()
-    tmp = out_dir / f".{name}.safetensors.tmp"
-    save_file(flat, str(tmp), metadata={"format": "pt", "arch": "stylegan2.Generator"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={"format": "pt", "arch": "stylegan2.Generator"})
     return {"safetensors": path}

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from models.weights import load_torch_file
+from ops.atomic_write import atomic_path
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -26,9 +27,9 @@ def cosine_lr(step: int, steps: int, base: float, warmup: int = 50) -> float:
 
 
 def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save(obj, path)``, atomically (a crash leaves the previous file)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path) -> dict | None:
