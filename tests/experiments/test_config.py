@@ -45,6 +45,18 @@ def test_merge_order_presets_then_overrides():
     assert run_name(cfg) == "ifblock-celebahq-lr-s0"
 
 
+def test_the_toy_table_recipe_changes_only_the_training_length_and_decay():
+    main_job = load_config(["ablation=pretrained_id"])
+    tables = load_config(["ablation=pretrained_id", "recipe=toy_tables"])
+    assert (tables.train.max_steps, tables.train.lr_decay) == (400, "cosine")
+    assert (main_job.train.max_steps, main_job.train.lr_decay) == (200, "none")
+    tables.train.max_steps, tables.train.lr_decay = main_job.train.max_steps, main_job.train.lr_decay
+    assert tables == main_job
+    # the same runs as the overrides spelled out (reproduce reuses runs by their config)
+    spelled = load_config(["ablation=pretrained_id", "train.max_steps=400", "train.lr_decay=cosine"])
+    assert load_config(["ablation=pretrained_id", "recipe=toy_tables"]) == spelled
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
