@@ -103,11 +103,6 @@ def memory_row(device: torch.device) -> dict:
     return {"process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
-def error_text(err: BaseException) -> str:
-    """The one line a result row records for a failure it survives (OOM, a missing plugin)."""
-    return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-
-
 def run_row(row: dict, device: torch.device, fn) -> dict:
     """Fill ``row`` with ``fn()``'s figures and memory, or the error (OOM, ...) that stopped it; print it as it
     lands (stderr: stdout is for the JSON document)."""
@@ -118,6 +113,7 @@ def run_row(row: dict, device: torch.device, fn) -> dict:
         row.update(fn())
         row.update(memory_row(device))
     except (RuntimeError, torch.OutOfMemoryError) as e:
-        row["error"] = error_text(e)
+        first_line = (str(e).splitlines() or [""])[0]
+        row["error"] = f"{type(e).__name__}: {first_line[:200]}"  # the row records it and the run goes on
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row

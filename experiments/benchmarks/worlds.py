@@ -96,19 +96,17 @@ def fresh_accelerator(device: torch.device, precision: str):
 
 
 def encoder_model(cfg, generator, latent_avg):
-    """``cfg``'s encoder model around ``generator`` (CPU). Spelled out here rather than imported from
-    experiments.methods, whose helper older checkouts timed by ``trees`` do not have."""
-    from data.conditions import condition_channels
-    from models.build import build_model
+    """``cfg``'s encoder model around ``generator`` (CPU): ``experiments.methods.build_encoder_model``, or on a
+    checkout older than that helper (timed by ``trees``, e.g. f35bfda) the ``build_model`` call it makes."""
+    try:
+        from experiments.methods import build_encoder_model
+    except ImportError:
+        from data.conditions import condition_channels
+        from models.build import build_model
 
-    return build_model(
-        cfg.model,
-        generator,
-        condition_channels(cfg.data.condition),
-        latent_avg=latent_avg,
-        input_size=cfg.data.input_size,
-        weights_root=cfg.weights_root,
-    )
+        sizes = {"input_size": cfg.data.input_size, "weights_root": cfg.weights_root}
+        return build_model(cfg.model, generator, condition_channels(cfg.data.condition), latent_avg=latent_avg, **sizes)
+    return build_encoder_model(cfg, generator, latent_avg)
 
 
 def train_step_fn(cfg, networks, device, accelerator, batch: int):
