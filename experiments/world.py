@@ -84,10 +84,14 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
 def reference_images(cfg: DictConfig, n: int, batch_size: int):
     """Yield up to ``n`` real faces (B, 3, S, S) in [-1, 1], the train split's targets in order: the FID
     reference set (the paper uses all 30,000 CelebA-HQ images; ours excludes the test identities)."""
-    dataset = build_dataset(cfg, "train")
-    n = min(n, len(dataset))
-    for start in range(0, n, batch_size):
-        yield torch.stack([dataset[i]["target"] for i in range(start, min(start + batch_size, n))])
+    # The train split's items are its photos in order, so its photo batches are the targets without the
+    # contours and identity draws an item also builds (bitwise the same images, 4x faster in the toy world).
+    left = n
+    for _, _, images in build_dataset(cfg, "train").photo_batches(batch_size):
+        if left <= 0:
+            return
+        yield images[:left]
+        left -= len(images)
 
 
 def load_frozen_generator(cfg: DictConfig, device: torch.device):
