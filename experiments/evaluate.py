@@ -4,6 +4,7 @@ Usage::
 
     python experiments/evaluate.py checkpoint=runs/input_latent-toy-lr-s0 [eval.max_pairs=500]
     python experiments/evaluate.py method=pulse [world=celebahq data.root=...]
+    python experiments/evaluate.py method=copy_contour data.test_pairing=random   # a trivial answer
     accelerate launch --num_processes 4 experiments/evaluate.py checkpoint=<run dir>
 
 The evaluation itself (chunks, resume, intervals) is ``experiments.evaluation``.

@@ -40,6 +40,7 @@ from experiments.errors import check_output_dir
 from experiments.provenance import chunk_key, evaluation_settings, results_provenance
 from experiments.runlock import RunLock
 from experiments.tracking import provenance, wandb_mode
+from models.answers import ANSWERS, answer
 from ops.atomic_write import atomic_path, atomic_write_text
 
 # Per-pair figures with a bootstrap interval over contours; NaN entries (undefined for that pair) are left out.
@@ -135,12 +136,14 @@ def eval_dir(cfg: DictConfig, run_dir: Path | None) -> Path:
 
 
 class Runner:
-    """Produces final outputs (B, 3, S, S) in [-1, 1] from a batch of contour/identity pairs."""
+    """Produces final outputs (B, 3, S, S) in [-1, 1] from a batch of contour/identity pairs: an encoder's
+    (from its run folder), PULSE's, or a trivial answer's (``models.answers``)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path | None, device: torch.device):
         self.cfg = cfg
         self.kind = cfg.model.kind
         self.stats: dict[str, list] = {"eps_reached": []}
+        self.checkpoint_hash = None
         if self.kind == "pulse":
             from experiments.methods import build_pulse
 
@@ -149,12 +152,20 @@ class Runner:
                     f"PULSE is defined for LR contours only (data.condition=lr), not '{cfg.data.condition}'"
                 )
             self.pulse = build_pulse(cfg, device)
-            self.checkpoint_hash = None
+        elif self.kind in ANSWERS:
+            from experiments.world import load_frozen_generator
+
+            generator, latent_avg = load_frozen_generator(cfg, device)
+            # the image every encoder's refinement starts from (IterativeInverter.average_image)
+            codes = latent_avg.reshape(1, 1, -1).expand(1, generator.n_latent, -1)
+            self.average = generator([codes], input_is_latent=True, randomize_noise=False)[0].float()
         else:
             from experiments.pipeline import load_pipeline
 
             if run_dir is None:
-                raise ConfigError("evaluate needs checkpoint=<run dir> for an encoder method (or method=pulse)")
+                raise ConfigError(
+                    "evaluate needs checkpoint=<run dir> for an encoder method (or method=pulse or a trivial answer)"
+                )
             self.pipe = load_pipeline(run_dir, device=device)
             self.checkpoint_hash = self.checkpoint_sha256(run_dir)
         self.n_iters = cfg.eval.n_iters or cfg.model.n_iters
@@ -167,12 +178,18 @@ class Runner:
         return sha256_of(run_dir / "final" / "encoder.safetensors") if run_dir is not None else None
 
     @torch.no_grad()
-    def __call__(self, contour: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """batch: "contour", "identity" and "target" (used by the trivial answers only) -> outputs."""
+        contour, identity = batch["contour"], batch["identity"]
         if self.kind == "pulse":
             with torch.enable_grad():
                 out = self.pulse(contour, identity)
             self.stats["eps_reached"].extend(out.eps_reached.tolist())
             return out.image
+        if self.kind in ANSWERS:
+            from data.conditions import contour_to_rgb
+
+            return answer(self.kind, contour_to_rgb(contour), identity, batch["target"], self.average)
         return self.pipe.run_tensors(contour, identity, n_iters=self.n_iters).image
 
 
@@ -234,7 +251,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
             continue
         items = [test_set[i] for i in range(start, stop)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
-        output = runner(batch["contour"], batch["identity"])
+        output = runner(batch)
         values = suite.per_pair(output, batch["target"], batch["identity"], manifest.rows[start:stop])
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
         values["eps_reached"] = np.array(

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from experiments.config import ConfigError, to_yaml
 from experiments.world import World, load_frozen_generator
+from models.build import EVAL_ONLY
 
 
 def build_objective(cfg: DictConfig, device: torch.device):
@@ -161,10 +162,10 @@ def build_encoder_model(cfg: DictConfig, generator: torch.nn.Module, latent_avg:
 
 def build_method(cfg: DictConfig, device: torch.device) -> EncoderMethod:
     """The method of ``cfg`` with its world's frozen networks and data."""
-    if cfg.model.kind == "pulse":
+    if cfg.model.kind in EVAL_ONLY:
         raise ConfigError(
-            "method=pulse is optimisation-based and has nothing to train: run "
-            "'python experiments/evaluate.py method=pulse' instead"
+            f"method={cfg.model.kind} has nothing to train (PULSE optimises per pair, a trivial answer needs no "
+            f"model): run 'python experiments/evaluate.py method={cfg.model.kind}' instead"
         )
     world = World(cfg, device)
     model = build_encoder_model(cfg, world.generator, world.latent_avg).to(device)

@@ -44,6 +44,7 @@ import torch
 
 from data.align import DEFAULT_MIN_FACE, AlignResult, align_face
 from data.conditions import contour_to_rgb
+from models.build import EVAL_ONLY
 
 
 class CheckpointError(ValueError):
@@ -383,8 +384,8 @@ def load_pipeline(
     cfg = load_run_config(folder)
     if weights_root is not None:
         cfg.weights_root = str(weights_root)
-    if cfg.model.kind == "pulse":
-        raise CheckpointError(f"{folder}: model.kind=pulse is optimisation-based; it has no encoder to load")
+    if cfg.model.kind in EVAL_ONLY:
+        raise CheckpointError(f"{folder}: model.kind={cfg.model.kind} is trained by nothing; it has no encoder to load")
     # The trained weights replace every initialisation, so skip loading the IR-SE init files.
     cfg.model.encoder_init = "random"
     cfg.model.identity_init = "random"

@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from models.build import EVAL_ONLY
+
 # Config values that change a pair's figures (LPIPS, IDSIM, the FID features); the data and test-pair keys
 # are covered by the manifest's sha256 and the checkpoint's by its own.
 PER_PAIR_KEYS = (
@@ -54,12 +56,15 @@ def _plain(value: Any) -> Any:
 
 def evaluation_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """{"per_pair": {...}, "aggregate": {...}}: the settings of ``cfg`` that change an evaluation's figures
-    (PULSE's whole optimisation config counts as per-pair; ``n_iters`` resolved to the steps run)."""
+    (for a method with no checkpoint its kind and generator, and PULSE's whole optimisation config, count as
+    per-pair; ``n_iters`` resolved to the steps run)."""
     per_pair = {key: _plain(OmegaConf.select(cfg, key)) for key in PER_PAIR_KEYS}
     per_pair["n_iters"] = cfg.eval.n_iters or cfg.model.n_iters
+    if cfg.model.kind in EVAL_ONLY:  # no checkpoint: the kind and the generator make the outputs
+        per_pair["kind"] = cfg.model.kind
+        per_pair["generator"] = _plain(cfg.generator)
     if cfg.model.kind == "pulse":
         per_pair["pulse"] = _plain(cfg.pulse)
-        per_pair["generator"] = _plain(cfg.generator)
     return {"per_pair": per_pair, "aggregate": {key: _plain(OmegaConf.select(cfg, key)) for key in AGGREGATE_KEYS}}
 
 

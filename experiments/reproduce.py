@@ -17,8 +17,8 @@ Each row x seed is one run folder ``<output_dir>/<run name>``: a run whose compl
 finished ``train.max_steps`` steps and exported the ``final/encoder.safetensors`` found is not trained again,
 an unfinished one resumes from its latest checkpoint (a folder started with another training config is
 refused), and ``eval/<test pairing>/results.json`` is reused only when its checkpoint sha256, manifest sha256
-and evaluation settings are this evaluation's; PULSE rows (model.kind pulse) have nothing to train and are
-only evaluated. Every row is evaluated on the same test
+and evaluation settings are this evaluation's; PULSE rows and the trivial answers (``models.build.EVAL_ONLY``)
+have nothing to train and are only evaluated. Every row is evaluated on the same test
 manifest (``data.manifest_seed``), checked by its hash. The tables go to
 ``<output_dir>/tables/table<n>-<protocol>.{md,csv,json}`` (one per test protocol of ``protocols=``,
 by default ``random``, the paper's cross-identity pairs, and ``same_identity``) and, unless W&B is

@@ -22,6 +22,7 @@ from experiments.tables import (
     table_records,
     write_tables,
 )
+from models.build import EVAL_ONLY
 
 
 def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
@@ -66,7 +67,7 @@ def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
     from experiments.world import build_dataset
 
     run_dir = run_dir_of(cfg)
-    if cfg.model.kind == "pulse":
+    if cfg.model.kind in EVAL_ONLY:
         eval_cfg, ckpt = cfg, None
     else:
         check_same_run(run_dir, cfg)
@@ -110,7 +111,7 @@ def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[
             res.run_dirs.append(str(run_dir))
             wid = (
                 results.get("wandb_id")
-                if cfg.model.kind == "pulse"
+                if cfg.model.kind in EVAL_ONLY
                 else json.loads((run_dir / "summary.json").read_text()).get("wandb_id")
             )
             if wid:

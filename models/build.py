@@ -28,13 +28,16 @@ import torch
 from torch import nn
 
 from models import inversion
+from models.answers import ANSWERS
 from models.encoders import BackboneEncoder, GradualStyleEncoder, init_from_irse
 from models.ide import IDEEncoder
 from models.inversion import IterativeInverter
 from models.weights import resolve_path
 
-# model.kind: the encoder kinds build_model builds, and pulse (optimisation-based: models.pulse)
-KINDS = (*inversion.KINDS, "pulse")
+# model.kind: the encoder kinds build_model builds, and the kinds with nothing to train: pulse
+# (optimisation-based: models.pulse) and the trivial answers (models.answers), evaluated only
+EVAL_ONLY = ("pulse", *ANSWERS)
+KINDS = (*inversion.KINDS, *EVAL_ONLY)
 INITS = ("random", "pretrained")  # model.encoder_init / model.identity_init
 
 
@@ -43,7 +46,7 @@ class ModelConfig:
     """The ``model`` config section: the encoder method; see the module docstring for how each knob maps
     onto modules. The defaults are the paper's full model ("Ours")."""
 
-    kind: str = "ide"  # KINDS: restyle | ide | psp (build_model), pulse (models.pulse)
+    kind: str = "ide"  # KINDS: restyle | ide | psp (build_model); EVAL_ONLY: pulse, the trivial answers
     n_iters: int = 5
     encoder_layers: int = 50
     encoder_mode: str = "ir_se"

@@ -102,3 +102,31 @@ def test_dlib_judge_adds_its_columns(trained_run, tmp_path):
     assert results["networks"]["dlib"].startswith("dlib-resnet(")
     table = format_table([results])
     assert "dlib same person (higher)" in table.splitlines()[0] and table.splitlines()[2].count("|") == 11
+
+
+@pytest.mark.slow
+def test_trivial_answers_are_evaluated_like_methods(tiny_nets, tmp_path):
+    """method=<answer> evaluates with no run folder: copying the target scores LPIPS 0, copying the identity
+    photo scores IDSIM 1, the average face is one image for every pair, and a label-map contour is drawn
+    in colour to be copied; each answer's kind is part of what its chunks were computed from."""
+    from experiments.evaluation import evaluate
+    from models.answers import ANSWERS
+
+    results = {}
+    for name in ANSWERS:
+        cfg = load_config(
+            [f"method={name}", *tiny_overrides(tiny_nets, tmp_path, **{"eval.max_pairs": 6, "wandb.mode": "disabled"})]
+        )
+        results[name] = evaluate(cfg)
+        assert (tmp_path / f"{name}-toy-lr-s0-eval" / "random" / "results.json").is_file()
+    m = {name: r["metrics"] for name, r in results.items()}
+    assert m["copy_target"]["lpips"]["value"] == pytest.approx(0, abs=1e-6)
+    assert m["copy_identity"]["idsim"]["value"] == pytest.approx(1, abs=1e-4)
+    assert m["average_face"]["lpips"]["value"] > 0.01 and m["copy_contour"]["lpips"]["value"] > 0.01
+    assert all(r["checkpoint_sha256"] is None and r["n_pairs"] == 6 for r in results.values())
+    kinds = {r["evaluation_settings"]["per_pair"]["kind"] for r in results.values()}
+    assert kinds == set(ANSWERS)
+
+    extra = {"eval.max_pairs": 2, "wandb.mode": "disabled", "data.condition": "mask"}
+    mask = evaluate(load_config(["method=copy_contour", *tiny_overrides(tiny_nets, tmp_path, **extra)]))
+    assert mask["condition"] == "mask" and mask["metrics"]["lpips"]["value"] > 0.01

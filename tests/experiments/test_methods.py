@@ -7,8 +7,9 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from experiments.config import load_config
+from experiments.config import ConfigError, load_config
 from experiments.methods import build_method, build_pulse
+from models.build import EVAL_ONLY
 from models.irse import Backbone
 from models.stylegan2 import Generator, save_generator
 
@@ -169,3 +170,9 @@ def test_build_pulse_wires_the_config(tmp_path):
     out = pulse(contour, contour)
     assert out.image.shape == (2, 3, gc.size, gc.size) and out.eps_reached.dtype == torch.bool
     assert out.eps_reached.shape == (2,) and out.id_loss.shape == (2,)
+
+
+@pytest.mark.parametrize("name", EVAL_ONLY)
+def test_methods_with_nothing_to_train_are_refused_with_the_command_that_evaluates_them(name):
+    with pytest.raises(ConfigError, match=f"experiments/evaluate.py method={name}"):
+        build_method(load_config([f"method={name}"]), torch.device("cpu"))

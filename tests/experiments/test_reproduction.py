@@ -144,3 +144,23 @@ def test_tiny_suite_trains_once_and_tabulates(tmp_path_factory):
     assert not [e for e in second["log"] if e.startswith("eval ")]
     assert weights.stat().st_mtime_ns == stamp
     assert list(csv.DictReader((suite / "tables" / "table9-random.csv").open())) == records
+
+
+@pytest.mark.slow
+def test_the_trivial_answers_suite_scores_each_answer_where_it_belongs(tmp_path):
+    """The shipped toy world's metrics on the trivial answers (ablations/tables/answers.yaml), cross-identity
+    pairs: the target itself has LPIPS 0 and shows the contour's person; the identity photo itself has
+    IDSIM 1 and is followed every time but keeps nothing of the contour; the LR contour and the average
+    face carry no identity of the identity photo. If the judge could not tell these apart, no method's
+    IDSIM or identity-following rate would mean anything."""
+    tokens = ["data.options.test_identities=40", "eval.max_pairs=100", "wandb.mode=disabled"]
+    reproduce(["table=ablations/tables/answers.yaml", "protocols=random", f"output_dir={tmp_path}", *tokens])
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "tables" / "tableanswers-random.csv").open())}
+    value = lambda row, key: float(rows[row][f"{key}_mean"])  # noqa: E731
+    assert value("copy the target", "lpips") == pytest.approx(0, abs=1e-6)
+    assert value("copy the target", "identity_following") < 0.15
+    assert value("copy the identity photo", "idsim") == pytest.approx(1, abs=1e-3)
+    assert value("copy the identity photo", "identity_following") > 0.9
+    assert value("copy the identity photo", "lpips") > value("copy the LR contour", "lpips")
+    for row in ("copy the LR contour", "the average face"):
+        assert value(row, "idsim") < 0.3 and 0.2 < value(row, "identity_following") < 0.8
