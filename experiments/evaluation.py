@@ -178,9 +178,11 @@ class Runner:
         return sha256_of(run_dir / "final" / "encoder.safetensors") if run_dir is not None else None
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """batch: "contour", "identity" and "target" (used by the trivial answers only) -> outputs."""
-        contour, identity = batch["contour"], batch["identity"]
+    def __call__(
+        self, contour: torch.Tensor, identity: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """contour (B, C, s, s), identity (B, 3, s, s) -> outputs; ``target`` (B, 3, S, S), the contour's photo,
+        is read by the trivial answers only (copy_target needs it; the others take its size)."""
         if self.kind == "pulse":
             with torch.enable_grad():
                 out = self.pulse(contour, identity)
@@ -189,7 +191,9 @@ class Runner:
         if self.kind in ANSWERS:
             from data.conditions import contour_to_rgb
 
-            return answer(self.kind, contour_to_rgb(contour), identity, batch["target"], self.average)
+            if target is None:
+                raise ValueError(f"the trivial answer {self.kind} is scored against the contour's photo: pass target")
+            return answer(self.kind, contour_to_rgb(contour), identity, target, self.average)
         return self.pipe.run_tensors(contour, identity, n_iters=self.n_iters).image
 
 
@@ -251,7 +255,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path | None, out_dir: Path) -> dict:
             continue
         items = [test_set[i] for i in range(start, stop)]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("contour", "identity", "target")}
-        output = runner(batch)
+        output = runner(batch["contour"], batch["identity"], batch["target"])
         values = suite.per_pair(output, batch["target"], batch["identity"], manifest.rows[start:stop])
         values["contour_index"] = np.array([group_of[contour_keys[i]] for i in range(start, stop)])
         values["eps_reached"] = np.array(
