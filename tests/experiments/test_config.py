@@ -123,6 +123,16 @@ def test_available_presets_lists_every_row():
     assert {"ide", "restyle", "psp", "pulse"} <= set(available_presets("method"))
 
 
+def test_every_method_with_nothing_to_train_has_its_preset():
+    """PULSE and each trivial answer (models.build.EVAL_ONLY) are run as ``method=<kind>``."""
+    from models.build import EVAL_ONLY
+
+    assert set(EVAL_ONLY) <= set(available_presets("method"))
+    for kind in EVAL_ONLY:
+        cfg = load_config([f"method={kind}"])
+        assert (cfg.model.kind, cfg.model.identity_encoder, cfg.model.input_latent) == (kind, False, False)
+
+
 def test_cli_dry_run_prints_config_and_bad_input_exits_2_without_traceback():
     script = str(REPO_ROOT / "experiments" / "run.py")
     ok = subprocess.run(
