@@ -154,11 +154,9 @@ class Runner:
             self.pulse = build_pulse(cfg, device)
         elif self.kind in ANSWERS:
             from experiments.world import load_frozen_generator
+            from models.inversion import average_image
 
-            generator, latent_avg = load_frozen_generator(cfg, device)
-            # the image every encoder's refinement starts from (IterativeInverter.average_image)
-            codes = latent_avg.reshape(1, 1, -1).expand(1, generator.n_latent, -1)
-            self.average = generator([codes], input_is_latent=True, randomize_noise=False)[0].float()
+            self.average = average_image(*load_frozen_generator(cfg, device))
         else:
             from experiments.pipeline import load_pipeline
 

@@ -111,6 +111,15 @@ def sample_latent_avg(generator: nn.Module, n: int = 4096, seed: int = 0) -> tor
     return generator.get_latent(z).mean(0)
 
 
+@torch.no_grad()
+def average_image(generator: nn.Module, latent_avg: torch.Tensor) -> torch.Tensor:
+    """The image every refinement starts from: G(latent_avg) with the generator's fixed noise, float32
+    (1, 3, G, G) in about [-1, 1]; ``latent_avg`` (style_dim,) or (n_latent, style_dim)."""
+    codes = latent_avg.reshape(-1, latent_avg.shape[-1]).expand(generator.n_latent, -1)
+    image, _ = generator([codes[None]], input_is_latent=True, randomize_noise=False)
+    return image.float()
+
+
 class IterativeInverter(nn.Module):
     """(contour (B, C, S, S), identity (B, 3, S, S) in [-1, 1]) -> list of :class:`Step`.
 
@@ -158,9 +167,7 @@ class IterativeInverter(nn.Module):
     def average_image(self) -> torch.Tensor:
         """G(latent_avg) with the generator's fixed noise: (1, 3, G, G), cached after the first call."""
         if self.avg_image is None:
-            with torch.no_grad():
-                image, _ = self.decoder([self.latent_avg[None]], input_is_latent=True, randomize_noise=False)
-            self.avg_image = image.float()
+            self.avg_image = average_image(self.decoder, self.latent_avg)
         return self.avg_image
 
     def forward(self, contour, identity, n_iters=None, start=None, randomize_noise=None, identity_condition=None):
