@@ -1,11 +1,12 @@
-"""A suite's report, offline (HTML and Markdown: tables, loss curves as inline SVG, grids as base64 PNG)
-and online (a W&B Report); the library behind ``experiments/report.py``."""
+"""A suite's report, offline (HTML and Markdown: tables, loss and validation curves as inline SVG, grids as
+base64 PNG) and online (a W&B Report); the library behind ``experiments/report.py``."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,8 @@ from experiments.tracking import RunRecord
 from ops.atomic_write import atomic_write_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+# what the training loop's validation logs (``val/<metric>``) and the report draws: whether a row converged
+VALIDATION_METRICS = ("lpips", "idsim", "identity_following", "fid")
 
 
 def load_tables(suite_dir: Path) -> list[dict]:
@@ -42,6 +45,33 @@ def loss_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
         if pts:
             curves[key] = ([p[0] for p in pts], [p[1] for p in pts])
     return curves
+
+
+def validation_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """``{metric: (steps, values)}`` of the :data:`VALIDATION_METRICS` the run logged on its validation pairs,
+    finite values only (the identity-following rate is NaN where no pair is cross-identity)."""
+    rows = RunRecord.read_metrics(run_dir)
+    curves = {}
+    for metric in VALIDATION_METRICS:
+        pts = [(r["step"], r[f"val/{metric}"]) for r in rows if _finite(r.get(f"val/{metric}"))]
+        if pts:
+            curves[metric] = ([p[0] for p in pts], [p[1] for p in pts])
+    return curves
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def validation_table(curves: dict[str, tuple[list[float], list[float]]]) -> str:
+    """Markdown table of :func:`validation_curves`: a row per validation step, a column per metric."""
+    steps = sorted({s for xs, _ in curves.values() for s in xs})
+    values = {m: dict(zip(*xy)) for m, xy in curves.items()}
+    lines = ["| step | " + " | ".join(LABELS[m] for m in curves) + " |", "|---" * (len(curves) + 1) + "|"]
+    for step in steps:
+        cells = [_fmt(values[m].get(step), 2 if m == "fid" else 3) for m in curves]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def latest_grid(run_dir: Path) -> Path | None:
@@ -207,6 +237,14 @@ def write_offline(suite_dir: Path) -> tuple[Path, Path]:
             if curves:
                 h.append(svg_line_chart(curves, f"{r['row']}: losses"))
                 md += [f"Final train loss: {', '.join(f'{k} {v[1][-1]:.4f}' for k, v in curves.items())}", ""]
+            validation = {d.name: validation_curves(d) for d in run_dirs(r)}
+            for metric in VALIDATION_METRICS:
+                series = {name: c[metric] for name, c in validation.items() if metric in c}
+                if series:
+                    h.append(svg_line_chart(series, f"{r['row']}: validation {LABELS[metric]}"))
+            for name, c in validation.items():
+                if c:
+                    md += [f"Validation of {name}:", "", validation_table(c), ""]
             for g in grids:
                 h.append(
                     f"<p>{html.escape(g.parent.parent.name)} (contour | identity | steps | target)</p>"
@@ -230,7 +268,7 @@ def build_wandb_report(suite_dir: Path, project: str, entity: str):
         wr.H1(f"IDE reproduction: {Path(suite_dir).resolve().name}"),
         wr.P(
             "Tables 1 and 2 of the IDE paper reproduced with experiments/reproduce.py: ours beside the "
-            "paper's numbers, then each row's loss curves and validation grids."
+            "paper's numbers, then each row's loss and validation curves and validation grids."
         ),
     ]
     for t in tables:
@@ -250,6 +288,7 @@ def build_wandb_report(suite_dir: Path, project: str, entity: str):
                     runsets=[wr.Runset(entity=entity, project=project, name=r["row"], query=query)],
                     panels=[
                         wr.LinePlot(title="train/loss", x="Step", y=["train/loss"]),
+                        *(wr.LinePlot(title=f"val/{m}", x="Step", y=[f"val/{m}"]) for m in VALIDATION_METRICS),
                         wr.MediaBrowser(title="validation grids", media_keys=["val/grid"]),
                     ],
                 ),

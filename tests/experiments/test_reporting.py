@@ -7,7 +7,14 @@ import json
 import pytest
 
 from experiments.report import main
-from experiments.reporting import build_wandb_report, loss_curves, svg_line_chart
+from experiments.reporting import (
+    VALIDATION_METRICS,
+    build_wandb_report,
+    loss_curves,
+    svg_line_chart,
+    validation_curves,
+    validation_table,
+)
 from experiments.tables import METRICS
 
 from .test_reproduction import shared_tiny_suite
@@ -26,6 +33,24 @@ def test_svg_line_chart_scales_points_into_the_plot():
     assert 0 <= min(x0, x1) and max(x0, x1) <= 200 and 0 <= min(y0, y1) and max(y0, y1) <= 100
 
 
+def test_validation_curves_keep_the_logged_metrics_in_step_order(tmp_path):
+    rows = [
+        {"step": 10, "train/loss": 3.0},
+        {"step": 100, "val/lpips": 2.5, "val/idsim": 0.1, "val/identity_following": float("nan"), "val/fid": 1.2},
+        {"step": 200, "val/lpips": 2.0, "val/idsim": 0.3, "val/identity_following": 0.75, "val/fid": 0.9},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    curves = validation_curves(tmp_path)
+    assert list(curves) == list(VALIDATION_METRICS)
+    assert curves["lpips"] == ([100, 200], [2.5, 2.0])
+    assert curves["identity_following"] == ([200], [0.75])  # NaN (no cross pair) is left out
+    table = validation_table(curves).splitlines()
+    assert table[0].startswith("| step | LPIPS") and len(table) == 4
+    assert table[2] == "| 100 | 2.500 | 0.100 | – | 1.20 |"
+    assert table[3] == "| 200 | 2.000 | 0.300 | 0.750 | 0.90 |"
+    assert validation_curves(tmp_path / "absent") == {}
+
+
 @pytest.mark.slow
 def test_offline_report_has_tables_curves_and_images(suite, capsys):
     assert main([str(suite)]) == 0
@@ -39,8 +64,11 @@ def test_offline_report_has_tables_curves_and_images(suite, capsys):
     run = suite / "pretrained_id-toy-lr-s0"
     grid = sorted((run / "media").glob("val_grid_*.png"))[-1]
     assert base64.b64encode(grid.read_bytes()).decode() in page
-    # per test protocol (2): a bar chart per metric, the trained row's loss curves
-    assert page.count("<svg") == 2 * (len(METRICS) + 1)
+    # per test protocol (2): a bar chart per metric, the trained row's loss curves and validation curves
+    validation = validation_curves(run)
+    assert "lpips" in validation
+    assert page.count("<svg") == 2 * (len(METRICS) + 1 + len(validation))
+    assert validation_table(validation) in md
     assert "train/loss" in page and "train/loss" in loss_curves(run)
     assert "src='http" not in page  # self-contained
 
@@ -61,5 +89,6 @@ def test_wandb_report_is_built_without_saving(suite):
     grid = report.blocks[5]
     assert isinstance(grid, wr.PanelGrid) and grid.runsets[0].query == "pretrained_id-toy-lr"
     assert grid.runsets[0].project == "ideface-test"
-    assert [type(p).__name__ for p in grid.panels] == ["LinePlot", "MediaBrowser"]
+    assert [type(p).__name__ for p in grid.panels] == ["LinePlot"] * (1 + len(VALIDATION_METRICS)) + ["MediaBrowser"]
+    assert [p.y for p in grid.panels[1:-1]] == [[f"val/{m}"] for m in VALIDATION_METRICS]
     assert "0.2740" in report.blocks[3].text
