@@ -45,16 +45,24 @@ def test_merge_order_presets_then_overrides():
     assert run_name(cfg) == "ifblock-celebahq-lr-s0"
 
 
-def test_the_toy_table_recipe_changes_only_the_training_length_and_decay():
+@pytest.mark.parametrize(
+    "recipe,changed",
+    [
+        ("toy_tables", {"max_steps": 400, "lr_decay": "cosine"}),
+        ("toy_long", {"max_steps": 2000, "lr_decay": "cosine", "val_every": 100, "ckpt_every": 200}),
+    ],
+)
+def test_a_toy_recipe_changes_only_the_training_schedule(recipe, changed):
     main_job = load_config(["ablation=pretrained_id"])
-    tables = load_config(["ablation=pretrained_id", "recipe=toy_tables"])
-    assert (tables.train.max_steps, tables.train.lr_decay) == (400, "cosine")
-    assert (main_job.train.max_steps, main_job.train.lr_decay) == (200, "none")
-    tables.train.max_steps, tables.train.lr_decay = main_job.train.max_steps, main_job.train.lr_decay
-    assert tables == main_job
+    long = load_config(["ablation=pretrained_id", f"recipe={recipe}"])
+    assert {k: long.train[k] for k in changed} == changed
+    assert all(main_job.train[k] != v for k, v in changed.items())
+    for key in changed:
+        long.train[key] = main_job.train[key]
+    assert long == main_job
     # the same runs as the overrides spelled out (reproduce reuses runs by their config)
-    spelled = load_config(["ablation=pretrained_id", "train.max_steps=400", "train.lr_decay=cosine"])
-    assert load_config(["ablation=pretrained_id", "recipe=toy_tables"]) == spelled
+    spelled = load_config(["ablation=pretrained_id", *(f"train.{k}={v}" for k, v in changed.items())])
+    assert load_config(["ablation=pretrained_id", f"recipe={recipe}"]) == spelled
 
 
 @pytest.mark.parametrize(
