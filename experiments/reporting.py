@@ -39,28 +39,24 @@ def loss_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
         {k for r in rows for k in r if k.startswith("val/") and k.endswith("/loss")},
         key=lambda k: [int(n) for n in re.findall(r"\d+", k)],
     )
+    return _curves(rows, {key: key for key in ["train/loss", *val_keys[-1:]]})
+
+
+def _curves(rows: list[dict], keys: dict[str, str]) -> dict[str, tuple[list[float], list[float]]]:
+    """``{name: (steps, values)}`` of each logged ``keys[name]`` with a finite value; names never logged are
+    left out (a NaN would break the chart's polyline)."""
     curves = {}
-    for key in ["train/loss", *val_keys[-1:]]:
-        pts = [(r["step"], r[key]) for r in rows if key in r]
+    for name, key in keys.items():
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
         if pts:
-            curves[key] = ([p[0] for p in pts], [p[1] for p in pts])
+            curves[name] = ([p[0] for p in pts], [p[1] for p in pts])
     return curves
 
 
 def validation_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
     """``{metric: (steps, values)}`` of the :data:`VALIDATION_METRICS` the run logged on its validation pairs,
     finite values only (the identity-following rate is NaN where no pair is cross-identity)."""
-    rows = RunRecord.read_metrics(run_dir)
-    curves = {}
-    for metric in VALIDATION_METRICS:
-        pts = [(r["step"], r[f"val/{metric}"]) for r in rows if _finite(r.get(f"val/{metric}"))]
-        if pts:
-            curves[metric] = ([p[0] for p in pts], [p[1] for p in pts])
-    return curves
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    return _curves(RunRecord.read_metrics(run_dir), {m: f"val/{m}" for m in VALIDATION_METRICS})
 
 
 def validation_table(curves: dict[str, tuple[list[float], list[float]]]) -> str:
