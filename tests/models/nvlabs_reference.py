@@ -112,6 +112,7 @@ class Mapping(nn.Module):
         self.register_buffer("w_avg", torch.randn(W_DIM))
 
     def forward(self, z, c):
+        assert z.ndim == 2 and z.shape[1] == W_DIM, f"z must be (B, {W_DIM}), got {tuple(z.shape)}"
         x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
         for i in range(N_MLP):
             fc = getattr(self, f"fc{i}")
@@ -127,6 +128,10 @@ class Synthesis(nn.Module):
             setattr(self, f"b{res}", Block(res))
 
     def forward(self, ws, noise_mode="const", force_fp32=True):
+        # NVlabs' shape contract (misc.assert_shape); only the constant noise is written here
+        n_ws = 2 * len(self.resolutions)
+        assert ws.ndim == 3 and ws.shape[1:] == (n_ws, W_DIM), f"ws must be (B, {n_ws}, {W_DIM}), got {tuple(ws.shape)}"
+        assert noise_mode == "const", f"this reference draws only noise_mode='const', not {noise_mode!r}"
         x = img = None
         w_idx = 0
         for res in self.resolutions:

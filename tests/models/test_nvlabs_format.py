@@ -65,6 +65,11 @@ def test_converted_generator_reproduces_nvlabs_images(nv, tmp_path):
             convert.nvlabs_to_rosinality(nv.state_dict(), flip_up_weights=True), convert.nvlabs_config(nv.state_dict())
         )
         assert (wrong([w_plus], input_is_latent=True, randomize_noise=False)[0] - ref).abs().max() > 1e-2
+        # the reference keeps NVlabs' contracts: a W+ of another layer count or random noise is refused
+        with pytest.raises(AssertionError, match="ws must be"):
+            nv.synthesis(w_plus[:, 1:])
+        with pytest.raises(AssertionError, match="noise_mode"):
+            nv.synthesis(w_plus, noise_mode="random")
 
 
 def test_tf_style_affine_bias_offset(nv):
