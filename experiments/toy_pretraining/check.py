@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from data.toyfaces import render_gaussian
 from experiments.toy_pretraining.arcface import ARCFACES, ONNX_INPUT
@@ -48,8 +49,18 @@ def generate(g, z: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
         ).clamp(-1, 1)
 
 
-def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
-    """Optimisation-based W+ inversion: the W+ code (B, n_latent, style_dim) minimising MSE + L1 to target."""
+def invert(
+    g,
+    latent_avg: torch.Tensor,
+    target: torch.Tensor,
+    steps: int = 200,
+    lr: float = 0.05,
+    perceptual: nn.Module | None = None,
+    perceptual_weight: float = 1.0,
+) -> torch.Tensor:
+    """Optimisation-based W+ inversion: the W+ code (B, n_latent, style_dim) minimising MSE + L1 to the
+    target (B, 3, S, S) in [-1, 1], plus ``perceptual_weight`` x ``perceptual(fake, target)`` (B,) when a
+    perceptual loss is given (Image2StyleGAN's pixel + perceptual objective)."""
     w = latent_avg.detach().reshape(1, 1, -1).repeat(len(target), g.n_latent, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
     for step in range(steps):
@@ -57,6 +68,8 @@ def invert(g, latent_avg: torch.Tensor, target: torch.Tensor, steps: int = 200, 
             group["lr"] = cosine_lr(step, steps, lr, warmup=10)
         fake, _ = g([w], input_is_latent=True, randomize_noise=False)
         loss = F.mse_loss(fake, target) + (fake - target).abs().mean()
+        if perceptual is not None:
+            loss = loss + perceptual_weight * perceptual(fake, target).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,6 +87,7 @@ def check(
     inversion_steps: int = 200,
     generator: bool = True,
     fd_inf_samples: int = 5000,
+    inversion_perceptual_weight: float = 1.0,
 ) -> dict:
     """Quality measurements of the shipped toy networks (the README / issue figures), as a dict.
 
@@ -87,13 +101,16 @@ def check(
     W+ inversions of ``n_inversions`` test photos a_i (``report_photos``): PSNR, evaluation-ArcFace
     similarity to the photo, to another photo b_i of the person (relative to the real-real similarity)
     and to b_i's look-alike, and the verification accuracy of inversions against look-alikes beside that
-    of the real photos (``generator=False`` skips these).
+    of the real photos (``generator=False`` skips these). The inversions minimise pixel MSE + L1 plus
+    ``inversion_perceptual_weight`` x LPIPS on the ID-loss ArcFace's stages (0: pixels only), never on the
+    judge's own features.
     """
     import insightface
     import numpy as np
     import torchvision
     import torchvision.transforms.functional as TF
 
+    from losses.perceptual import PerceptualLoss
     from metrics.fid import frechet_distance_at_infinity
     from models.irse import load_arcface
     from models.stylegan2 import load_generator
@@ -166,7 +183,13 @@ def check(
         (torch.cat([real1[:16], fake[:16]]) + 1) / 2, str(work_dir / "check_samples.png"), nrow=16
     )
     target, other, alike = (photos[k][:n_inversions] for k in ("a", "b", "alike"))
-    w = invert(g, latent_avg, target, inversion_steps)
+    # the perceptual term reads the ID-loss ArcFace, a network the judge below was not trained with
+    perceptual = None
+    if inversion_perceptual_weight > 0:
+        perceptual = PerceptualLoss.from_backbone("irse", network=nets["toy_arcface"]).eval().requires_grad_(False)
+    w = invert(
+        g, latent_avg, target, inversion_steps, perceptual=perceptual, perceptual_weight=inversion_perceptual_weight
+    )
     with torch.no_grad():
         inverted = g([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
     torchvision.utils.save_image(
@@ -198,5 +221,7 @@ def check(
         "inversion_vs_real_ratio": inv_other / real_real,
         "inversions": n_inversions,
         "inversion_steps": inversion_steps,
+        "inversion_perceptual_weight": inversion_perceptual_weight,
+        "inversion_perceptual_network": "toy_arcface" if perceptual is not None else None,
     }
     return result

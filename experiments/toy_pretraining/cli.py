@@ -156,6 +156,12 @@ def parse_args(argv=None):
     p.add_argument("--inversions", type=int, default=100, help="check: test photos inverted")
     p.add_argument("--no-generator", action="store_true", help="check: the ArcFaces only")
     p.add_argument("--inversion-steps", type=int, default=200, help="check: optimisation steps per inversion")
+    p.add_argument(
+        "--inversion-perceptual-weight",
+        type=float,
+        default=1.0,
+        help="check: weight of the inversions' LPIPS term on the ID-loss ArcFace's stages (0: MSE + L1 only)",
+    )
     p.add_argument("--device", default="auto", help="training device: auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy shared CPU)")
     return p.parse_args(argv)
@@ -198,6 +204,7 @@ def _main(argv=None):
                     args.inversion_steps,
                     not args.no_generator,
                     args.fd_inf_samples,
+                    args.inversion_perceptual_weight,
                 ),
                 indent=1,
             )
