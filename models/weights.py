@@ -100,7 +100,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_stylegan2",
             "toy_stylegan2.safetensors",
-            "7870bfacd594c327bc9318b5989dc525f4eee3ace54bd74a05b2924459f12e24",
+            "894b7d5594f1c732d85c3aa1cf96d665222dd87b8f6502109da2c77dcd0145de",
             PRETRAIN_TOY,
             "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format",
             location="repo",
@@ -108,7 +108,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_arcface",
             "toy_arcface.safetensors",
-            "a5a73e67126fd068a2f358fdb45845eed01538e62e3890d52e32f06f73f3cfd6",
+            "c5d33de3ab7c840a426698840f6a5e212946f0746dd954ca94ba183a26570693",
             PRETRAIN_TOY,
             "toy ArcFace IR-SE (ID loss, pretrained identity-encoder init)",
             location="repo",
@@ -116,7 +116,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_arcface_onnx",
             "toy_arcface.onnx",
-            "3074f09f4a4dd9f272500408cc53e8369e637087a3c954ee33c9fe2f886fe067",
+            "cd657a72f9b64f70f7eb3ba48aeabf86c9b33729c8f32e78215b8240da289dd7",
             PRETRAIN_TOY,
             "toy ArcFace as ONNX (112x112 input)",
             location="repo",
@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "15ac8103d5ce25c85e18c9a5d5bcc53347544c12d15b072580c173618c4b6c3b",
+            "a38761c65814eaeda0d94a630461b0f3c4d48212b959cd3f530fbcddea8dcdb3",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",

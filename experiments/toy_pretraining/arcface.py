@@ -67,7 +67,7 @@ class ArcFaceConfig:
 
 ARCFACES = {
     # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml)
-    "toy_arcface": ArcFaceConfig(steps=2000),
+    "toy_arcface": ArcFaceConfig(),
     # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
     "toy_eval_arcface": ArcFaceConfig(
         name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128), stage_units=(1, 1, 1, 1)
