@@ -7,14 +7,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from data.toyfaces import render_gaussian
 from experiments.toy_pretraining.arcface import ARCFACES, ONNX_INPUT
 from experiments.toy_pretraining.distillation import psnr
-from experiments.toy_pretraining.generator import GeneratorConfig, mapping_rel_mse, mapping_rel_mse_floor
+from experiments.toy_pretraining.generator import (
+    GeneratorConfig,
+    load_generator_file,
+    mapping_rel_mse,
+    mapping_rel_mse_floor,
+)
 from experiments.toy_pretraining.training import cosine_lr
 from experiments.toy_pretraining.verification import embed, identity_report, report_photos, verification_accuracy
+from losses.perceptual import PerceptualLoss
 from models.irse import Backbone
 from models.weights import sha256_of
 
@@ -55,21 +60,24 @@ def invert(
     target: torch.Tensor,
     steps: int = 200,
     lr: float = 0.05,
-    perceptual: nn.Module | None = None,
+    perceptual: PerceptualLoss | None = None,
     perceptual_weight: float = 1.0,
 ) -> torch.Tensor:
     """Optimisation-based W+ inversion: the W+ code (B, n_latent, style_dim) minimising MSE + L1 to the
-    target (B, 3, S, S) in [-1, 1], plus ``perceptual_weight`` x ``perceptual(fake, target)`` (B,) when a
-    perceptual loss is given (Image2StyleGAN's pixel + perceptual objective)."""
+    target (B, 3, S, S) in [-1, 1], plus ``perceptual_weight`` x the mean LPIPS of ``perceptual`` when one is
+    given (Image2StyleGAN's pixel + perceptual objective; the target's features are computed once)."""
     w = latent_avg.detach().reshape(1, 1, -1).repeat(len(target), g.n_latent, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
+    if perceptual is not None:
+        with torch.no_grad():
+            target_features = perceptual.features(target)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, warmup=10)
         fake, _ = g([w], input_is_latent=True, randomize_noise=False)
         loss = F.mse_loss(fake, target) + (fake - target).abs().mean()
         if perceptual is not None:
-            loss = loss + perceptual_weight * perceptual(fake, target).mean()
+            loss = loss + perceptual_weight * perceptual.distance(fake, target_features)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,6 +85,8 @@ def invert(
 
 
 BLUR_SCALE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+# the inversions' LPIPS network: the ID-loss ArcFace, never the judge (toy_eval_arcface)
+INVERSION_PERCEPTUAL_NET = "toy_arcface"
 
 
 def check(
@@ -110,10 +120,8 @@ def check(
     import torchvision
     import torchvision.transforms.functional as TF
 
-    from losses.perceptual import PerceptualLoss
     from metrics.fid import frechet_distance_at_infinity
     from models.irse import load_arcface
-    from models.stylegan2 import load_generator
 
     shipped = [p for p in sorted(out_dir.glob("toy_*")) if p.suffix in (".safetensors", ".onnx")]
     result: dict = {"files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in shipped}}
@@ -135,14 +143,7 @@ def check(
     if not generator:
         return result
     cfg = GeneratorConfig()
-    g, latent_avg = load_generator(
-        out_dir / f"{cfg.name}.safetensors",
-        cfg.size,
-        style_dim=cfg.style_dim,
-        n_mlp=cfg.n_mlp,
-        channels=dict(cfg.channels),
-    )
-    g.eval()
+    g, latent_avg = load_generator_file(out_dir / f"{cfg.name}.safetensors", cfg)
     pool = max(fd_samples, fd_inf_samples)
     z = [torch.randn(pool, cfg.style_dim, generator=torch.Generator().manual_seed(100 + k)) for k in range(3)]
     real1, real2 = (
@@ -186,7 +187,7 @@ def check(
     # the perceptual term reads the ID-loss ArcFace, a network the judge below was not trained with
     perceptual = None
     if inversion_perceptual_weight > 0:
-        perceptual = PerceptualLoss.from_backbone("irse", network=nets["toy_arcface"]).eval().requires_grad_(False)
+        perceptual = PerceptualLoss.from_backbone("irse", network=nets[INVERSION_PERCEPTUAL_NET])
     w = invert(
         g, latent_avg, target, inversion_steps, perceptual=perceptual, perceptual_weight=inversion_perceptual_weight
     )
@@ -222,6 +223,6 @@ def check(
         "inversions": n_inversions,
         "inversion_steps": inversion_steps,
         "inversion_perceptual_weight": inversion_perceptual_weight,
-        "inversion_perceptual_network": "toy_arcface" if perceptual is not None else None,
+        "inversion_perceptual_network": INVERSION_PERCEPTUAL_NET if perceptual is not None else None,
     }
     return result

@@ -194,12 +194,21 @@ def mapping_rel_mse_floor(cfg: GeneratorConfig, draws: int = 64) -> float:
     return F.mse_loss(best, target).item() / target.var().item()
 
 
+def load_generator_file(path: str | Path, cfg: GeneratorConfig):
+    """(generator in eval mode, latent_avg (style_dim,)) from a generator file of ``cfg``'s architecture
+    (``export_generator`` / ``save_generator`` format, or a rosinality .pt), loaded strictly."""
+    from models.stylegan2 import load_generator
+
+    g, latent_avg = load_generator(
+        path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels)
+    )
+    return g.eval(), latent_avg
+
+
 def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
     """Copy a generator file of ``cfg``'s architecture (``export_generator`` / ``save_generator`` format, or
     a rosinality .pt) into ``g``, strictly; a missing, damaged or unsafe file or another architecture stops
     with one line naming the file."""
-    from models.stylegan2 import load_generator
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -207,9 +216,7 @@ def load_init(g, path: str | Path, cfg: GeneratorConfig) -> None:
             "e.g. models/pretrained/toy_stylegan2.safetensors)"
         )
     try:
-        loaded, _ = load_generator(
-            path, cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=dict(cfg.channels)
-        )
+        loaded, _ = load_generator_file(path, cfg)
     except ValueError as err:  # unreadable or unsafe: models.weights names the file and the remedy
         raise ConfigError(f"--init {err}") from None
     except RuntimeError as err:  # load_state_dict: "Error(s) in loading state_dict ...:" then the details

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from experiments.toy_pretraining.arcface import ARCFACES
-from experiments.toy_pretraining.check import BLUR_SCALE_SIGMAS, check, invert
-from experiments.toy_pretraining.generator import GeneratorConfig
+from experiments.toy_pretraining.check import BLUR_SCALE_SIGMAS, INVERSION_PERCEPTUAL_NET, check, invert
+from experiments.toy_pretraining.generator import GeneratorConfig, load_generator_file
 from experiments.toy_pretraining.verification import embed, report_photos
 from losses.perceptual import PerceptualLoss
 from models.irse import load_arcface
-from models.stylegan2 import load_generator
 from models.weights import PRETRAINED_DIR
 
 
@@ -37,24 +36,18 @@ def test_a_perceptual_term_makes_inversions_keep_the_identity():
     evaluation ArcFace) to another photo of the person than pixel-only inversions are: the generator draws
     the fine identity parts, and MSE + L1 alone does not find them."""
     cfg = GeneratorConfig()
-    g, latent_avg = load_generator(
-        PRETRAINED_DIR / f"{cfg.name}.safetensors",
-        cfg.size,
-        style_dim=cfg.style_dim,
-        n_mlp=cfg.n_mlp,
-        channels=dict(cfg.channels),
-    )
-    g.eval().requires_grad_(False)
-    perceptual = PerceptualLoss.from_backbone("irse", network="toy_arcface").eval().requires_grad_(False)
+    g, latent_avg = load_generator_file(PRETRAINED_DIR / f"{cfg.name}.safetensors", cfg)
+    g.requires_grad_(False)
+    perceptual = PerceptualLoss.from_backbone("irse", network=INVERSION_PERCEPTUAL_NET)
     judge = load_arcface(PRETRAINED_DIR / "toy_eval_arcface.safetensors")
     photos = report_photos(n_identities=8)
     other = embed(judge, photos["b"])
 
-    def similarity_to_other_photo(weight: float) -> torch.Tensor:
-        w = invert(g, latent_avg, photos["a"], steps=80, perceptual=perceptual, perceptual_weight=weight)
+    def similarity_to_other_photo(loss: PerceptualLoss | None) -> torch.Tensor:
+        w = invert(g, latent_avg, photos["a"], steps=80, perceptual=loss)
         with torch.no_grad():
             inverted = g([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
         return (embed(judge, inverted) * other).sum(1)
 
-    pixels, with_perceptual = similarity_to_other_photo(0.0), similarity_to_other_photo(1.0)
+    pixels, with_perceptual = similarity_to_other_photo(None), similarity_to_other_photo(perceptual)
     assert with_perceptual.mean() > pixels.mean() + 0.2, (pixels, with_perceptual)
