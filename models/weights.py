@@ -100,7 +100,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_stylegan2",
             "toy_stylegan2.safetensors",
-            "894b7d5594f1c732d85c3aa1cf96d665222dd87b8f6502109da2c77dcd0145de",
+            "7a4962830c71c9437850c32a2512b274eb2e0178162fece85a4e51320319da9e",
             PRETRAIN_TOY,
             "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format",
             location="repo",
@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "a38761c65814eaeda0d94a630461b0f3c4d48212b959cd3f530fbcddea8dcdb3",
+            "7987ff05a5748ec011a76d231b793ba5e9bbfcfa4c5741830d875678b722b418",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",

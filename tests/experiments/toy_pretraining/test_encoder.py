@@ -43,3 +43,22 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
         sorted(pipe.model.encoder.state_dict().items()), sorted(model.encoder.state_dict().items())
     ):
         assert k == k2 and torch.equal(v, v2.half().to(v.dtype) if v.is_floating_point() else v2), k
+
+
+def test_the_shipped_encoder_is_trained_as_the_converged_tables_ours_row():
+    """`ideface-pretrain-toy encoder` trains the run that `reproduce.py table=2 recipe=toy_long` trains for
+    its Ours row at seed 0 (same training config), so one run is both the shipped encoder and that row."""
+    from experiments.config import load_config
+    from experiments.provenance import config_difference
+    from experiments.reproduction import row_config
+    from experiments.tables import load_suite, suite_paths
+    from experiments.toy_pretraining.encoder import RUN_ARGS
+
+    (path,) = suite_paths("2")
+    suite = load_suite(path, seeds=[0])
+    (ours,) = [row for row in suite.rows if row["name"] == "Ours"]
+    table = row_config(suite, ours, 0, ["recipe=toy_long"])
+    shipped = load_config([*RUN_ARGS, "seed=0"])
+    assert config_difference(shipped, table) == []
+    assert shipped.train.max_steps == table.train.max_steps == 2000
+    assert config_difference(shipped, row_config(suite, ours, 0, ["recipe=toy_tables"])) != []
