@@ -37,7 +37,7 @@ from experiments.config import ConfigError
 from experiments.device import resolve_device
 from experiments.errors import one_line_errors
 from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceConfig, export_arcface, train_arcface
-from experiments.toy_pretraining.check import check
+from experiments.toy_pretraining.check import FD_DRAWS, check
 from experiments.toy_pretraining.encoder import ship_encoder
 from experiments.toy_pretraining.export import print_hashes
 from experiments.toy_pretraining.generator import GeneratorConfig, export_generator, train_generator
@@ -148,6 +148,12 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--fd-samples", type=int, default=1000, help="check: images per fixed-n FD set")
     p.add_argument(
+        "--fd-draws",
+        type=int,
+        default=FD_DRAWS,
+        help="check: independent draws of the fixed-n sets; the FD ratio is that of their means",
+    )
+    p.add_argument(
         "--fd-inf-samples",
         type=int,
         default=5000,
@@ -183,6 +189,8 @@ def _main(argv=None):
         raise ConfigError(str(err)) from None
     if args.init is not None and args.command not in ("stylegan2", "all"):
         raise ConfigError(f"--init: not an option of `ideface-pretrain-toy {args.command}`")
+    if args.command == "check" and args.fd_draws < 1:
+        raise ConfigError(f"--fd-draws {args.fd_draws}: must be at least 1 (independent draws of the FD sets)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("arcface", "all"):
@@ -205,6 +213,7 @@ def _main(argv=None):
                     not args.no_generator,
                     args.fd_inf_samples,
                     args.inversion_perceptual_weight,
+                    args.fd_draws,
                 ),
                 indent=1,
             )

@@ -1,5 +1,5 @@
-"""The command line: options a network does not have, --init outside stylegan2 and a bad device stop
-before anything is trained."""
+"""The command line: options a network does not have, --init outside stylegan2, a bad device and no FD
+draw stop before anything is trained."""
 
 import pytest
 
@@ -40,3 +40,12 @@ def test_bad_device_stops_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --device nonsense: not a torch device") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_check_needs_at_least_one_fd_draw(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["check", "--fd-draws", "0", "--work-dir", str(tmp_path / "c")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --fd-draws 0: must be at least 1") and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
