@@ -100,7 +100,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_stylegan2",
             "toy_stylegan2.safetensors",
-            "7a4962830c71c9437850c32a2512b274eb2e0178162fece85a4e51320319da9e",
+            "c9d5b65773a4be7d421516de7a68d1655cef0d49fb7745457ccd64d8a038cf1b",
             PRETRAIN_TOY,
             "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format",
             location="repo",
@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "7987ff05a5748ec011a76d231b793ba5e9bbfcfa4c5741830d875678b722b418",
+            "6530a80358b055001c92f7801f08b590f4da3deb5fdff2553cc0415ffd790776",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",

@@ -15,7 +15,7 @@ from experiments.toy_pretraining.export import fp16_state, print_hashes
 from ops.atomic_write import atomic_path
 
 # the shipped encoder's recipe: the converged tables' Ours row (the paper's full model, recipe=toy_long:
-# 2,000 steps with a cosine lr decay, where every row's validation LPIPS has levelled off), seed 0; run
+# a cosine lr decay over as many steps as the rows' validation curves need to level off), seed 0; run
 # history in models/pretrained/README.md
 RUN_ARGS = ("ablation=pretrained_id", "recipe=toy_long")
 

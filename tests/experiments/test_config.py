@@ -49,7 +49,7 @@ def test_merge_order_presets_then_overrides():
     "recipe,changed",
     [
         ("toy_tables", {"max_steps": 400, "lr_decay": "cosine"}),
-        ("toy_long", {"max_steps": 2000, "lr_decay": "cosine", "val_every": 100, "ckpt_every": 200}),
+        ("toy_long", {"max_steps": 1200, "lr_decay": "cosine", "val_every": 100, "ckpt_every": 200}),
     ],
 )
 def test_a_toy_recipe_changes_only_the_training_schedule(recipe, changed):

@@ -60,5 +60,5 @@ def test_the_shipped_encoder_is_trained_as_the_converged_tables_ours_row():
     table = row_config(suite, ours, 0, ["recipe=toy_long"])
     shipped = load_config([*RUN_ARGS, "seed=0"])
     assert config_difference(shipped, table) == []
-    assert shipped.train.max_steps == table.train.max_steps == 2000
+    assert shipped.train.max_steps == table.train.max_steps == 1200
     assert config_difference(shipped, row_config(suite, ours, 0, ["recipe=toy_tables"])) != []
