@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from experiments.toy_pretraining.cli import main
 from experiments.toy_pretraining.encoder import ship_encoder
+from models.weights import PRETRAINED_DIR, SHIPPED_ENCODERS
 
 
 @pytest.mark.parametrize("recorded", [True, False])
@@ -47,8 +48,9 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
 
 def test_the_shipped_encoder_is_trained_as_the_converged_tables_ours_row():
     """`ideface-pretrain-toy encoder` trains the run that `reproduce.py table=2 recipe=toy_long` trains for
-    its Ours row at seed 0 (same training config), so one run is both the shipped encoder and that row."""
-    from experiments.config import load_config
+    its Ours row at seed 0 (same training config), so one run is both the shipped encoder and that row; the
+    shipped file's own config is that recipe's (it was not trained with another one)."""
+    from experiments.config import load_config, read_saved_config
     from experiments.provenance import config_difference
     from experiments.reproduction import row_config
     from experiments.tables import load_suite, suite_paths
@@ -62,3 +64,6 @@ def test_the_shipped_encoder_is_trained_as_the_converged_tables_ours_row():
     assert config_difference(shipped, table) == []
     assert shipped.train.max_steps == table.train.max_steps == 1200
     assert config_difference(shipped, row_config(suite, ours, 0, ["recipe=toy_tables"])) != []
+    trained = read_saved_config(PRETRAINED_DIR / SHIPPED_ENCODERS["toy"] / "config.yaml")
+    assert config_difference(trained, shipped) == []
+    assert trained.train.max_steps == shipped.train.max_steps
