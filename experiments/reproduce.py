@@ -4,7 +4,7 @@ Usage::
 
     python experiments/reproduce.py table=all                       # both tables, toy world, seed 0
     python experiments/reproduce.py table=2 seeds=[0,1,2]          # mean and spread over 3 seeds
-    python experiments/reproduce.py table=all seeds=[0,1,2] recipe=toy_tables   # the committed toy tables
+    python experiments/reproduce.py table=all seeds=[0,1,2] recipe=toy_long     # the committed toy tables
     python experiments/reproduce.py table=2 protocols=[random]     # one test protocol (default: both)
     python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
     python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
