@@ -4,7 +4,7 @@ Usage::
 
     python experiments/reproduce.py table=all                       # both tables, toy world, seed 0
     python experiments/reproduce.py table=2 seeds=[0,1,2]          # mean and spread over 3 seeds
-    python experiments/reproduce.py table=all seeds=[0,1,2] recipe=toy_long     # the committed toy tables
+    python experiments/reproduce.py table=all seeds=[0,1,2] recipe=toy_long jobs=2   # the committed toy tables
     python experiments/reproduce.py table=2 protocols=[random]     # one test protocol (default: both)
     python experiments/reproduce.py table=1 world=celebahq data.root=/data/celebahq output_dir=runs/paper
     python experiments/reproduce.py table=path/to/suite.yaml train.max_steps=50
@@ -24,9 +24,14 @@ manifest (``data.manifest_seed``), checked by its hash. The tables go to
 by default ``random``, the paper's cross-identity pairs, and ``same_identity``) and, unless W&B is
 disabled, to a ``wandb.Table`` in a run of its own (job_type ``reproduce``, group = the suite).
 
-Everything runs in this one process (fine on a CPU: the toy suite). On several GPUs, train each row
-with ``accelerate launch experiments/run.py <row presets> seed=<s> output_dir=<same>`` first; this
-command then finds the finished runs and only evaluates and tabulates.
+By default everything runs in this one process. ``jobs=N`` runs the runs first in N worker processes
+(spawned, one per run, each with 1/N of the cores as ``train.cpu_threads`` unless given): a trained run
+is one task (train, then evaluate each protocol), an evaluation-only row a task per protocol; a line is
+printed as each task ends, and the first one that fails stops the others (they resume from their last
+checkpoint). On a CPU, small networks use two cores better as two 1-thread processes than as one
+2-thread one, so ``jobs=2`` suits the toy suite on 2 cores. On several GPUs, train each row with
+``accelerate launch experiments/run.py <row presets> seed=<s> output_dir=<same>`` first; this command then
+finds the finished runs and only evaluates and tabulates.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
 """Reproduce a suite: train each row x seed that is missing, evaluate every row on each test protocol,
 write the tables (the library behind ``experiments/reproduce.py``, whose docstring gives the rules of
 reuse: finished runs are not trained again, results are reused only for this checkpoint, manifest and
-evaluation settings)."""
+evaluation settings). With ``jobs=N`` the runs go first through N worker processes (:func:`run_tasks`);
+the tables are then assembled by the same sequential pass, which finds every run done."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from data.pairs import PAIRING_MODES
-from experiments.config import ConfigError, load_config, read_saved_config
+from experiments.config import ConfigError, load_config, read_saved_config, run_name
 from experiments.tables import (
     PROTOCOLS,
     RowResult,
@@ -25,19 +30,23 @@ from experiments.tables import (
 from models.build import EVAL_ONLY
 
 
-def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
-    """The row's config: world, its presets, the suite's condition and group, the user's tokens, the seed."""
-    row_tokens = [t.replace("{seed}", str(seed)) for t in row.get("overrides", [])]
-    tokens = [
+def row_tokens(suite: Suite, row: dict, seed: int, overrides: list[str]) -> list[str]:
+    """The row's config tokens: world, its presets, the suite's condition and group, the user's tokens, the
+    seed."""
+    return [
         f"world={suite.world}",
         *row["presets"],
         f"data.condition={suite.condition}",
         f"wandb.group={suite.name}",
-        *row_tokens,
+        *[t.replace("{seed}", str(seed)) for t in row.get("overrides", [])],
         *overrides,
         f"seed={seed}",
     ]
-    return load_config(tokens)
+
+
+def row_config(suite: Suite, row: dict, seed: int, overrides: list[str]) -> DictConfig:
+    """The row's config (:func:`row_tokens`)."""
+    return load_config(row_tokens(suite, row, seed, overrides))
 
 
 def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
@@ -80,7 +89,13 @@ def run_row_seed(cfg: DictConfig, log: list[str]) -> tuple[Path, dict]:
         # The finished run's saved config, with this invocation's eval settings on top.
         eval_cfg, ckpt = load_eval_config([f"checkpoint={run_dir}"])
         eval_cfg = OmegaConf.merge(
-            eval_cfg, {"eval": cfg.eval, "wandb": cfg.wandb, "data": {"test_pairing": cfg.data.test_pairing}}
+            eval_cfg,
+            {
+                "eval": cfg.eval,
+                "wandb": cfg.wandb,
+                "data": {"test_pairing": cfg.data.test_pairing},
+                "train": {"cpu_threads": cfg.train.cpu_threads},  # this invocation's CPU share, not the run's
+            },
         )
     out_dir = eval_dir(eval_cfg, ckpt or run_dir)
     if (out_dir / "results.json").is_file():
@@ -125,13 +140,58 @@ def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[
     return rows
 
 
-def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], list[str]]:
-    """(table, seeds or None, test protocols, the other tokens)."""
-    table, seeds, protocols, rest = None, None, list(PROTOCOLS), []
+def plan_tasks(suites: list[Suite], protocols: list[str], overrides: list[str]) -> list[list[list[str]]]:
+    """The suites' work as independent tasks, each a list of :func:`run_row_seed` token lists.
+
+    A trained run is one task: it trains once (a row shared by two suites, once), then evaluates each
+    protocol. An evaluation-only row (``EVAL_ONLY``: PULSE, the trivial answers) is a task per protocol,
+    each with a folder of its own. Evaluation-only tasks come first (PULSE's take about half a trained
+    row), then the trained runs, the most refinement steps first, so the shortest end the schedule."""
+    tasks: dict[str, tuple[float, dict[str, list[str]]]] = {}
+    for suite in suites:
+        for protocol in protocols:
+            for row in suite.rows:
+                for seed in suite.seeds:
+                    tokens = row_tokens(suite, row, seed, [*overrides, f"data.test_pairing={protocol}"])
+                    cfg = load_config(tokens)
+                    eval_only = cfg.model.kind in EVAL_ONLY
+                    key = f"{run_name(cfg)} {protocol}" if eval_only else run_name(cfg)
+                    cost = float("inf") if eval_only else cfg.train.max_steps * cfg.model.n_iters
+                    tasks.setdefault(key, (cost, {}))[1].setdefault(protocol, tokens)  # the first suite's
+    return [list(work.values()) for _, work in sorted(tasks.values(), key=lambda t: -t[0])]
+
+
+def _run_task(token_lists: list[list[str]]) -> list[str]:
+    """A worker process's task (:func:`plan_tasks`): its runs' log lines."""
+    log: list[str] = []
+    for tokens in token_lists:
+        run_row_seed(load_config(tokens), log)
+    return log
+
+
+def run_tasks(tasks: list[list[list[str]]], jobs: int, log: list[str]) -> None:
+    """Run ``tasks`` in ``jobs`` worker processes (spawned, a fresh one per task), appending their log lines;
+    prints a line as each task ends. The first task that fails stops the others (their runs resume from
+    their last checkpoint next time) and its error is raised here."""
+    start = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:  # exit terminates
+        for done, lines in enumerate(pool.imap_unordered(_run_task, tasks), 1):
+            log.extend(lines)
+            minutes = (time.monotonic() - start) / 60
+            print(f"[{done}/{len(tasks)} tasks, {minutes:.1f} min] " + "; ".join(lines), file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], int, list[str]]:
+    """(table, seeds or None, test protocols, jobs, the other tokens)."""
+    table, seeds, protocols, jobs, rest = None, None, list(PROTOCOLS), 1, []
     for token in argv:
         key, _, value = token.partition("=")
         if key == "table":
             table = value
+        elif key == "jobs":
+            if not (value.isdigit() and int(value) >= 1):
+                raise ConfigError(f"jobs={value}: expected the number of worker processes, an integer >= 1")
+            jobs = int(value)
         elif key == "protocols":
             protocols = [str(p) for p in OmegaConf.from_dotlist([f"p={value}"]).p] if value.startswith("[") else [value]
             bad = [p for p in protocols if p not in PAIRING_MODES]
@@ -150,12 +210,12 @@ def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], list[
             rest.append(token)
     if table is None:
         raise ConfigError("say which table: table=1, table=2, table=all or table=<suite yaml>")
-    return table, seeds, protocols, rest
+    return table, seeds, protocols, jobs, rest
 
 
 def reproduce(argv: list[str]) -> dict:
     """Run the suites of ``argv`` (see module docstring); returns {"tables": paths, "log": actions, ...}."""
-    table, seeds, protocols, overrides = parse_args(argv)
+    table, seeds, protocols, jobs, overrides = parse_args(argv)
     suites = [load_suite(p, seeds) for p in suite_paths(table)]
     # A world= token replaces the suites' world (layering one world preset over another would
     # keep the first one's sizes).
@@ -168,13 +228,20 @@ def reproduce(argv: list[str]) -> dict:
 
     out_dir = check_output_dir(Path(base.output_dir).expanduser() / "tables", "output_dir")
     log: list[str] = []
+    if jobs > 1:
+        # each worker's share of this machine's cores; a train.cpu_threads= of the user's comes later and wins
+        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        run_tasks(plan_tasks(suites, protocols, [f"train.cpu_threads={threads}", *overrides]), jobs, log)
+    tabulation_log: list[str] = []
     written, records, tabulated = {}, [], []
     for suite in suites:
         for protocol in protocols:  # the runs are trained once; each protocol evaluates them on its pairs
-            rows = reproduce_suite(suite, [*overrides, f"data.test_pairing={protocol}"], log)
+            rows = reproduce_suite(suite, [*overrides, f"data.test_pairing={protocol}"], tabulation_log)
             written[f"{suite.number}-{protocol}"] = write_tables(suite, rows, out_dir, protocol)
             records.append(table_records(rows))
             tabulated.append((suite, protocol))
+    # after the workers, the sequential pass only finds their work done (skip-*), unless a run changed between
+    log += [e for e in tabulation_log if not e.startswith("skip-")] if jobs > 1 else tabulation_log
     wandb_id = log_to_wandb(tabulated, records, base, out_dir)
     return {
         "tables": written,

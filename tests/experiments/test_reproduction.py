@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from experiments.config import ConfigError, available_presets
-from experiments.reproduction import parse_args, reproduce, row_config
+from experiments.config import ConfigError, available_presets, load_config, run_name
+from experiments.reproduction import parse_args, plan_tasks, reproduce, row_config
+from experiments.runlock import RunFolderError
 from experiments.tables import load_suite, suite_paths
 
 from .conftest import tiny_overrides, write_tiny_networks
@@ -83,8 +85,13 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         "2",
         [0, 1, 2],
         ["random", "same_identity"],
+        1,
         ["train.lr=1"],
     )
+    assert parse_args(["table=2", "jobs=2"])[3] == 2
+    for bad_jobs in ("0", "two", "-1"):
+        with pytest.raises(ConfigError, match=f"jobs={bad_jobs}: expected the number of worker processes"):
+            parse_args(["table=2", f"jobs={bad_jobs}"])
     assert parse_args(["table=2", "protocols=[same_identity]"])[2] == ["same_identity"]
     with pytest.raises(ConfigError, match="protocols=cross"):
         parse_args(["table=2", "protocols=cross"])
@@ -105,6 +112,26 @@ def test_row_config_layers_world_row_overrides_and_seed():
     suite.world = "celebahq"
     real = row_config(suite, suite.rows[-1], 0, ["data.root=/data/celebahq"])
     assert real.generator.size == 1024 and real.generator.channels is None and real.model.identity_init == "pretrained"
+
+
+def test_the_tasks_of_both_tables_train_each_run_once_and_put_the_longest_first():
+    """jobs=N's plan for Tables 1 and 2, 2 seeds, both protocols: the runs shared by the tables (ReStyle =
+    baseline, Ours) are one task each, a trained run's task evaluates both protocols after training,
+    PULSE's evaluations are a task per protocol and seed, and the one-step pSp runs end the schedule."""
+    suites = [load_suite(p, [0, 1]) for p in suite_paths("all")]
+    tasks = plan_tasks(suites, ["random", "same_identity"], ["train.cpu_threads=1"])
+    runs = [[load_config(t) for t in task] for task in tasks]
+    names = [{run_name(c) for c in task} for task in runs]
+    assert all(len(n) == 1 for n in names)  # a task is one run folder
+    names = [n.pop() for n in names]
+    pulse = [f"pulse-toy-lr-s{s}" for s in (0, 1)]
+    trained = [f"{r}-toy-lr-s{s}" for r in ("baseline", "ifblock", "input_latent", "pretrained_id") for s in (0, 1)]
+    assert sorted(names[:4]) == sorted(pulse * 2) and sorted(names[4:12]) == sorted(trained)
+    assert names[12:] == ["psp-toy-lr-s0", "psp-toy-lr-s1"]
+    assert [[c.data.test_pairing for c in task] for task in runs] == [["random"]] * 2 + [["same_identity"]] * 2 + [
+        ["random", "same_identity"]
+    ] * 10
+    assert {c.train.cpu_threads for task in runs for c in task} == {1}
 
 
 @pytest.mark.slow
@@ -164,3 +191,42 @@ def test_the_trivial_answers_suite_scores_each_answer_where_it_belongs(tmp_path)
     assert value("copy the identity photo", "lpips") > value("copy the LR contour", "lpips")
     for row in ("copy the LR contour", "the average face"):
         assert value(row, "idsim") < 0.3 and 0.2 < value(row, "identity_following") < 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_jobs_run_the_suite_in_worker_processes_as_one_process_would(tmp_path_factory, tmp_path, capsys):
+    """jobs=2 trains and evaluates the tiny suite in worker processes; the tables are the sequential run's (up
+    to the rounding of another thread count) and a second invocation reuses everything; a task that fails in
+    a worker (a run folder of another config) is this command's error."""
+    sequential = shared_tiny_suite(tmp_path_factory)
+    args = tiny_suite_args(tiny_nets_in(sequential.parent / "nets"), tmp_path)
+    out = reproduce([*args, "jobs=2"])
+    assert out["trained"] == out["skipped"] == ["pretrained_id-toy-lr-s0"]  # trained, then skipped for protocol 2
+    assert sorted(e for e in out["log"] if e.startswith("eval ")) == [
+        "eval pretrained_id-toy-lr-s0 random",
+        "eval pretrained_id-toy-lr-s0 same_identity",
+        "eval pulse-toy-lr-s0 random",
+        "eval pulse-toy-lr-s0 same_identity",
+    ]
+    assert "[3/3 tasks," in capsys.readouterr().err
+    for protocol in ("random", "same_identity"):
+        ours, theirs = (
+            list(csv.DictReader((root / "tables" / f"table9-{protocol}.csv").open()))
+            for root in (tmp_path / "suite", sequential)
+        )
+        assert [r["row"] for r in ours] == ["Ours", "PULSE"]
+        for a, b in zip(ours, theirs, strict=True):
+            for key in ("lpips_mean", "idsim_mean", "fid_mean"):
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-4), (a["row"], key)
+    again = reproduce([*args, "jobs=2"])
+    assert again["trained"] == [] and not [e for e in again["log"] if not e.startswith("skip-")]
+
+    other = tmp_path / "other"
+    held = other / "suite" / "pretrained_id-toy-lr-s0"
+    held.mkdir(parents=True)
+    saved = OmegaConf.load(tmp_path / "suite" / "pretrained_id-toy-lr-s0" / "config.yaml")
+    saved.train.lr = 0.5
+    OmegaConf.save(saved, held / "config.yaml")
+    with pytest.raises(RunFolderError, match="holds a run of another config"):
+        reproduce([*tiny_suite_args(tiny_nets_in(sequential.parent / "nets"), other), "jobs=2"])
