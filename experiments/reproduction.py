@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -161,24 +163,62 @@ def plan_tasks(suites: list[Suite], protocols: list[str], overrides: list[str]) 
     return [list(work.values()) for _, work in sorted(tasks.values(), key=lambda t: -t[0])]
 
 
-def _run_task(token_lists: list[list[str]]) -> list[str]:
-    """A worker process's task (:func:`plan_tasks`): its runs' log lines."""
-    log: list[str] = []
-    for tokens in token_lists:
-        run_row_seed(load_config(tokens), log)
-    return log
+def _run_task(token_lists: list[list[str]], conn) -> None:
+    """A worker process (:func:`run_tasks`): run one task's runs, send ``(log lines, None, None)`` or, when
+    it fails, ``(None, the error, its traceback)``."""
+    try:
+        log: list[str] = []
+        for tokens in token_lists:
+            run_row_seed(load_config(tokens), log)
+        outcome = (log, None, None)
+    except BaseException as err:  # whatever ends the task is the parent's to report
+        outcome = (None, err, traceback.format_exc())
+    try:
+        conn.send(outcome)
+    except Exception:  # an error object that does not pickle: its words and traceback still do
+        conn.send((None, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}"), outcome[2]))
+    conn.close()
 
 
-def run_tasks(tasks: list[list[list[str]]], jobs: int, log: list[str]) -> None:
-    """Run ``tasks`` in ``jobs`` worker processes (spawned, a fresh one per task), appending their log lines;
-    prints a line as each task ends. The first task that fails stops the others (their runs resume from
-    their last checkpoint next time) and its error is raised here."""
+def run_tasks(tasks: list[list[list[str]]], jobs: int, log: list[str], work=_run_task) -> None:
+    """Run ``tasks`` (:func:`plan_tasks`) in order on ``jobs`` worker processes at a time, each task in a fresh
+    spawned process (not a daemon: a run may start data-loader workers), appending their log lines; prints
+    a line as each task ends. The first task that fails, or whose process dies, stops the others (their runs
+    resume from their last checkpoint next time) and its error is raised here, the worker's traceback as its
+    cause. ``work(task, connection)`` is what a worker runs (:func:`_run_task`)."""
+    ctx = multiprocessing.get_context("spawn")
+    pending, running = list(tasks), {}
     start = time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:  # exit terminates
-        for done, lines in enumerate(pool.imap_unordered(_run_task, tasks), 1):
-            log.extend(lines)
-            minutes = (time.monotonic() - start) / 60
-            print(f"[{done}/{len(tasks)} tasks, {minutes:.1f} min] " + "; ".join(lines), file=sys.stderr, flush=True)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=work, args=(pending.pop(0), send))
+                proc.start()
+                send.close()  # the worker holds the only send end: its death reads as EOF here
+                running[receive] = proc
+            for receive in multiprocessing.connection.wait(list(running)):
+                proc = running.pop(receive)
+                try:
+                    lines, error, trace = receive.recv()
+                except EOFError:  # it died before it could report
+                    lines, error, trace = None, None, None
+                proc.join()
+                receive.close()
+                if lines is None and error is None:
+                    error = RuntimeError(f"a worker (pid {proc.pid}) died (exit code {proc.exitcode}) mid-task")
+                if error is not None:
+                    raise error from (RuntimeError(f"in the worker (pid {proc.pid}):\n{trace}") if trace else None)
+                log.extend(lines)
+                minutes = (time.monotonic() - start) / 60
+                done = len(tasks) - len(pending) - len(running)
+                print(
+                    f"[{done}/{len(tasks)} tasks, {minutes:.1f} min] " + "; ".join(lines), file=sys.stderr, flush=True
+                )
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
 
 
 def parse_args(argv: list[str]) -> tuple[str, list[int] | None, list[str], int, list[str]]:

@@ -4,13 +4,15 @@ and a second invocation trains and evaluates nothing."""
 
 import csv
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from experiments.config import ConfigError, available_presets, load_config, run_name
-from experiments.reproduction import parse_args, plan_tasks, reproduce, row_config
+from experiments.reproduction import parse_args, plan_tasks, reproduce, row_config, run_tasks
 from experiments.runlock import RunFolderError
 from experiments.tables import load_suite, suite_paths
 
@@ -230,3 +232,40 @@ def test_jobs_run_the_suite_in_worker_processes_as_one_process_would(tmp_path_fa
     OmegaConf.save(saved, held / "config.yaml")
     with pytest.raises(RunFolderError, match="holds a run of another config"):
         reproduce([*tiny_suite_args(tiny_nets_in(sequential.parent / "nets"), other), "jobs=2"])
+
+
+def _meets_the_other_worker(task, conn):
+    """A run_tasks worker for the tests: ``task`` = [folder, name, what]; writes ``<name>.pid``, waits (up to
+    60 s) until the other task has written its own, then does ``what``: ok (reports a log line), fail
+    (reports an error), die (exits without a report) or wait (forever)."""
+    folder, name, what = Path(task[0]), task[1], task[2]
+    (folder / f"{name}.pid").write_text(str(os.getpid()))
+    deadline = time.time() + 60
+    while what == "wait" or len(list(folder.glob("*.pid"))) < 2:
+        assert time.time() < deadline, "the other worker never started"
+        time.sleep(0.05)
+    if what == "die":
+        os._exit(3)
+    if what == "fail":
+        conn.send((None, ValueError(f"{name} failed"), "the worker's traceback"))
+    else:
+        conn.send(([f"done {name}"], None, None))
+
+
+@pytest.mark.multiproc
+def test_run_tasks_runs_jobs_at_once_and_stops_on_the_first_failure(tmp_path, capsys):
+    """Two tasks on jobs=2 run at the same time (each waits for the other to start); a task that fails or whose
+    process dies is raised as such, and the task still running is terminated."""
+    log = []
+    run_tasks([[str(tmp_path), "a", "ok"], [str(tmp_path), "b", "ok"]], 2, log, _meets_the_other_worker)
+    assert sorted(log) == ["done a", "done b"] and "[2/2 tasks," in capsys.readouterr().err
+
+    for what, error in (("fail", "c failed"), ("die", "died \\(exit code 3\\) mid-task")):
+        folder = tmp_path / what
+        folder.mkdir()
+        with pytest.raises((ValueError, RuntimeError), match=error) as raised:
+            run_tasks([[str(folder), "c", what], [str(folder), "w", "wait"]], 2, [], _meets_the_other_worker)
+        if what == "fail":
+            assert "the worker's traceback" in str(raised.value.__cause__)
+        with pytest.raises(ProcessLookupError):  # terminated and reaped
+            os.kill(int((folder / "w.pid").read_text()), 0)
