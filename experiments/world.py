@@ -19,7 +19,7 @@ from data.conditions import condition_channels
 
 
 def _toy_faces():
-    from data.toyfaces import ToyFaces
+    from data.toyfaces.dataset import ToyFaces
 
     return ToyFaces
 

@@ -1,7 +1,7 @@
 """The toy ArcFaces: the ID-loss / pretrained-ID-init network and the evaluation network.
 
 IR-SE backbones working on the 64x64 image itself (``Backbone(input_size=64)``), trained on all 2,000
-toy *train* identities (``data.toyfaces`` identity codes, world seed 0) under fresh per-photo draws
+toy *train* identities (``data.toyfaces.dataset`` identity codes, world seed 0) under fresh per-photo draws
 (coarse look and nuisance) each step, with an additive angular margin loss plus an auxiliary regression
 of the identity code, and a curriculum that grows the per-photo draws from the mean look and pose to the
 world's (``photo_curriculum``). Their ONNX exports take the ArcFace-standard (B, 3, 112, 112) input in
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from data.toyfaces import N_IDENTITY, N_PHOTO, assemble, identity_codes, render_gaussian
+from data.toyfaces.dataset import identity_codes
+from data.toyfaces.render import N_IDENTITY, N_PHOTO, assemble, render_gaussian
 from experiments.toy_pretraining.export import fp16_state
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
 from experiments.toy_pretraining.verification import identity_report

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data.toyfaces import render_gaussian
+from data.toyfaces.render import render_gaussian
 from experiments.toy_pretraining.arcface import ARCFACES, ONNX_INPUT
 from experiments.toy_pretraining.distillation import psnr
 from experiments.toy_pretraining.generator import (

@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.toyfaces import FACTOR_DIMS, HAIR_COLOURS, HAIR_STYLES, SKIN_TONES, factors_from_gaussian, render_gaussian
+from data.toyfaces.render import (
+    FACTOR_DIMS,
+    HAIR_COLOURS,
+    HAIR_STYLES,
+    SKIN_TONES,
+    factors_from_gaussian,
+    render_gaussian,
+)
 from experiments.config import ConfigError
 from experiments.toy_pretraining.distillation import discriminator_step, part_weights, psnr, synthesis_loss
 from experiments.toy_pretraining.export import fp16_state

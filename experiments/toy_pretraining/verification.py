@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from data.conditions import make_condition
-from data.toyfaces import ToySizes, render_gaussian, split_identities, with_look
+from data.toyfaces.dataset import ToySizes, split_identities
+from data.toyfaces.render import render_gaussian, with_look
 
 
 @torch.no_grad()

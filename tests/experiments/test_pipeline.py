@@ -300,7 +300,7 @@ def test_shipped_toy_encoder_reconstructs_toy_test_faces():
     """load_pipeline("toy") loads the shipped encoder (sha256-checked); on toy test pairs its outputs are
     closer to the real faces than the generator's average image it starts from, and each output is
     matched to its own contour's face (nearest among the batch's 16 faces) far above chance (1/16)."""
-    from data.toyfaces import ToyFaces
+    from data.toyfaces.dataset import ToyFaces
 
     pipe = load_pipeline("toy")
     assert (pipe.modality, pipe.output_size, pipe.n_iters) == ("lr", 64, 5)
@@ -325,7 +325,7 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     take the identity photo's person. On cross-identity test pairs the evaluation ArcFace finds most
     outputs closer to the identity photo's person than to the contour's (photos not fed to the model;
     chance is 50%)."""
-    from data.toyfaces import ToyFaces, ToySizes
+    from data.toyfaces.dataset import ToyFaces, ToySizes
     from metrics.identity_following import PersonTemplates
     from metrics.idsim import FULL_CROP, ArcFaceEmbedder
 

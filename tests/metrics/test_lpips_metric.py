@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from data.toyfaces import FACTOR_DIMS, render_gaussian
+from data.toyfaces.render import FACTOR_DIMS, render_gaussian
 from metrics.lpips_metric import lpips_distance
 from models.irse import Backbone
 from models.lpips_network import make_lpips

@@ -5,7 +5,7 @@ blur, noise and occlusion."""
 import pytest
 import torch
 
-from data.toyfaces import FACTOR_DIMS, render_gaussian
+from data.toyfaces.render import FACTOR_DIMS, render_gaussian
 from experiments.config import load_config
 from metrics.fid import accumulate, fid, quantize
 from metrics.lpips_metric import lpips_distance

@@ -24,7 +24,7 @@ def test_distillation_loss_and_psnr():
 def test_part_weights_make_an_uncertain_small_part_worth_drawing():
     """The fitted constant of a pixel that is an eye in 30% of the targets: skin under plain L1 (the
     median), the eye once the parts weigh 1 + 4 (drawn where their odds exceed 1 / 5)."""
-    from data.toyfaces import L_EYE, SKIN
+    from data.toyfaces.render import L_EYE, SKIN
 
     n = 20
     real = torch.full((n, 3, 8, 8), 0.6)

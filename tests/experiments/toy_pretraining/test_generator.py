@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.toyfaces import FACTOR_DIMS
+from data.toyfaces.render import FACTOR_DIMS
 from experiments.config import ConfigError
 from experiments.toy_pretraining.distillation import synthesis_loss
 from experiments.toy_pretraining.generator import (
