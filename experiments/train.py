@@ -180,9 +180,6 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
         )
     info = wandb_run_info(accelerator) if accelerator.is_main_process else {}
     state.wandb_id = info.get("wandb_id", state.wandb_id)
-    if resume_from:
-        restore_checkpoint(accelerator, resume_from, trainable, optimizer)
-        accelerator.print(f"resumed from {resume_from} at step {state.step}")
 
     def log(values: dict, step: int) -> None:
         accelerator.log(values, step=step)
@@ -195,6 +192,11 @@ def _train(cfg: DictConfig, run_dir: Path, is_main: bool) -> Path:
 
         suite = MetricSuite.from_config(cfg, accelerator.device)
         suite.set_gallery(method.world.test_set.photo_batches())
+    # Last, after everything that draws from the global RNGs while it is built (the validation networks'
+    # initialisation), so the first resumed step sees the RNG state the checkpoint saved.
+    if resume_from:
+        restore_checkpoint(accelerator, resume_from, trainable, optimizer)
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
     steps_per_epoch = len(loader)
     bar = tqdm(
         total=cfg.train.max_steps,

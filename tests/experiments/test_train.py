@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from experiments.config import REPO_ROOT
 from tests.conftest import subprocess_env
@@ -52,14 +52,25 @@ def only_run_dir(out: Path) -> Path:
     return run_dir
 
 
-# a warm-up that outlasts the SIGKILL below, so the resumed run must continue the schedule mid-way
-STRAIGHT = {"train.max_steps": 6, "train.warmup_steps": 4}
+@pytest.fixture(scope="module")
+def straight(tiny_nets, tmp_path_factory) -> dict:
+    """The uninterrupted run's settings. A warm-up that outlasts the SIGKILL below, so the resumed run must
+    continue the schedule mid-way; and the generator's noise drawn from torch's global RNG at every step and
+    weighing in the output (real runs do both; the tiny world's default draws none, and a fresh generator's
+    noise weights are 0), so the resumed run must continue that RNG exactly where its checkpoint left it."""
+    state = load_file(str(tiny_nets["g"]))
+    for key in state:
+        if key.endswith(".noise.weight"):
+            state[key] = torch.full_like(state[key], 0.5)
+    path = tmp_path_factory.mktemp("noisy") / "g.safetensors"
+    save_file(state, str(path))
+    return {"train.max_steps": 6, "train.warmup_steps": 4, "model.randomize_noise": "true", "generator.weights": path}
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_nets, tmp_path_factory):
+def uninterrupted(tiny_nets, straight, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    run_cli(tiny_overrides(tiny_nets, out, **STRAIGHT))
+    run_cli(tiny_overrides(tiny_nets, out, **straight))
     return only_run_dir(out)
 
 
@@ -101,8 +112,8 @@ def test_run_writes_wandb_record_and_checkpoints(uninterrupted):
     assert set(encoder_weights(run_dir)) >= {"latent_avg"}
 
 
-def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, tmp_path):
-    tokens = tiny_overrides(tiny_nets, tmp_path, **STRAIGHT)
+def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, straight, tmp_path):
+    tokens = tiny_overrides(tiny_nets, tmp_path, **straight)
     proc = subprocess.Popen(
         [sys.executable, RUN, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env()
     )
