@@ -102,6 +102,10 @@ class TrainConfig:
     # compute a batch's constants once for all its refinement steps (loss targets, E_id's features; see
     # EncoderMethod.train_step); false recomputes them at every step, the older and slower step
     step_constants: bool = True
+    # torch.compile (inductor, default mode) the networks a training step runs (EncoderMethod): a faster step
+    # that rounds differently, after a compilation of a minute or more per process (less from inductor's
+    # on-disk cache); off by default, so a short run does not pay it and results stay bitwise eager
+    compile: bool = False
     # torch threads per process on a CPU device: None = as launched (`accelerate launch` pins 1 unless
     # given --num_cpu_threads_per_process), 0 = this machine's cores / local processes, N = N
     cpu_threads: int | None = None

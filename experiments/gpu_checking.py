@@ -9,7 +9,8 @@ The parts, in this order (most wanted first):
 4. ``train_1024``: the 1024 training step's images/s and peak memory, the paper's batch 8, bf16;
 5. ``pulse_vs_encoder``: PULSE vs encoder seconds per image (toy world and 1024);
 6. ``toy_training``: a short toy-world training run with its evaluation, on the GPU.
-7. ``demo``: the web demo's Generate click of four toy faces on the GPU (pipeline, click, server round trip).
+7. ``demo``: the web demo's Generate click of four toy faces on the GPU (pipeline, click, server round trip);
+8. ``toy_compile``: the toy training step with ``train.compile`` against the eager step, alternating.
 
 Every part's status (ok | failed | timeout | skipped), wall seconds, exit code and figures (the JSON a
 benchmark prints, pytest's counts, the run's summary and evaluation) land in one JSON file, rewritten
@@ -112,6 +113,28 @@ def plan(work_dir: Path, arch: str) -> list[Part]:
             "training",
         ),
         Part("demo", [py, BENCHMARK, "demo", "--device", "cuda", "--iters", "5"], 60, build_env),
+        Part(
+            "toy_compile",
+            [
+                py,
+                BENCHMARK,
+                "train",
+                "--worlds",
+                "toy",
+                "--rows",
+                "pretrained_id",
+                "--precisions",
+                "fp32",
+                "--iters",
+                "10",
+                "--compare",
+                "train.compile=false",
+                "--set",
+                "train.compile=true",
+            ],
+            150,
+            build_env,
+        ),
     ]
 
 

@@ -27,6 +27,31 @@ def build_objective(cfg: DictConfig, device: torch.device):
     return Objective.from_config(cfg.loss, weights_root=cfg.weights_root).to(device)
 
 
+def compile_networks(*networks: torch.nn.Module | None) -> None:
+    """``train.compile`` / ``pulse.compile``: torch.compile (inductor, default mode) each network given (None
+    skipped) in place, with ``nn.Module.compile``, so state-dict keys, checkpoints and exports are unchanged."""
+    networks = [n for n in networks if n is not None]
+    if any(getattr(next(n.parameters(), None), "device", None) == torch.device("cpu") for n in networks):
+        _require_cpu_compiler()
+    for network in networks:
+        network.compile()
+
+
+def _require_cpu_compiler() -> None:
+    """Inductor builds its CPU kernels with a C++ compiler: without one, say so now in one line, not in a
+    compiler traceback at the first step."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as err:  # inductor's InvalidCxxCompiler (its message is several lines)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(
+            f"train.compile / pulse.compile on the CPU needs the C++ compiler inductor builds its kernels with "
+            f"({first}): install g++ (or point $CXX at one), or set the knob to false"
+        ) from None
+
+
 class EncoderMethod:
     """ReStyle baseline, IDE rows and modified pSp: an encoder trained through a frozen generator.
 
@@ -44,6 +69,14 @@ class EncoderMethod:
         # the generator inside it has no trainable parameter, so nothing of it is optimised or reduced.
         self.trainable = self.model
         self.trainable_module = self.model
+        if cfg.train.compile:  # every network a training step runs; the glue between them stays eager
+            perceptual, identity = objective.perceptual, objective.identity
+            compile_networks(
+                model.encoder,
+                model.decoder,
+                perceptual.net.net if perceptual is not None else None,  # the LPIPS trunk (features() runs it)
+                identity.embedder if identity is not None else None,
+            )
 
     def attach(self, prepared: torch.nn.Module) -> None:
         self.trainable_module = prepared
@@ -191,4 +224,6 @@ def build_pulse(cfg: DictConfig, device: torch.device):
     if config.w_id:
         arcface = load_arcface(cfg.loss.id_network, root=cfg.weights_root)
         identity = IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP)
+    if config.compile:
+        compile_networks(generator, identity.embedder if identity is not None else None)
     return Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)

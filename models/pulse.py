@@ -78,6 +78,8 @@ class PulseConfig:
     tile_latent: bool = False  # one z row for every layer (GEOCROSS is then 0)
     gaussian_fit_samples: int = 1_000_000
     seed: int | None = 0  # initial z and noise; None = torch's global RNG
+    # torch.compile the generator and the identity ArcFace (experiments.methods.build_pulse); changes rounding
+    compile: bool = False
 
     @classmethod
     def from_section(cls, section, **overrides) -> PulseConfig:

@@ -3,7 +3,7 @@
 ``ideface-benchmark`` (``experiments/benchmark.py``) runs them; one module per family of subcommands::
 
     ideface-benchmark generator [--sizes 256 1024] [--batches 1 8] [--iters 10]
-    ideface-benchmark train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare]
+    ideface-benchmark train [--worlds toy 1024] [--rows ...] [--precisions fp32 bf16] [--compare [KEY=VALUE ...]]
     ideface-benchmark profile [--world toy] [--row input_latent] [--reference]
     ideface-benchmark inference [--checkpoint toy] [--pairs 100]
     ideface-benchmark trees --reference /tmp/f35 -- train --worlds toy --rows input_latent

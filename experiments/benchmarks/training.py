@@ -20,9 +20,13 @@ from .worlds import REFERENCE_STEP, ROWS, fresh_accelerator, frozen_networks, tr
     arg("--warmup", type=int, default=1),
     arg(
         "--compare",
-        action="store_true",
-        help="also time the reference step (" + " ".join(REFERENCE_STEP) + "), alternating with the current "
-        "one step by step, and report reference / current",
+        nargs="*",
+        default=None,
+        metavar="KEY=VALUE",
+        help="also time a reference step, alternating with the current one step by step, and report reference "
+        "/ current: the row with these config overrides, or with none given the step before the hoisting ("
+        + " ".join(REFERENCE_STEP)
+        + ")",
     ),
     arg("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the current step"),
     *DEVICE_ARGS,
@@ -42,10 +46,8 @@ def train(args) -> dict:
             networks = frozen_networks(world_config(world, []), device)
             for name, precision in [(r, p) for r in args.rows for p in args.precisions]:
                 tokens = [ROWS[name]] + ([f"model.n_iters={args.n_iters}"] if args.n_iters and name != "psp" else [])
-                variants = {"current": world_config(world, tokens + list(args.set))}
-                if args.compare:
-                    variants = {"reference": world_config(world, tokens + REFERENCE_STEP), **variants}
-                cfg = variants["current"]
+                cfg = world_config(world, tokens + list(args.set))
+                variants = {"current": cfg}
                 batch = args.batch or cfg.train.batch_size
                 row = {
                     "world": world,
@@ -54,6 +56,9 @@ def train(args) -> dict:
                     "batch": batch,
                     "n_iters": cfg.model.n_iters,
                 }
+                if args.compare is not None:
+                    row["reference"] = args.compare or REFERENCE_STEP
+                    variants = {"reference": world_config(world, tokens + row["reference"]), **variants}
                 figures = partial(_train_figures, variants, networks, device, precision, batch, iters, args.warmup)
                 results.append(run_row(row, device, figures))
     finally:

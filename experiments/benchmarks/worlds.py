@@ -3,6 +3,8 @@ with random weights), their frozen networks, random batches, and one optimiser s
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 ROWS = {
@@ -114,6 +116,8 @@ def train_step_fn(cfg, networks, device, accelerator, batch: int):
     from experiments.methods import EncoderMethod
     from losses import Objective
 
+    if cfg.train.compile:  # compiled in place (EncoderMethod): keep the eager networks of other variants eager
+        networks = copy.deepcopy(networks)
     generator, latent_avg, arcface, perceptual = networks
     model = encoder_model(cfg, generator, latent_avg).to(device)
     objective = Objective.from_config(cfg.loss, cfg.weights_root, perceptual_net=perceptual, id_net=arcface)

@@ -143,8 +143,8 @@ def test_current_step_trains_as_the_reference_step(row, tokens, exact, tiny_nets
         torch.testing.assert_close(new_state[k], old_state[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_build_pulse_wires_the_config(tmp_path):
-    """build_pulse on files given by path (random weights in the toy world's shapes): sizes, knobs, cache."""
+def _pulse(tmp_path, *tokens):
+    """(config, build_pulse) on files given by path: random weights in the toy world's shapes."""
     cfg = load_config(
         [
             "method=pulse",
@@ -153,26 +153,90 @@ def test_build_pulse_wires_the_config(tmp_path):
             "pulse.steps=2",
             "pulse.gaussian_fit_samples=2048",
             "pulse.w_id=0.5",
+            *tokens,
         ]
     )
-    torch.manual_seed(0)
-    gc = cfg.generator
-    g = Generator(gc.size, gc.style_dim, gc.n_mlp, channels={int(k): v for k, v in gc.channels.items()})
-    save_generator(tmp_path / "g.safetensors", g, torch.zeros(gc.style_dim))
-    arc = Backbone(input_size=32, stage_channels=(8, 16, 24, 32), stage_units=(1, 1, 1, 1))
-    save_file({k: v.contiguous() for k, v in arc.state_dict().items()}, str(tmp_path / "arc.safetensors"))
-    pulse = build_pulse(cfg, torch.device("cpu"))
-    c = pulse.config
+    if not (tmp_path / "g.safetensors").exists():
+        torch.manual_seed(0)
+        gc = cfg.generator
+        g = Generator(gc.size, gc.style_dim, gc.n_mlp, channels={int(k): v for k, v in gc.channels.items()})
+        save_generator(tmp_path / "g.safetensors", g, torch.zeros(gc.style_dim))
+        arc = Backbone(input_size=32, stage_channels=(8, 16, 24, 32), stage_units=(1, 1, 1, 1))
+        save_file({k: v.contiguous() for k, v in arc.state_dict().items()}, str(tmp_path / "arc.safetensors"))
+    return cfg, build_pulse(cfg, torch.device("cpu"))
+
+
+def _lr_contours(cfg):
+    """Two LR contours, upsampled to the encoder input size as the data pipeline gives them."""
+    return (
+        torch.rand(2, 3, cfg.data.input_size, cfg.data.input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    )
+
+
+def test_build_pulse_wires_the_config(tmp_path):
+    """build_pulse on files given by path (random weights in the toy world's shapes): sizes, knobs, cache."""
+    cfg, pulse = _pulse(tmp_path)
+    c, gc = pulse.config, cfg.generator
     assert (c.steps, c.w_id, c.seed, pulse.lr_size) == (2, 0.5, 0, cfg.data.lr_size)
     assert pulse.identity_loss.crop == tuple(cfg.loss.id_crop)
     assert len(list(tmp_path.glob("gaussian_fit-*.safetensors"))) == 1
-    contour = torch.rand(2, 3, cfg.data.input_size, cfg.data.input_size) * 2 - 1  # LR upsampled to input size
+    contour = _lr_contours(cfg)
     out = pulse(contour, contour)
     assert out.image.shape == (2, 3, gc.size, gc.size) and out.eps_reached.dtype == torch.bool
     assert out.eps_reached.shape == (2,) and out.id_loss.shape == (2,)
+
+
+@pytest.mark.slow
+def test_compiled_pulse_finds_what_the_eager_pulse_finds(tmp_path):
+    """``pulse.compile`` compiles the generator and the identity ArcFace: the same search to rounding."""
+    from torch._dynamo.utils import counters
+
+    cfg, eager = _pulse(tmp_path)
+    torch._dynamo.reset()
+    counters.clear()
+    _, compiled = _pulse(tmp_path, "pulse.compile=true")
+    contour = _lr_contours(cfg)
+    expected, got = eager(contour, contour), compiled(contour, contour)
+    assert counters["stats"]["unique_graphs"] >= 2  # the generator and the ArcFace
+    torch.testing.assert_close(got.loss, expected.loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.image, expected.image, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", EVAL_ONLY)
 def test_methods_with_nothing_to_train_are_refused_with_the_command_that_evaluates_them(name):
     with pytest.raises(ConfigError, match=f"experiments/evaluate.py method={name}"):
         build_method(load_config([f"method={name}"]), torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_as_the_eager_step(tiny_nets, tmp_path):
+    """``train.compile`` changes how the networks run, not what they compute: inductor's fused kernels round
+    differently, so the 3 steps agree to rounding, and the compiled networks keep their state-dict keys."""
+    from torch._dynamo.utils import counters
+
+    row = "ablation=pretrained_id"  # every network: E_id, the IFMs, the input latent, both loss networks
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_state, compiled_logs = _three_steps(row, tiny_nets, tmp_path, ["train.compile=true"])
+    assert counters["stats"]["unique_graphs"] >= 4  # the encoder, the generator and both loss networks
+    eager_state, eager_logs = _three_steps(row, tiny_nets, tmp_path, [])
+    assert compiled_state.keys() == eager_state.keys()
+    assert not any("_orig_mod" in k for k in compiled_state)
+    for compiled, eager in zip(compiled_logs, eager_logs):
+        assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-6)
+    for k in compiled_state:
+        torch.testing.assert_close(compiled_state[k], eager_state[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_compiling_on_a_cpu_without_a_compiler_says_so_in_one_line(tmp_path, monkeypatch):
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
+    cpp_compiler_search.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="needs the C[+][+] compiler .* set the knob to false") as err:
+            _pulse(tmp_path, "pulse.compile=true")
+    finally:
+        cpp_compiler_search.cache_clear()  # the next test finds the real compiler again
+    assert "\n" not in str(err.value)

@@ -1,6 +1,6 @@
 import pytest
 
-from experiments.benchmarks.worlds import ROWS
+from experiments.benchmarks.worlds import REFERENCE_STEP, ROWS
 from tests.experiments.benchmarks.conftest import BF16_PSP_ROW, TINY_TRAIN
 
 
@@ -29,5 +29,11 @@ def test_train_benchmark_leaves_no_accelerator_state(bench):
 
 def test_train_compare_times_the_reference_step_alongside(bench):
     (row,) = bench([*TINY_TRAIN, "--rows", "baseline", "--compare"])["results"]
+    assert row["reference"] == REFERENCE_STEP
     assert row["reference_seconds_per_step"] > 0 and row["seconds_per_step"] > 0
     assert row["speedup"] == pytest.approx(row["reference_seconds_per_step"] / row["seconds_per_step"], rel=0.01)
+
+
+def test_train_compare_takes_the_reference_overrides_given(bench):
+    (row,) = bench([*TINY_TRAIN, "--rows", "baseline", "--compare", "train.step_constants=false"])["results"]
+    assert row["reference"] == ["train.step_constants=false"] and row["reference_seconds_per_step"] > 0
