@@ -116,7 +116,9 @@ def train_step_fn(cfg, networks, device, accelerator, batch: int):
     from experiments.methods import EncoderMethod
     from losses import Objective
 
-    if cfg.train.compile:  # compiled in place (EncoderMethod): keep the eager networks of other variants eager
+    # compiled in place (EncoderMethod): keep the eager networks of other variants eager (get: a reference
+    # checkout under ``trees`` may have no such knob)
+    if cfg.train.get("compile", False):
         networks = copy.deepcopy(networks)
     generator, latent_avg, arcface, perceptual = networks
     model = encoder_model(cfg, generator, latent_avg).to(device)
