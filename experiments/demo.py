@@ -18,7 +18,7 @@ known, to the contour's person: the photo an LR contour was made from, or a toy 
 In the toy world the examples are photos of the world's test identities. A bad input (no face,
 an unreadable file, a contour of another modality) gives a one-line message in the page.
 
-The page and what is behind it are ``experiments.demo_app``.
+The page is ``experiments.demo_app``, what is behind it ``experiments.demo_backend``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from experiments.demo_app import Demo, build_app, launch
+    from experiments.demo_app import build_app, launch
+    from experiments.demo_backend import Demo
     from experiments.device import resolve_device
 
     if args.threads:

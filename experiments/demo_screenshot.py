@@ -137,7 +137,8 @@ def screenshot_demo(
     """Serve the demo page of ``checkpoint`` on a free 127.0.0.1 port, run example ``row`` in headless
     Chromium and save the page under ``max_kb``; returns (the PNG written, the page's status line).
     Raises :class:`BrowserMissing` before anything is loaded when Chromium or its driver is absent."""
-    from experiments.demo_app import Demo, build_app, launch
+    from experiments.demo_app import build_app, launch
+    from experiments.demo_backend import Demo
 
     find_browser()
     demo = Demo.load(checkpoint)

@@ -89,7 +89,7 @@ def demo(args) -> dict:
     ``/generate`` endpoint through gradio_client on 127.0.0.1: uploads, the click, downloads). Each row
     gives wall seconds and the process's CPU seconds per call (the CPU figure is what a busy machine
     does not change; the server's CPU time is in the same process)."""
-    from experiments.demo_app import Demo, Upload
+    from experiments.demo_backend import Demo, Upload
 
     device = setup(args)
     d = Demo.load(args.checkpoint, device=device)

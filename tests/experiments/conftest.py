@@ -2,7 +2,7 @@
 
 The toy world's own code (renderer, pairing, conditions, losses, metrics) runs unchanged; only the
 pretrained files are replaced by small random ones so the tests neither depend on nor wait for
-the shipped toy weights.
+the shipped toy weights. Below them, the web demo's fixture on the shipped toy encoder.
 """
 
 import sys
@@ -112,3 +112,23 @@ def tiny_overrides(nets: dict[str, Path], out: Path, **extra) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_nets(tmp_path_factory):
     return write_tiny_networks(tmp_path_factory.mktemp("tiny_nets"))
+
+
+# ---- the web demo on the shipped toy encoder (test_demo_backend, test_demo_app) --------------------------
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """``experiments.demo_backend.Demo`` on the shipped toy checkpoint, with its rendered examples."""
+    from experiments.demo_backend import Demo
+
+    # the cascade: the aligner every machine has (dlib, the default where installed, is tested in data/)
+    demo = Demo.load("toy", examples_dir=tmp_path_factory.mktemp("examples"), detector="cascade")
+    yield demo
+    demo.close()
+
+
+def uploads(row):
+    """An example row of the demo -> (mode, contour Upload, identity Uploads)."""
+    from experiments.demo_backend import Upload
+
+    mode, contour, *ids = row
+    return mode, Upload.of(contour), [Upload.of(p) for p in ids]
