@@ -61,7 +61,7 @@ class GeneratorConfig:
     channels: dict[int, int] | None = None  # {resolution: channels}; None = rosinality's
     weights: str = "stylegan2_ffhq_1024"  # registry name or a path
     # gradients through the frozen generator's modulated convs by one input-gradient conv through the shared
-    # weight instead of autograd's per-sample weight gradients (models.stylegan2._FrozenModulatedConv): the
+    # weight instead of autograd's per-sample weight gradients (models.stylegan2_layers._FrozenModulatedConv): the
     # same images, the same gradients up to rounding, a faster backward; false = autograd's
     factored_backward: bool = True
 

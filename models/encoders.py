@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.irse import IRSEBody, body_state, load_checkpoint
-from models.stylegan2 import EqualLinear
+from models.stylegan2_layers import EqualLinear
 from models.weights import WeightsMismatchError, mismatch_detail
 
 

@@ -19,7 +19,8 @@ import re
 
 import torch
 
-from models.stylegan2 import Generator, make_kernel
+from models.stylegan2 import Generator
+from models.stylegan2_layers import make_kernel
 
 
 def nvlabs_config(state_dict) -> dict:

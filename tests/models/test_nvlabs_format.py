@@ -16,7 +16,7 @@ def nv():
 
 def test_upsample_filter_helper_matches_nvlabs_padding():
     """The img upsampling above (pad (2, 1) after zero insertion) equals the rosinality Upsample op."""
-    from models.stylegan2 import Upsample
+    from models.stylegan2_layers import Upsample
 
     img = torch.randn(1, 3, 4, 4)
     up = img.new_zeros(1, 3, 8, 8)

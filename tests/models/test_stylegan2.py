@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.stylegan2 import Discriminator, Generator, load_generator, make_kernel, save_generator
+from models.stylegan2 import Discriminator, Generator, load_generator, save_generator
+from models.stylegan2_layers import make_kernel
 from ops import upfirdn2d
 
 TOY = dict(style_dim=128, n_mlp=4, channels={4: 128, 8: 128, 16: 64, 32: 64, 64: 32})
@@ -269,7 +270,7 @@ def test_modulated_convs_match_per_sample_formulation(tiny):
 def test_frozen_modulated_conv_backward_is_autograds(kind):
     """With the weight frozen, the factored backward gives autograd's gradients (float64, to rounding)
     and the forward is the same computation, bit for bit."""
-    from models.stylegan2 import ModulatedConv2d
+    from models.stylegan2_layers import ModulatedConv2d
 
     torch.manual_seed(3)
     conv = ModulatedConv2d(

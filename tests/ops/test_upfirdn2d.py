@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ops
-from models.stylegan2 import Blur, Upsample, make_kernel
+from models.stylegan2_layers import Blur, Upsample, make_kernel
 from ops.upfirdn2d import _grad_pad, upfirdn2d_ref
 
 # (up, down, pad (x0, x1, y0, y1), kernel shape): StyleGAN2's uses and awkward ones (crops, odd sizes)
