@@ -25,7 +25,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from data.images import BadImageError
     from data.pairs import ManifestError
     from experiments.checkpointing import ResumeError
-    from experiments.config import ConfigError
+    from experiments.config_schema import ConfigError
     from experiments.pipeline import CheckpointError
     from experiments.runlock import RunFolderError
     from models.weights import (

@@ -35,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.config import ConfigError, load_config, read_saved_config, run_name, to_container, validate
+from experiments.config import load_config, read_saved_config, run_name, to_container
+from experiments.config_schema import ConfigError, validate
 from experiments.errors import check_output_dir
 from experiments.provenance import chunk_key, evaluation_settings, results_provenance
 from experiments.runlock import RunLock

@@ -15,7 +15,8 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
-from experiments.config import ConfigError, to_yaml
+from experiments.config import to_yaml
+from experiments.config_schema import ConfigError
 from experiments.world import World, load_frozen_generator
 from models.build import EVAL_ONLY
 

@@ -323,7 +323,8 @@ def _find_final(checkpoint) -> Path:
 
 def load_run_config(folder: Path):
     """The exported ``config.yaml`` validated against the config schema (a struct DictConfig)."""
-    from experiments.config import ConfigError, read_saved_config, validate
+    from experiments.config import read_saved_config
+    from experiments.config_schema import ConfigError, validate
 
     try:
         cfg = read_saved_config(folder / "config.yaml")

@@ -18,7 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from data.pairs import PAIRING_MODES
-from experiments.config import ConfigError, load_config, read_saved_config, run_name
+from experiments.config import load_config, read_saved_config, run_name
+from experiments.config_schema import ConfigError
 from experiments.tables import (
     PROTOCOLS,
     RowResult,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import ABLATION_DIR, ConfigError
+from experiments.config import ABLATION_DIR
+from experiments.config_schema import ConfigError
 from experiments.tracking import wandb_mode
 from ops.atomic_write import atomic_write_text
 

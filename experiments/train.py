@@ -33,7 +33,8 @@ from experiments.checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from experiments.config import ConfigError, run_name, to_container, to_yaml
+from experiments.config import run_name, to_container, to_yaml
+from experiments.config_schema import ConfigError
 from experiments.errors import check_output_dir
 from experiments.provenance import completion_record
 from experiments.runlock import RunFolderError, RunLock

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import ConfigError
+from experiments.config_schema import ConfigError
 from experiments.device import resolve_device
 from experiments.errors import one_line_errors
 from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceConfig, export_arcface, train_arcface

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from experiments.config import Config
+from experiments.config_schema import Config
 from experiments.toy_pretraining.export import fp16_state, print_hashes
 from ops.atomic_write import atomic_path
 

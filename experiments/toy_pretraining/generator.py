@@ -26,7 +26,7 @@ from data.toyfaces.render import (
     factors_from_gaussian,
     render_gaussian,
 )
-from experiments.config import ConfigError
+from experiments.config_schema import ConfigError
 from experiments.toy_pretraining.distillation import discriminator_step, part_weights, psnr, synthesis_loss
 from experiments.toy_pretraining.export import fp16_state
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator

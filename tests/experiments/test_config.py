@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from experiments.config import REPO_ROOT, ConfigError, available_presets, load_config, run_name
+from experiments.config import REPO_ROOT, available_presets, load_config, run_name
+from experiments.config_schema import ConfigError
 from tests.conftest import subprocess_env
 
 
@@ -209,7 +210,8 @@ def test_dataset_options_reach_the_dataset():
 
 def test_a_saved_config_of_an_earlier_version_reads_its_renamed_keys(tmp_path):
     """Run folders exported before ``data.options`` store the toy sizes as ``data.toy_*`` keys."""
-    from experiments.config import read_saved_config, to_yaml, validate
+    from experiments.config import read_saved_config, to_yaml
+    from experiments.config_schema import validate
 
     text = to_yaml(load_config([])).replace(
         "  options: {}\n", "  toy_test_identities: 7\n  toy_photos_per_identity: 4\n"

@@ -7,7 +7,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from experiments.config import ConfigError, load_config
+from experiments.config import load_config
+from experiments.config_schema import ConfigError
 from experiments.methods import build_method, build_pulse
 from models.build import EVAL_ONLY
 from models.irse import Backbone

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.config import ConfigError, available_presets, load_config, run_name
+from experiments.config import available_presets, load_config, run_name
+from experiments.config_schema import ConfigError
 from experiments.reproduction import parse_args, plan_tasks, reproduce, row_config, run_tasks
 from experiments.runlock import RunFolderError
 from experiments.tables import load_suite, suite_paths

@@ -3,7 +3,7 @@ draw stop before anything is trained."""
 
 import pytest
 
-from experiments.config import ConfigError
+from experiments.config_schema import ConfigError
 from experiments.toy_pretraining.arcface import ArcFaceConfig
 from experiments.toy_pretraining.cli import cli_overrides, main, parse_args
 from experiments.toy_pretraining.generator import GeneratorConfig

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from data.toyfaces.render import FACTOR_DIMS
-from experiments.config import ConfigError
+from experiments.config_schema import ConfigError
 from experiments.toy_pretraining.distillation import synthesis_loss
 from experiments.toy_pretraining.generator import (
     GeneratorConfig,
