@@ -64,7 +64,10 @@ def evaluation_settings(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         per_pair["kind"] = cfg.model.kind
         per_pair["generator"] = _plain(cfg.generator)
     if cfg.model.kind == "pulse":
-        per_pair["pulse"] = _plain(cfg.pulse)
+        pulse = _plain(cfg.pulse)
+        if not pulse.get("compile"):  # off, the default: evaluations from before the knob existed still match
+            pulse.pop("compile", None)
+        per_pair["pulse"] = pulse
     return {"per_pair": per_pair, "aggregate": {key: _plain(OmegaConf.select(cfg, key)) for key in AGGREGATE_KEYS}}
 
 

@@ -26,6 +26,7 @@ def test_every_planned_command_parses(tmp_path):
         "pulse_vs_encoder",
         "toy_training",
         "demo",
+        "toy_step",
         "toy_compile",
     ]
     assert sum(p.limit_s for p in parts) >= 470  # the budget, not the parts' limits, bounds the check

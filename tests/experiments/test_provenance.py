@@ -112,3 +112,12 @@ def test_results_match_names_what_differs():
         == "its checkpoint_sha256 differ from this evaluation's"
     )
     assert results_match({}, expected).startswith("its checkpoint_sha256, manifest_sha256, evaluation_settings")
+
+
+def test_pulse_compile_counts_only_when_on():
+    """PULSE's settings are its whole config; the compile knob (newer than many stored evaluations) is
+    left out at its default, so those still match, and counts when on, as it changes the rounding."""
+    off, on = (evaluation_settings(load_config(["method=pulse", *t])) for t in ([], ["pulse.compile=true"]))
+    assert "compile" not in off["per_pair"]["pulse"] and off["per_pair"]["pulse"]["steps"] == 100
+    assert on["per_pair"]["pulse"]["compile"] is True
+    assert results_match(results_provenance(None, "b" * 64, on), results_provenance(None, "b" * 64, off))
