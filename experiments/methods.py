@@ -41,8 +41,10 @@ def compile_networks(*networks: torch.nn.Module | None) -> None:
 def _require_cpu_compiler() -> None:
     """Inductor builds its CPU kernels with a C++ compiler: without one, say so now in one line, not in a
     compiler traceback at the first step."""
-    from torch._inductor.cpp_builder import get_cpp_compiler
-
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a torch without this helper: inductor reports a missing compiler itself
+        return
     try:
         get_cpp_compiler()
     except Exception as err:  # inductor's InvalidCxxCompiler (its message is several lines)
