@@ -1,6 +1,6 @@
 """One-time dataset preparation: ``ideface-prepare celebahq --root <folder> [--out <folder>]``.
 
-For CelebA-HQ (layout in ``data/celebahq.py``) it
+For CelebA-HQ (layout in ``data/celebahq/files.py``) it
 
 1. validates the folder: every annotation file present and consistent (a missing one is named
    with where it comes from);
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.celebahq import (
+from data.celebahq.files import (
     MASK_DIR,
     BadFile,
     CelebAHQIndex,

@@ -21,7 +21,7 @@ class OutputPathError(ValueError):
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The project's error types whose message is written for the user (one line, what to do)."""
     from data.align import FaceNotFoundError
-    from data.celebahq import MissingDataError
+    from data.celebahq.files import MissingDataError
     from data.images import BadImageError
     from data.pairs import ManifestError
     from experiments.checkpointing import ResumeError

@@ -25,7 +25,7 @@ def _toy_faces():
 
 
 def _celebahq():
-    from data.celebahq import CelebAHQ
+    from data.celebahq.dataset import CelebAHQ
 
     return CelebAHQ
 

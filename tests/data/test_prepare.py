@@ -7,14 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from data.celebahq import (
-    CelebAHQ,
-    CelebAHQIndex,
-    PreparedCache,
-    build_label_map,
-    build_sketch,
-    load_photo,
-)
+from data.celebahq.dataset import CelebAHQ
+from data.celebahq.files import CelebAHQIndex, PreparedCache, build_label_map, build_sketch, load_photo
 from data.images import load_image, load_label_map
 from data.pairs import manifest_hash, read_manifest
 from data.prepare import prepare_celebahq
