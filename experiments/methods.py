@@ -32,7 +32,7 @@ def compile_networks(*networks: torch.nn.Module | None) -> None:
     """``train.compile`` / ``pulse.compile``: torch.compile (inductor, default mode) each network given (None
     skipped) in place, with ``nn.Module.compile``, so state-dict keys, checkpoints and exports are unchanged."""
     networks = [n for n in networks if n is not None]
-    if any(getattr(next(n.parameters(), None), "device", None) == torch.device("cpu") for n in networks):
+    if any(p.device.type == "cpu" for n in networks for p in n.parameters()):
         _require_cpu_compiler()
     for network in networks:
         network.compile()
@@ -227,6 +227,7 @@ def build_pulse(cfg: DictConfig, device: torch.device):
     if config.w_id:
         arcface = load_arcface(cfg.loss.id_network, root=cfg.weights_root)
         identity = IdentityLoss(arcface, crop=cfg.loss.get("id_crop") or PSP_CROP)
-    if config.compile:
-        compile_networks(generator, identity.embedder if identity is not None else None)
-    return Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)
+    pulse = Pulse(generator, mean, std, identity, config, lr_size=cfg.data.lr_size).to(device)
+    if config.compile:  # on the device, so the compiler check looks at where the networks run
+        compile_networks(pulse.generator, identity.embedder if identity is not None else None)
+    return pulse
