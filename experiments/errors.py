@@ -26,7 +26,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from data.pairs import ManifestError
     from experiments.checkpointing import ResumeError
     from experiments.config_schema import ConfigError
-    from experiments.pipeline import CheckpointError
+    from experiments.exports import CheckpointError
     from experiments.runlock import RunFolderError
     from models.weights import (
         MissingWeightsError,

@@ -37,18 +37,14 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.align import DEFAULT_MIN_FACE, AlignResult, align_face
 from data.conditions import contour_to_rgb
+from experiments.exports import CheckpointError, find_final, load_run_config, read_encoder_state, recorded_generator
 from models.build import EVAL_ONLY
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; ``str(err)`` is one line saying what is missing and why."""
 
 
 @dataclass
@@ -299,57 +295,6 @@ class IDEPipeline:
         return torch.cat(list(rows), dim=1)
 
 
-def _find_final(checkpoint) -> Path:
-    """A run folder, its ``final/`` folder or a file inside it -> the folder holding the export."""
-    path = Path(checkpoint).expanduser()
-    if path.is_file():
-        if path.suffix in (".pt", ".pth", ".ckpt"):
-            raise CheckpointError(
-                f"{path}: a .pt file is not supported: official pSp/ReStyle checkpoints have no identity "
-                "input (their encoders see the contour only), so they cannot drive identity-guided "
-                "generation; pass a run folder trained here (with final/encoder.safetensors)"
-            )
-        path = path.parent
-    for folder in (path / "final", path):
-        if (folder / "encoder.safetensors").is_file() and (folder / "config.yaml").is_file():
-            return folder
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist (pass a run folder, its final/ folder, or 'toy')")
-    raise CheckpointError(
-        f"{path}: no final/encoder.safetensors + final/config.yaml (a run folder "
-        "gets them when training finishes; checkpoints/step_<n>/ states are for resuming)"
-    )
-
-
-def load_run_config(folder: Path):
-    """The exported ``config.yaml`` validated against the config schema (a struct DictConfig)."""
-    from experiments.config import read_saved_config
-    from experiments.config_schema import ConfigError, validate
-
-    try:
-        cfg = read_saved_config(folder / "config.yaml")
-        validate(cfg)
-    except ConfigError as err:
-        raise CheckpointError(f"{folder / 'config.yaml'}: {err}") from None
-    except Exception as err:  # omegaconf/yaml errors: one line with the file
-        raise CheckpointError(f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}") from None
-    return cfg
-
-
-def recorded_generator(encoder_file) -> str | None:
-    """The generator fingerprint an exported ``encoder.safetensors`` records (``EncoderMethod.export``),
-    or None for files exported before encoders recorded it."""
-    from safetensors import SafetensorError, safe_open
-
-    from models.weights import unreadable_error
-
-    try:
-        with safe_open(str(encoder_file), framework="pt") as f:
-            return (f.metadata() or {}).get("generator")
-    except SafetensorError as err:
-        raise unreadable_error(encoder_file, err) from None
-
-
 def load_pipeline(
     checkpoint,
     device: torch.device | str = "cpu",
@@ -373,7 +318,6 @@ def load_pipeline(
     from experiments.world import load_frozen_generator
     from models.weights import (
         SHIPPED_ENCODERS,
-        load_state_file,
         mismatch_detail,
         resolve,
         resolve_path,
@@ -381,7 +325,7 @@ def load_pipeline(
     )
 
     shipped = SHIPPED_ENCODERS.get(str(checkpoint))
-    folder = resolve(shipped).parent if shipped else _find_final(checkpoint)
+    folder = resolve(shipped).parent if shipped else find_final(checkpoint)
     cfg = load_run_config(folder)
     if weights_root is not None:
         cfg.weights_root = str(weights_root)
@@ -402,20 +346,13 @@ def load_pipeline(
             "generator.weights at the generator it was trained with, or retrain the encoder for this one"
         )
     model = build_encoder_model(cfg, generator, latent_avg)  # inits random above: no file is read
-    state = load_state_file(weights)
-    encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    stray = sorted(k for k in state if not k.startswith("encoder.") and k != "latent_avg")
-    if stray or not encoder_state:
-        raise CheckpointError(
-            f"{weights}: expected 'encoder.*' tensors and 'latent_avg' (what training "
-            f"exports), got {stray[:3] or 'no encoder tensors'}"
-        )
+    encoder_state, exported_latent_avg = read_encoder_state(weights)
     try:
         model.encoder.load_state_dict(encoder_state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
             f"{weights} does not match the encoder its config describes ({mismatch_detail(err)})"
         ) from None
-    if "latent_avg" in state:
-        model.set_latent_avg(state["latent_avg"])
+    if exported_latent_avg is not None:
+        model.set_latent_avg(exported_latent_avg)
     return IDEPipeline(model, cfg, device=device, dtype=dtype, detector=detector)

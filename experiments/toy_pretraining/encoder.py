@@ -25,7 +25,7 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
     ``out_dir/toy_ide/`` with the generator fingerprint; returns {"name", "run", "sha256"}."""
     from safetensors.torch import save_file
 
-    from experiments.pipeline import CheckpointError, recorded_generator
+    from experiments.exports import CheckpointError, recorded_generator
     from models.weights import load_state_file
 
     if run:
@@ -46,7 +46,7 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
     generator = recorded_generator(source)
     if generator is None:
         # exported before encoders recorded their generator: stamp the one its config names today
-        from experiments.pipeline import load_run_config
+        from experiments.exports import load_run_config
         from experiments.world import load_frozen_generator
         from models.weights import state_fingerprint
 

@@ -424,8 +424,8 @@ def test_large_photo_is_read_without_a_float_copy(tmp_path):
 def test_final_export_is_swapped_in_whole(trained, tmp_path):
     """An export that fails midway leaves the previous final/ as it was; one that succeeds replaces it whole
     and leaves no partial or old folder behind."""
+    from experiments.exports import load_run_config
     from experiments.methods import build_method
-    from experiments.pipeline import load_run_config
     from experiments.train import export_final
 
     copy = copy_run(trained[0], tmp_path)
