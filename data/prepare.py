@@ -301,7 +301,7 @@ def align_folder(
     progress: bool = True,
 ) -> AlignReport:
     """Align every photo under ``src`` into ``out`` (module docstring); returns what it did."""
-    from data.align import choose_detector
+    from data.face_detection import choose_detector
 
     src, out = Path(src), Path(out)
     if not src.is_dir():

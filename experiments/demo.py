@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data.align import DETECTORS
+from data.face_detection import DETECTORS
 from experiments.device import DTYPES
 
 

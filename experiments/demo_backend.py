@@ -143,7 +143,7 @@ class Demo:
     ) -> Demo:
         """Load the pipeline, the IDSIM network of its evaluation and (a world that renders its photos) write
         the examples into ``examples_dir`` (default: a fresh temporary folder)."""
-        from data.align import choose_detector
+        from data.face_detection import choose_detector
         from experiments.pipeline import load_pipeline
 
         pipe = load_pipeline(checkpoint, device=device, dtype=dtype, weights_root=weights_root, detector=detector)
@@ -164,8 +164,8 @@ class Demo:
 
     # ---- descriptions -------------------------------------------------------------------------
     def aligner(self) -> str:
-        """Which aligner identity photos go through (``data.align.choose_detector``), in words."""
-        from data.align import choose_detector
+        """Which aligner identity photos go through (``data.face_detection.choose_detector``), in words."""
+        from data.face_detection import choose_detector
 
         method, folder = choose_detector(self.pipe.detector, self.pipe.weights_root)
         if method == "insightface":

@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data.align import DETECTORS
+from data.face_detection import DETECTORS
 from experiments.device import DTYPES
 from experiments.generation import GRID_MAX_ROWS, InputError
 

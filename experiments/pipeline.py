@@ -308,8 +308,8 @@ def load_pipeline(
     name of a shipped encoder (``models.weights.SHIPPED_ENCODERS``: ``"toy"``, checked against its sha256).
     weights_root: overrides the run's ``weights_root`` for the generator file (``$IDEFACE_WEIGHTS`` applies
     when both are unset).
-    detector: face aligner for identity photos (``data.align.DETECTORS``: auto | dlib | dlib-mmod | insightface |
-    cascade; auto takes dlib, then insightface buffalo_l, then the cascade, whichever is there first).
+    detector: face aligner for identity photos (``data.face_detection.DETECTORS``: auto | dlib | dlib-mmod |
+    insightface | cascade; auto takes dlib, then insightface buffalo_l, then the cascade, whichever is there first).
     dtype: compute precision; bfloat16/float16 run under autocast (weights stay float32).
     Raises :class:`CheckpointError`, or the registry's MissingWeightsError for a missing generator or
     shipped encoder.

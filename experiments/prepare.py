@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from data.align import DETECTORS
+from data.face_detection import DETECTORS
 from data.pairs import PAIRING_MODES
 from data.prepare import MissingDataError, align_folder, prepare_celebahq
 from models.weights import MissingWeightsError

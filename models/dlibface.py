@@ -14,7 +14,7 @@ The files are found through the package's import spec, without importing it: its
 ``pkg_resources``, which setuptools >= 81 no longer ships.
 
 Points are dlib's pixel-index coordinates (x, y), pixel centres at integers, as ``cv2.warpAffine``
-and the rest of ``data.align`` use. Images are (H, W, 3) uint8 RGB.
+and ``data.align`` use. Images are (H, W, 3) uint8 RGB.
 """
 
 from __future__ import annotations

@@ -14,10 +14,9 @@ from data.align import (
     align_face,
     alignment_template,
     apply_affine,
-    choose_detector,
-    detect_cascade,
     ffhq_transform,
 )
+from data.face_detection import detect_cascade
 from data.images import BadImageError, to_uint8
 
 insightface = pytest.importorskip("insightface")
@@ -143,16 +142,15 @@ def test_bad_inputs_get_one_clear_line(tmp_path):
         align_face(small, detector="cascade")
 
 
-def test_detector_choice_follows_the_weights_registry(tmp_path, monkeypatch):
+def test_the_aligner_chosen_is_the_one_that_runs(tmp_path, monkeypatch):
+    """align_face runs what choose_detector picks (tests/data/test_face_detection.py), with its errors."""
     from models.weights import MissingWeightsError
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # dlib not installed: auto falls through to the registry
-    assert choose_detector("auto", weights_root=tmp_path) == ("cascade", None)
     assert align_face(TOM, size=32, weights_root=tmp_path).method == "cascade"
     with pytest.raises(MissingWeightsError, match="buffalo_l"):
         align_face(TOM, detector="insightface", weights_root=tmp_path)
     (tmp_path / "buffalo_l").mkdir()  # present but without the detector: an error, not a silent fallback
-    assert choose_detector("auto", weights_root=tmp_path) == ("insightface", tmp_path / "buffalo_l")
     with pytest.raises(MissingWeightsError, match="no insightface face-detection model"):
         align_face(TOM, weights_root=tmp_path)
     with pytest.raises(ValueError, match="unknown detector 'haar'"):
@@ -179,7 +177,7 @@ def astronaut():
 
 def dlib_five(rgb):
     """The five crop-rule points dlib finds on a photo (HOG detector, largest face, 68 landmarks)."""
-    from data.align import dlib_points, pick_face
+    from data.face_detection import dlib_points, pick_face
     from models import dlibface
 
     box = pick_face(dlibface.detect(rgb))[0]
@@ -188,12 +186,6 @@ def dlib_five(rgb):
 
 def roll_degrees(matrix) -> float:
     return float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
-
-
-def test_auto_prefers_dlib_when_installed(tmp_path):
-    _dlib_ready()
-    (tmp_path / "buffalo_l").mkdir()  # dlib comes first even where buffalo_l is present
-    assert choose_detector("auto", weights_root=tmp_path) == ("dlib", None)
 
 
 def test_dlib_unavailable_is_one_line_with_the_install_command(monkeypatch):

@@ -19,7 +19,8 @@ def faces():
     from PIL import Image
     from skimage import data
 
-    from data.align import align_face, dlib_points, ffhq_transform, to_tensor, warp_face
+    from data.align import align_face, ffhq_transform, to_tensor, warp_face
+    from data.face_detection import dlib_points
 
     if not dlibface.available():
         pytest.skip(f"dlib not installed ({dlibface.INSTALL})")
