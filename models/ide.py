@@ -72,17 +72,21 @@ class IFM(nn.Module):
 
 
 class InputLatentHead(nn.Module):
-    """(B, in_c, s, s) -> input latent residual (B, out_c, 4, 4); zero at init (last conv zeroed)."""
+    """(B, in_c, s, s) -> input latent residual (B, out_c, 4, 4); zero at init (last conv zeroed).
+
+    ``s`` is a power of 2: a larger map is halved by stride-2 convs (16 -> 4 at the paper's 256 input), a
+    2x2 or 1x1 one (an input of 32 or 16 px) doubled by nearest upsampling, each followed by a conv."""
 
     def __init__(self, in_c: int, out_c: int, spatial: int):
         super().__init__()
-        n = (spatial // 4).bit_length() - 1
-        if spatial < 4 or 4 * 2**n != spatial:
-            raise ValueError(f"input-latent head needs a power-of-2 map >= 4, got {spatial}")
+        if spatial < 1 or spatial & (spatial - 1):
+            raise ValueError(f"input-latent head needs a power-of-2 map, got {spatial}")
         layers, c = [], in_c
-        for _ in range(n):
-            layers += [nn.Conv2d(c, out_c, 3, 2, 1), nn.LeakyReLU(0.01)]
-            c = out_c
+        while spatial != 4:
+            up = spatial < 4
+            layers += [nn.Upsample(scale_factor=2)] if up else []
+            layers += [nn.Conv2d(c, out_c, 3, 1 if up else 2, 1), nn.LeakyReLU(0.01)]
+            spatial, c = spatial * 2 if up else spatial // 2, out_c
         layers += [nn.Conv2d(c, out_c, 3, 1, 1), nn.LeakyReLU(0.01), _zero_conv(out_c, out_c)]
         self.convs = nn.Sequential(*layers)
 

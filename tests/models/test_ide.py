@@ -147,8 +147,38 @@ def test_input_latent_head():
     assert sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in head.modules()) == 2
     out = head(torch.randn(2, 32, 16, 16))
     assert out.shape == (2, 16, 4, 4) and not out.any()
-    with pytest.raises(ValueError):
-        ide.InputLatentHead(32, 16, 2)
+    # the toy world's 64-px input: no resampling, so the shipped head's keys are unchanged
+    assert [type(m).__name__ for m in ide.InputLatentHead(32, 16, 4).convs] == ["Conv2d", "LeakyReLU", "Conv2d"]
+    for bad in (0, 3, 12):
+        with pytest.raises(ValueError, match="power-of-2 map"):
+            ide.InputLatentHead(32, 16, bad)
+
+
+@pytest.mark.parametrize("spatial", [1, 2])
+def test_input_latent_head_upsamples_a_small_map(spatial):
+    """A 32-px (2x2 last map) or 16-px input still gives the 4x4 input latent, and its gradient reaches the map."""
+    head = ide.InputLatentHead(8, 16, spatial)
+    nn.init.normal_(head.convs[-1].weight)
+    x = torch.randn(2, 8, spatial, spatial, requires_grad=True)
+    out = head(x)
+    assert out.shape == (2, 16, 4, 4)
+    out.square().sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_a_32_px_encoder_predicts_the_input_latent():
+    model = ide.IDEEncoder(
+        contour_channels=3,
+        n_styles=8,
+        style_dim=32,
+        latent_channels=32,
+        input_size=32,
+        stage_channels=(8, 16, 16, 32),
+        stage_units=(1, 1, 1, 1),
+        ifm_hidden=8,
+    )
+    w, latent = model(torch.randn(2, 6, 32, 32), torch.randn(2, 3, 32, 32))
+    assert w.shape == (2, 8, 32) and latent.shape == (2, 32, 4, 4)
 
 
 def test_full_size_layout_and_parameter_count():
