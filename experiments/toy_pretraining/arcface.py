@@ -1,19 +1,19 @@
 """The toy ArcFaces: the ID-loss / pretrained-ID-init network and the evaluation network.
 
-IR-SE backbones working on the 64x64 image itself (``Backbone(input_size=64)``), trained on all 2,000
+IR-SE backbones working on the world's image itself (``Backbone(input_size=64)`` at 64x64), trained on all 2,000
 toy *train* identities (``data.toyfaces.dataset`` identity codes, world seed 0) under fresh per-photo draws
 (coarse look and nuisance) each step, with an additive angular margin loss plus an auxiliary regression
 of the identity code, and a curriculum that grows the per-photo draws from the mean look and pose to the
 world's (``photo_curriculum``). Their ONNX exports take the ArcFace-standard (B, 3, 112, 112) input in
-[-1, 1] (what ``insightface.model_zoo.get_model`` recognises as ``ArcFaceONNX``) and resize it to 64 in
-the graph.
+[-1, 1] (what ``insightface.model_zoo.get_model`` recognises as ``ArcFaceONNX``) and resize it to their input
+size in the graph.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from data.toyfaces.dataset import identity_codes
 from data.toyfaces.render import N_IDENTITY, N_PHOTO, assemble, render_gaussian
 from experiments.toy_pretraining.export import fp16_state
+from experiments.toy_pretraining.sizes import toy_world_sizes
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
 from experiments.toy_pretraining.verification import identity_report
 from models.irse import Backbone
@@ -38,10 +39,11 @@ class ArcFaceConfig:
 
     name: str = "toy_arcface"
     seed: int = 1
-    stage_channels: tuple[int, ...] = (32, 64, 96, 128)
-    stage_units: tuple[int, ...] = (1, 2, 2, 1)
+    # the encoders' layout (world/toy.yaml's model section): this network initialises the identity encoder
+    stage_channels: tuple[int, ...] = field(default_factory=lambda: toy_world_sizes().stage_channels)
+    stage_units: tuple[int, ...] = field(default_factory=lambda: toy_world_sizes().stage_units)
     embedding_dim: int = 128
-    image_size: int = 64
+    image_size: int = field(default_factory=lambda: toy_world_sizes().image_size)
     # Every train identity is a class; their photos' coarse looks are drawn per photo, so only the fine
     # identity parts separate the classes.
     n_identities: int = 2000
@@ -67,7 +69,7 @@ class ArcFaceConfig:
 
 
 ARCFACES = {
-    # the loss / pretrained-ID-init network: the identity encoder's stage layout (world/toy.yaml)
+    # the loss / pretrained-ID-init network
     "toy_arcface": ArcFaceConfig(),
     # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
     "toy_eval_arcface": ArcFaceConfig(
@@ -77,7 +79,7 @@ ARCFACES = {
 
 
 def build_arcface(cfg: ArcFaceConfig) -> Backbone:
-    """The IR-SE backbone: (B, 3, 64, 64) in [-1, 1] -> (B, embedding_dim) unit vectors."""
+    """The IR-SE backbone: (B, 3, S, S) in [-1, 1], S = ``cfg.image_size`` -> (B, embedding_dim) unit vectors."""
     return Backbone(
         cfg.image_size,
         mode="ir_se",

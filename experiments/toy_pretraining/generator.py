@@ -1,4 +1,4 @@
-"""The toy StyleGAN2 (64x64, n_latent 10), distilled from the renderer.
+"""The toy StyleGAN2 (at the world's size: 64x64, n_latent 10), distilled from the renderer.
 
 Distilled rather than trained adversarially: a GAN needs far more images than a CPU budget allows, and
 the renderer gives the exact target of every z. Fitting G([z]) ~ render(z) end to end learns very slowly
@@ -11,7 +11,7 @@ multi-scale L1 + image-gradient L1 + L1 on each intermediate skip image).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,20 +29,21 @@ from data.toyfaces.render import (
 from experiments.config_schema import ConfigError
 from experiments.toy_pretraining.distillation import discriminator_step, part_weights, psnr, synthesis_loss
 from experiments.toy_pretraining.export import fp16_state
+from experiments.toy_pretraining.sizes import toy_world_sizes
 from experiments.toy_pretraining.training import cosine_lr, load_checkpoint, save_atomic, start_wandb, step_generator
 from ops.atomic_write import atomic_path
 
 
 @dataclass
 class GeneratorConfig:
-    """The toy StyleGAN2 (world/toy.yaml's generator section) and its two-part distillation schedule."""
+    """The toy StyleGAN2 (world/toy.yaml's generator section, by default) and its two-part distillation schedule."""
 
     name: str = "toy_stylegan2"
     seed: int = 3
-    size: int = 64
-    style_dim: int = 128
-    n_mlp: int = 4
-    channels: tuple[tuple[int, int], ...] = ((4, 128), (8, 128), (16, 64), (32, 64), (64, 32))
+    size: int = field(default_factory=lambda: toy_world_sizes().image_size)
+    style_dim: int = field(default_factory=lambda: toy_world_sizes().style_dim)
+    n_mlp: int = field(default_factory=lambda: toy_world_sizes().n_mlp)
+    channels: tuple[tuple[int, int], ...] = field(default_factory=lambda: toy_world_sizes().channels)
     # One run from scratch within about an hour on a 2-core CPU (models/pretrained/README.md has its
     # figures). Batches of 4 learn more per CPU second than 16; on a GPU, larger batches and more steps
     # are the way on.

@@ -9,6 +9,7 @@ from torch import nn
 from data.conditions import make_condition
 from data.toyfaces.dataset import ToySizes, split_identities
 from data.toyfaces.render import render_gaussian, with_look
+from experiments.toy_pretraining.sizes import toy_world_sizes
 
 
 @torch.no_grad()
@@ -22,10 +23,10 @@ def embed(net: nn.Module, images: torch.Tensor, batch_size: int = 200) -> torch.
     return out
 
 
-def lr_contour(images: torch.Tensor, lr_size: int = 8) -> torch.Tensor:
-    """The LR contour as the encoder receives it (``data.conditions``' lr: bicubic down to ``lr_size`` and
-    back up): (B, 3, S, S) in [-1, 1]."""
-    return make_condition("lr", out_size=images.shape[-1], lr_size=lr_size)(images)
+def lr_contour(images: torch.Tensor, lr_size: int | None = None) -> torch.Tensor:
+    """The LR contour as the encoder receives it (``data.conditions``' lr: bicubic down to ``lr_size``, default
+    the world's, and back up): (B, 3, S, S) in [-1, 1]."""
+    return make_condition("lr", out_size=images.shape[-1], lr_size=lr_size or toy_world_sizes().lr_size)(images)
 
 
 def verification_accuracy(same: torch.Tensor, diff: torch.Tensor, folds: int = 10) -> float:
@@ -47,22 +48,23 @@ def verification_accuracy(same: torch.Tensor, diff: torch.Tensor, folds: int = 1
     return sum(accs) / folds
 
 
-def report_photos(n_identities: int = 300, data_seed: int = 0, size: int = 64) -> dict[str, torch.Tensor]:
-    """Three photos per test identity i, (N, 3, S, S) in [-1, 1] each, row i = identity i:
+def report_photos(n_identities: int = 300, data_seed: int = 0, size: int | None = None) -> dict[str, torch.Tensor]:
+    """Three photos per test identity i, (N, 3, S, S) in [-1, 1] each (S: ``size``, default the world's), row i =
+    identity i:
 
-    ``a``: a photo of i (the probe); ``b``: another photo of i (its own look and nuisance); ``alike``: a
-    look-alike of ``b``, identity i+1 (cyclic) drawn in ``b``'s coarse look with fresh nuisance, so that
-    ``b`` and ``alike`` differ in identity only.
+        ``a``: a photo of i (the probe); ``b``: another photo of i (its own look and nuisance); ``alike``: a
+        look-alike of ``b``, identity i+1 (cyclic) drawn in ``b``'s coarse look with fresh nuisance, so that
+        ``b`` and ``alike`` differ in identity only.
     """
     test = split_identities("test", ToySizes(test_identities=n_identities, test_photos_per_identity=3), seed=data_seed)
     codes = test.codes.view(n_identities, 3, -1)
     alike = with_look(codes[:, 2].roll(-1, 0), codes[:, 1])
-    images = render_gaussian(torch.cat([codes[:, 0], codes[:, 1], alike]), size).image
+    images = render_gaussian(torch.cat([codes[:, 0], codes[:, 1], alike]), size or toy_world_sizes().image_size).image
     return dict(zip(("a", "b", "alike"), images.split(n_identities)))
 
 
-def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0, lr_size: int = 8) -> dict:
-    """Verification of test identities by ``net`` (``report_photos``), as a flat dict.
+def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0, lr_size: int | None = None) -> dict:
+    """Verification of test identities by ``net`` (``report_photos`` at its ``input_size``), as a flat dict.
 
     Genuine pairs (a_i, b_i); look-alike impostors (a_i, alike_i), which share b_i's coarse look, so only
     the fine identity parts separate them; random impostors (a_i, b_{i+1}). ``verification_acc``
@@ -70,7 +72,7 @@ def identity_report(net: nn.Module, n_identities: int = 300, data_seed: int = 0,
     ``lr_`` figures probe with the LR contour of a_i (``lr_contour``) instead: ``lr_verification_acc_lookalike``
     is the identity ambiguity, how well the contour alone tells the person from a look-alike (50% is chance).
     """
-    photos = report_photos(n_identities, data_seed)
+    photos = report_photos(n_identities, data_seed, net.input_size)
     eb, ealike = embed(net, photos["b"]), embed(net, photos["alike"])
     report: dict = {"identities": n_identities}
     for prefix, probe in (("", photos["a"]), ("lr_", lr_contour(photos["a"], lr_size))):
