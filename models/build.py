@@ -12,7 +12,7 @@ psp            kind=psp: GradualStyleEncoder on cat(contour, identity), single p
 
 Keys read (``model.*``): kind, n_iters, encoder_layers, encoder_mode, stage_channels, stage_units,
 encoder_init, identity_encoder, identity_init, identity_freeze, identity_weights, input_latent,
-ifm_hidden, n_ifm_per_block, loss_resolution. ``encoder_init``/``identity_init`` = pretrained load
+step_norm_statistics, ifm_hidden, n_ifm_per_block, loss_resolution. ``encoder_init``/``identity_init`` = pretrained load
 ``identity_weights`` (registry name or path of an ArcFace IR-SE, TreB1eN layout: IR-SE50, or the toy
 ArcFace whose stage sizes the config must then repeat). The identity-only knobs are errors, not
 silently ignored, for restyle/psp. Design choice: the main/ReStyle/pSp body starts from the same
@@ -32,6 +32,7 @@ from models.answers import ANSWERS
 from models.encoders import BackboneEncoder, GradualStyleEncoder, init_from_irse
 from models.ide import IDEEncoder
 from models.inversion import IterativeInverter
+from models.step_norm import use_step_statistics
 from models.weights import resolve_path
 
 # model.kind: the encoder kinds build_model builds, and the kinds with nothing to train: pulse
@@ -58,6 +59,9 @@ class ModelConfig:
     identity_freeze: bool = False
     identity_weights: str = "ir_se50"  # registry name or path of the ArcFace IR-SE weights
     input_latent: bool = True
+    # BatchNorm running statistics per refinement step in the encoder (the IDE encoder's main branch; not E_id,
+    # whose input is the same at every step): models.step_norm. false = one running average, as ReStyle
+    step_norm_statistics: bool = False
     ifm_hidden: int = 128
     n_ifm_per_block: int | None = None  # None = every bottleneck of the stage gets an IFM
     loss_resolution: int = 256
@@ -139,4 +143,8 @@ def build_model(
         encoder = GradualStyleEncoder(input_nc=contour_channels + 3, **common)
     if c("encoder_init") == "pretrained":
         init_from_irse(encoder, resolve_path(c("identity_weights"), weights_root))
+    if c("step_norm_statistics") and c("n_iters") > 1:
+        for name, part in encoder.named_children():
+            if name != "identity":
+                use_step_statistics(part, c("n_iters"))
     return IterativeInverter(encoder, generator, kind, c("n_iters"), c("loss_resolution"), latent_avg)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.step_norm import StepBatchNorm2d, set_norm_step
 from ops.shapes import assert_shape
 
 KINDS = ("restyle", "ide", "psp")
@@ -150,6 +151,8 @@ class IterativeInverter(nn.Module):
             got = encoder.latent_head.convs[-1].out_channels
             if got != c4:
                 raise ValueError(f"input-latent head gives {got} channels, the generator's 4x4 has {c4}")
+        # an encoder with per-step BatchNorm statistics (models.step_norm) is told each step's index
+        self.step_norms = [m for m in encoder.modules() if isinstance(m, StepBatchNorm2d)]
         self.register_buffer("latent_avg", torch.zeros(generator.n_latent, generator.style_dim))
         self.register_buffer("avg_image", None, persistent=False)
         self.set_latent_avg(sample_latent_avg(generator) if latent_avg is None else latent_avg)
@@ -209,6 +212,7 @@ class IterativeInverter(nn.Module):
             condition = condition if condition is not None else prev.identity_condition
             w, latent = prev.w.detach(), prev.input_latent
             latent = latent.detach() if latent is not None else None
+        set_norm_step(self.step_norms, index)
         if self.kind == "psp":
             dw, dlatent = self.encoder(torch.cat([contour, identity], 1)), None
         else:
