@@ -49,12 +49,12 @@ def verification_accuracy(same: torch.Tensor, diff: torch.Tensor, folds: int = 1
 
 
 def report_photos(n_identities: int = 300, data_seed: int = 0, size: int | None = None) -> dict[str, torch.Tensor]:
-    """Three photos per test identity i, (N, 3, S, S) in [-1, 1] each (S: ``size``, default the world's), row i =
+    """Three photos per test identity i, (N, 3, S, S) in [-1, 1] each (S = ``size``, default the world's), row i =
     identity i:
 
-        ``a``: a photo of i (the probe); ``b``: another photo of i (its own look and nuisance); ``alike``: a
-        look-alike of ``b``, identity i+1 (cyclic) drawn in ``b``'s coarse look with fresh nuisance, so that
-        ``b`` and ``alike`` differ in identity only.
+    ``a``: a photo of i (the probe); ``b``: another photo of i (its own look and nuisance); ``alike``: a
+    look-alike of ``b``, identity i+1 (cyclic) drawn in ``b``'s coarse look with fresh nuisance, so that
+    ``b`` and ``alike`` differ in identity only.
     """
     test = split_identities("test", ToySizes(test_identities=n_identities, test_photos_per_identity=3), seed=data_seed)
     codes = test.codes.view(n_identities, 3, -1)
