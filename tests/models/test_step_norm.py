@@ -53,10 +53,14 @@ def test_each_step_is_the_reference_batchnorm_on_its_own_row():
         )
         assert torch.equal(step.eval()(xt), copy.eval()(xt))  # the row's statistics
     assert not torch.equal(step.running_mean[0], step.running_mean[2])  # each row took its own update
-    set_norm_step([step], 7)  # past the last step: the last row
-    assert torch.equal(step.eval()(x[:1]), step.eval()(x)[:1])
+    step.eval()
     set_norm_step([step], 2)
-    assert torch.equal(step(x), step.eval()(x))
+    last = step(x)
+    set_norm_step([step], 7)  # past the last step: the last row's statistics
+    assert torch.equal(step(x), last)
+    set_norm_step([step], 0)
+    assert not torch.equal(step(x), last)
+    assert torch.equal(step(x[:1]), step(x)[:1])  # eval mode: per sample
 
 
 def test_conversion_keeps_the_layer_and_copies_its_statistics():
