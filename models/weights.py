@@ -100,15 +100,15 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_stylegan2",
             "toy_stylegan2.safetensors",
-            "c9d5b65773a4be7d421516de7a68d1655cef0d49fb7745457ccd64d8a038cf1b",
+            "2ce7c1f62b093494c277f0f55af1f249f8e67e7e78817c9eb511404863a86186",
             PRETRAIN_TOY,
-            "toy StyleGAN2 64x64 (style_dim 128, n_mlp 4), save_generator format",
+            "toy StyleGAN2 32x32 (style_dim 128, n_mlp 4), save_generator format",
             location="repo",
         ),
         WeightSpec(
             "toy_arcface",
             "toy_arcface.safetensors",
-            "c5d33de3ab7c840a426698840f6a5e212946f0746dd954ca94ba183a26570693",
+            "7456ec859eaef32e2bc4353efc4952c8d39787cad138ff0e9a35777d013430c7",
             PRETRAIN_TOY,
             "toy ArcFace IR-SE (ID loss, pretrained identity-encoder init)",
             location="repo",
@@ -116,7 +116,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_arcface_onnx",
             "toy_arcface.onnx",
-            "cd657a72f9b64f70f7eb3ba48aeabf86c9b33729c8f32e78215b8240da289dd7",
+            "cda80ef2636a7a7d1659977c8db49d0e9732cd7c7e71e8f7512ca8aff971c180",
             PRETRAIN_TOY,
             "toy ArcFace as ONNX (112x112 input)",
             location="repo",
@@ -124,7 +124,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_eval_arcface",
             "toy_eval_arcface.safetensors",
-            "efd7a030cdb82230e76bebcb9cae064b730a283ec339344e33c0c26aad31e683",
+            "20a2ecdc11921a3df15d07fd7fbe2e9041ac4b6bd9cdcc407d4f1716a5042671",
             PRETRAIN_TOY,
             "second toy ArcFace used only by the metrics",
             location="repo",
@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "6530a80358b055001c92f7801f08b590f4da3deb5fdff2553cc0415ffd790776",
+            "57feb3abf7d71a781a74e332bff1900ae2690494dae74a068ca2619a1b41dd0c",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",
@@ -140,7 +140,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_eval_arcface_onnx",
             "toy_eval_arcface.onnx",
-            "6945e8cc18b839d7fdd9b6b59cc408ade4e307676e4dadf5776a99ebc7a667e5",
+            "540f99b873ffbe500c4deadd82d4552b11cffab5f6ddb63d93cb49fa6649f81f",
             PRETRAIN_TOY,
             "second toy ArcFace as ONNX (112x112 input): the toy IDSIM metric",
             location="repo",

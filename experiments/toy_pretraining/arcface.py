@@ -1,6 +1,6 @@
 """The toy ArcFaces: the ID-loss / pretrained-ID-init network and the evaluation network.
 
-IR-SE backbones working on the world's image itself (``Backbone(input_size=64)`` at 64x64), trained on all 2,000
+IR-SE backbones working on the world's image itself (``Backbone(input_size=32)`` at 32x32), trained on all 2,000
 toy *train* identities (``data.toyfaces.dataset`` identity codes, world seed 0) under fresh per-photo draws
 (coarse look and nuisance) each step, with an additive angular margin loss plus an auxiliary regression
 of the identity code, and a curriculum that grows the per-photo draws from the mean look and pose to the
@@ -70,10 +70,11 @@ class ArcFaceConfig:
 
 ARCFACES = {
     # the loss / pretrained-ID-init network
-    "toy_arcface": ArcFaceConfig(),
-    # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one)
+    "toy_arcface": ArcFaceConfig(steps=6000),
+    # the metric network: another seed and a slimmer layout (the real metric model differs from the loss one);
+    # at 32 px the slim layout needs more steps to verify random impostors (models/pretrained/README.md)
     "toy_eval_arcface": ArcFaceConfig(
-        name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128), stage_units=(1, 1, 1, 1)
+        name="toy_eval_arcface", seed=2, stage_channels=(16, 32, 64, 128), stage_units=(1, 2, 2, 1), steps=8000
     ),
 }
 

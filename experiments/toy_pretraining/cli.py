@@ -2,7 +2,7 @@
 
     ideface-pretrain-toy arcface          # toy ArcFace (ID loss, pretrained-ID init)
     ideface-pretrain-toy eval-arcface     # second ArcFace for the metrics (IDSIM/LPIPS/FID)
-    ideface-pretrain-toy stylegan2        # toy StyleGAN2 (64x64, n_latent 10), by distillation
+    ideface-pretrain-toy stylegan2        # toy StyleGAN2 (32x32, n_latent 8), by distillation
     ideface-pretrain-toy all              # the three above, in order
     ideface-pretrain-toy encoder [--run DIR]  # ship the toy IDE encoder (load_pipeline("toy"))
     ideface-pretrain-toy check            # quality measurements of the shipped files, as JSON

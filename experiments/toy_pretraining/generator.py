@@ -1,4 +1,4 @@
-"""The toy StyleGAN2 (at the world's size: 64x64, n_latent 10), distilled from the renderer.
+"""The toy StyleGAN2 (at the world's size: 32x32, n_latent 8), distilled from the renderer.
 
 Distilled rather than trained adversarially: a GAN needs far more images than a CPU budget allows, and
 the renderer gives the exact target of every z. Fitting G([z]) ~ render(z) end to end learns very slowly
@@ -44,10 +44,10 @@ class GeneratorConfig:
     style_dim: int = field(default_factory=lambda: toy_world_sizes().style_dim)
     n_mlp: int = field(default_factory=lambda: toy_world_sizes().n_mlp)
     channels: tuple[tuple[int, int], ...] = field(default_factory=lambda: toy_world_sizes().channels)
-    # One run from scratch within about an hour on a 2-core CPU (models/pretrained/README.md has its
-    # figures). Batches of 4 learn more per CPU second than 16; on a GPU, larger batches and more steps
-    # are the way on.
-    steps: int = 45_000  # synthesis steps
+    # The distillation stage of the shipped generator: about 20 minutes on a 2-core CPU at 32 px; a perceptual
+    # stage follows (models/pretrained/README.md has the chain and its figures). Batches of 4 learn more per
+    # CPU second than 16; on a GPU, larger batches and more steps are the way on.
+    steps: int = 20_000  # synthesis steps
     batch_size: int = 4
     lr: float = 3e-3
     gradient_weight: float = 1.0

@@ -14,7 +14,7 @@ from tests.conftest import subprocess_env
 def test_defaults_are_toy_world_and_full_model():
     cfg = load_config([])
     assert cfg.world == "toy" and cfg.method == "ide" and cfg.ablation is None
-    assert cfg.generator.size == 64 and cfg.data.dataset == "toy"
+    assert cfg.generator.size == 32 and cfg.data.dataset == "toy"
     assert cfg.model.kind == "ide" and cfg.model.input_latent and cfg.model.identity_init == "pretrained"
     # the paper's loss weights (section 3.1)
     assert (cfg.loss.l2, cfg.loss.lpips, cfg.loss.id, cfg.loss.wnorm) == (0.1, 1.0, 0.5, 0.003)

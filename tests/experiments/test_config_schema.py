@@ -31,7 +31,7 @@ def test_every_checked_key_is_in_the_schema():
         ("train.lr=0", "'train.lr': 0.0; it must be > 0"),
         ("train.val_batch=0", "'train.val_batch': 0; it must be >= 1"),
         ("data.lr_size=0", "'data.lr_size': 0; it must be >= 1"),
-        ("data.lr_size=128", "data.lr_size=128 is larger than data.input_size=64"),
+        ("data.lr_size=128", "data.lr_size=128 is larger than data.input_size=32"),
         ("data.input_size=100", "'data.input_size': 100; it must be a power of two >= 4"),
         ("generator.size=96", "'generator.size': 96; it must be a power of two >= 4"),
         ("eval.batch_size=0", "'eval.batch_size': 0"),

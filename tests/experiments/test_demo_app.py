@@ -157,7 +157,7 @@ def test_server_reports_bad_input_in_the_page(server, toy, tmp_path):
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium(server, tmp_path):
+def test_page_in_headless_chromium(server, toy, tmp_path):
     pytest.importorskip("selenium", reason="the browser test needs selenium (in the dev extra)")
     from experiments import demo_screenshot as browser
 
@@ -174,6 +174,6 @@ def test_page_in_headless_chromium(server, tmp_path):
         driver.quit()
     (tmp_path / "demo.png").write_bytes(png)
     assert status.startswith("Generated 4 face(s)"), status
-    assert sizes == [(64, 64)] * 4
+    assert sizes == [(toy.pipe.output_size,) * 2] * 4
     page = Image.open(tmp_path / "demo.png")
     assert page.width >= 1000 and page.height > 1000

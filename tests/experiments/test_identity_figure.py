@@ -19,7 +19,7 @@ def test_the_figure_feeds_one_contour_with_other_peoples_photos_and_scores_each_
         assert png.size == (6 + 3 * (32 + 6), 2 * LINE_HEIGHT + 2 * (32 + TEXT_LINES * LINE_HEIGHT + 6))
     people = [s.identity_person for s in fig.scores]
     assert len(set(people)) == 2 and fig.contour_person not in people
-    assert fig.identities.shape == fig.outputs.shape == (2, 3, 64, 64) and fig.contour.shape == (1, 3, 64, 64)
+    assert fig.identities.shape == fig.outputs.shape == (2, 3, 32, 32) and fig.contour.shape == (1, 3, 32, 32)
     # the same contour with two people's photos: the identity photo changes the output
     assert not torch.allclose(fig.outputs[0], fig.outputs[1], atol=1e-3)
     for s in fig.scores:

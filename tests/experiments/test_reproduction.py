@@ -111,7 +111,7 @@ def test_row_config_layers_world_row_overrides_and_seed():
     pulse = next(r for r in suite.rows if r["name"] == "PULSE")
     cfg = row_config(suite, pulse, 2, ["train.lr=0.5"])
     assert (cfg.world, cfg.model.kind, cfg.pulse.seed, cfg.seed, cfg.train.lr) == ("toy", "pulse", 2, 2, 0.5)
-    assert cfg.wandb.group == "ide-toy-lr" and cfg.generator.size == 64
+    assert cfg.wandb.group == "ide-toy-lr" and cfg.generator.size == 32
     suite.world = "celebahq"
     real = row_config(suite, suite.rows[-1], 0, ["data.root=/data/celebahq"])
     assert real.generator.size == 1024 and real.generator.channels is None and real.model.identity_init == "pretrained"

@@ -44,7 +44,8 @@ def test_shipped_toy_fid_grows_with_degradation(toy_world):
     network, faces = toy_world
     detector = EmbeddingDetector(network, "toy_eval_arcface")
     reference = accumulate([quantize(faces)], detector).stats()
-    assert fid(accumulate([quantize(faces)], detector).stats(), reference) == pytest.approx(0.0, abs=1e-8)
+    # 0 up to the matrix square root's rounding on a rank-deficient covariance (100 faces, 128 features): ~1e-7
+    assert fid(accumulate([quantize(faces)], detector).stats(), reference) == pytest.approx(0.0, abs=1e-5)
     for name, degraded in _degradations(faces).items():
         distances = [fid(accumulate([quantize(x)], detector).stats(), reference) for x in degraded]
         # The look-invariant evaluation ArcFace's embedding is not strictly monotonic in noise strength (0.33,

@@ -14,6 +14,8 @@ from experiments.toy_pretraining.arcface import ARCFACES, ArcFaceONNXInput, ArcM
 TINY_ARC = replace(
     ARCFACES["toy_eval_arcface"],
     stage_channels=(8, 12, 16, 24),
+    stage_units=(1, 1, 1, 1),
+    image_size=64,  # a tiny network's few steps at fixed sizes, whatever the shipped world's
     embedding_dim=16,
     n_identities=4,
     batch_size=8,

@@ -21,7 +21,7 @@ def test_check_measures_the_shipped_networks(tmp_path):
         PRETRAINED_DIR, tmp_path, fd_samples=200, n_inversions=2, inversion_steps=2, fd_inf_samples=1000, fd_draws=3
     )
     for name in ARCFACES:
-        # the ONNX graph resizes its 112 input back to 64 (bilinear): fine-part recognisers feel it (0.97-0.99)
+        # the ONNX graph resizes its 112 input back to 32 (bilinear): fine-part recognisers feel it (0.97-0.99)
         assert out[name]["onnx_torch_cosine"] > 0.95
     g = out["toy_stylegan2"]
     assert sorted(g["fd_by_n"]) == [400, 600, 800, 1000]  # 200 is below the 240 feature dimensions

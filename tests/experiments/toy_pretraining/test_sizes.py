@@ -8,7 +8,7 @@ from experiments.toy_pretraining.generator import GeneratorConfig, build_generat
 from experiments.toy_pretraining.sizes import toy_world_sizes
 from experiments.world import load_frozen_generator
 
-SMALL = ("generator.size=32", "data.input_size=32", "generator.channels={4: 16, 8: 16, 16: 8, 32: 8}")
+SMALL = ("generator.size=16", "data.input_size=16", "generator.channels={4: 16, 8: 16, 16: 8}")
 
 
 def test_the_pretraining_trains_the_world_s_sizes():
@@ -26,7 +26,7 @@ def test_the_pretraining_trains_the_world_s_sizes():
 
 def test_another_size_is_a_config_change():
     sizes = toy_world_sizes(SMALL)
-    assert sizes.image_size == 32 and sizes.channels == ((4, 16), (8, 16), (16, 8), (32, 8))
+    assert sizes.image_size == 16 and sizes.channels == ((4, 16), (8, 16), (16, 8))
     assert sizes.lr_size == toy_world_sizes().lr_size
-    with pytest.raises(ValueError, match="generator.size 32 != data.input_size 64"):
+    with pytest.raises(ValueError, match="generator.size 16 != data.input_size 32"):
         toy_world_sizes(SMALL[:1] + SMALL[2:])
