@@ -110,7 +110,12 @@ def test_the_encoder_normalises_each_refinement_step_by_its_own_statistics(prese
         input_size=64,
     )
     again.encoder.load_state_dict(enc.state_dict())
-    plain = build_model(toy_cfg(preset, identity_weights=str(toy_irse_file), n_iters=3), gen, 3, input_size=64)
+    plain = build_model(
+        toy_cfg(preset, identity_weights=str(toy_irse_file), step_norm_statistics=False, n_iters=3),
+        gen,
+        3,
+        input_size=64,
+    )
     with pytest.raises(RuntimeError, match="size mismatch"):
         plain.encoder.load_state_dict(enc.state_dict())
 
