@@ -92,9 +92,11 @@ class ToyFaces(Dataset):
     ``data.pairs.TrainPairSampler`` on each read) or ``test`` (items = rows of the fixed test
     manifest, ``n_per_contour`` identity images per contour). ``condition``: lr | sketch | mask,
     built by ``data.conditions.make_condition`` (lr = bicubic down to ``lr_size`` and back up to
-    ``input_size``; sketch and mask come from the renderer's geometry). Photos are rendered on the
-    fly at ``input_size`` (about a millisecond each). The identities are fixed by ``world_seed`` (the
-    shipped toy networks were trained on world 0); ``seed`` only seeds the test manifest draw.
+    ``input_size``; sketch and mask come from the renderer's geometry); both sizes are the world's
+    (``data.lr_size``, ``data.input_size`` in experiments/configs/world/toy.yaml), so they have no default
+    here. Photos are rendered on the fly at ``input_size`` (about a millisecond each). The identities are
+    fixed by ``world_seed`` (the shipped toy networks were trained on world 0); ``seed`` only seeds the test
+    manifest draw.
     The manifest CSV is written to ``cache_dir`` when given, otherwise kept in memory.
     """
 
@@ -118,8 +120,9 @@ class ToyFaces(Dataset):
         self,
         split: str = "train",
         condition: str = "lr",
-        lr_size: int = 8,
-        input_size: int = 64,
+        *,
+        lr_size: int,
+        input_size: int,
         pairing: str = "same_identity",
         seed: int = 0,
         n_per_contour: int = 10,

@@ -325,7 +325,14 @@ def test_shipped_toy_encoder_follows_the_identity_photo():
     from metrics.idsim import FULL_CROP, ArcFaceEmbedder
 
     pipe = load_pipeline("toy")
-    test = ToyFaces("test", "lr", pipe.lr_size, pipe.input_size, pairing="random", sizes=ToySizes(test_identities=60))
+    test = ToyFaces(
+        "test",
+        "lr",
+        lr_size=pipe.lr_size,
+        input_size=pipe.input_size,
+        pairing="random",
+        sizes=ToySizes(test_identities=60),
+    )
     rows = [test.manifest.rows[i] for i in range(0, 600, 5)]  # 60 contours x 2 identity photos of others
     items = [test[i] for i in range(0, 600, 5)]
     out = pipe.run_tensors(
