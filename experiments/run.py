@@ -3,7 +3,7 @@
 Usage::
 
     accelerate launch experiments/run.py [group=name ...] [dotted.key=value ...] [--dry-run]
-    accelerate launch experiments/run.py ablation=input_latent          # toy world, ~10 min on a CPU
+    accelerate launch experiments/run.py ablation=input_latent          # the main job: toy world, ~4 min on 2 cores
     accelerate launch experiments/run.py world=celebahq ablation=pretrained_id data.root=/data/celebahq
     accelerate launch experiments/run.py method=psp train.max_steps=200 resume=latest
 

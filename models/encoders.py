@@ -6,7 +6,7 @@ an official checkpoint loads strictly (:func:`load_official_encoder`) when built
 
 Generalised for small worlds: the body's ``stage_channels``/``stage_units`` are configurable, every
 style head maps the last-stage channels to ``style_dim`` (official: 512 -> 512), and head spatial sizes
-follow ``input_size`` (the last map is input_size/16: 16 at 256, 4 at the toy 64).
+follow ``input_size`` (the last map is input_size/16: 16 at 256, 2 at the toy world's 32).
 
 Design choice (ReStyle's): :func:`init_from_irse` copies an ArcFace IR-SE's input layer and body;
 with ``input_nc != 3`` the pretrained RGB filters go to the first 3 input channels and the other

@@ -147,7 +147,7 @@ def test_input_latent_head():
     assert sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in head.modules()) == 2
     out = head(torch.randn(2, 32, 16, 16))
     assert out.shape == (2, 16, 4, 4) and not out.any()
-    # the toy world's 64-px input: no resampling, so the shipped head's keys are unchanged
+    # a 64-px input (4x4 last map): no resampling, the layout the 64-px world's shipped head had
     assert [type(m).__name__ for m in ide.InputLatentHead(32, 16, 4).convs] == ["Conv2d", "LeakyReLU", "Conv2d"]
     for bad in (0, 3, 12):
         with pytest.raises(ValueError, match="power-of-2 map"):

@@ -14,7 +14,7 @@ ENC = dict(n_styles=10, style_dim=128, input_size=64, **TOY)
 
 
 def toy_generator():
-    """The toy-world generator (64 px, n_latent 10), noise weights set as in a trained one."""
+    """A generator with the toy world's style sizes at 64 px (n_latent 10), noise weights set as in a trained one."""
     torch.manual_seed(0)
     g = Generator(64, **TOY_G)
     assert g.n_latent == 10
