@@ -11,7 +11,7 @@ from data.toyfaces.dataset import ToyFaces, ToySizes, split_identities
 from data.toyfaces.render import IDENTITY_DIMS, LOOK_DIMS, N_IDENTITY
 
 SMALL = ToySizes(train_identities=6, photos_per_identity=3, test_identities=4, test_photos_per_identity=3)
-SIZES = dict(lr_size=8, input_size=32)  # ToyFaces has no default sizes: these are world/toy.yaml's
+SIZES = dict(lr_size=8, input_size=32)  # ToyFaces has no default sizes; these tests pick their own
 
 
 def test_splits_have_disjoint_identities_and_fixed_identity_codes():
