@@ -104,6 +104,7 @@ NOT_TRAINING = (
     "weights_root",
     "train.cpu_threads",
     "train.max_steps",
+    "train.random_id_max_steps",
     "data.num_workers",
     "data.cache_dir",
     "data.test_pairing",
