@@ -94,7 +94,8 @@ def results_match(results: dict, expected: dict) -> str | None:
 
 
 # Config keys that change neither the weights a run trains nor its folder's meaning: where things are, how
-# it is watched, how long it runs (checked on its own) and how it is evaluated.
+# it is watched and checkpointed (tests/experiments/test_train.py: the same weights), how long it runs (checked on
+# its own) and how it is evaluated.
 NOT_TRAINING = (
     "eval",
     "wandb",
@@ -105,6 +106,10 @@ NOT_TRAINING = (
     "train.cpu_threads",
     "train.max_steps",
     "train.random_id_max_steps",
+    "train.val_every",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.keep_last",
     "data.num_workers",
     "data.cache_dir",
     "data.test_pairing",

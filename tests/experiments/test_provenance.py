@@ -94,6 +94,7 @@ def test_training_config_ignores_what_does_not_change_the_weights():
             "wandb.mode=disabled",
             "resume=auto",
             "train.max_steps=3",
+            "train.val_every=7",
             "data.test_pairing=same_identity",
             "output_dir=elsewhere",
         ]

@@ -144,6 +144,24 @@ def test_sigkill_then_resume_equals_uninterrupted(uninterrupted, tiny_nets, stra
     assert train_steps == sorted(set(train_steps)) == [1, 2, 3, 4, 5, 6]
 
 
+def test_cadence_keys_leave_training_unchanged(uninterrupted, tiny_nets, straight, tmp_path):
+    """The cadence keys are in provenance.NOT_TRAINING (a finished run is reused when only they differ): a run
+    that validates, logs and checkpoints at other steps ends with exactly the same weights on the CPU."""
+    from experiments.provenance import NOT_TRAINING
+
+    cadence = {"train.val_every": 5, "train.log_every": 3, "train.ckpt_every": 4, "train.keep_last": 1}
+    assert set(cadence) <= set(NOT_TRAINING)
+    run_cli(tiny_overrides(tiny_nets, tmp_path, **{**straight, **cadence}))
+    run_dir = only_run_dir(tmp_path)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # validated at 5 and 6 (the uninterrupted run: 2, 4 and 6), with the generator noise drawn from the global RNG
+    assert [m["step"] for m in lines if any(k.startswith("val/") for k in m)] == [5, 6]
+    a, b = encoder_weights(uninterrupted), encoder_weights(run_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all(), k
+
+
 @pytest.mark.multiproc
 def test_two_processes_match_one_process_with_same_global_batch(tiny_nets, tmp_path):
     one = tmp_path / "one"
