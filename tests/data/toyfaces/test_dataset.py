@@ -43,17 +43,18 @@ def test_photo_batches_cover_the_split_as_the_pairs_show_it(tmp_path):
 
 
 def test_dataset_items_and_modalities():
+    size = SIZES["input_size"]
     for cond, channels in (("lr", 3), ("sketch", 1), ("mask", 19)):
         ds = ToyFaces("train", cond, **SIZES, sizes=SMALL)
         item = ds[4]
-        assert item["contour"].shape == (channels, 32, 32)
-        assert item["target"].shape == item["identity"].shape == (3, 32, 32)
+        assert item["contour"].shape == (channels, size, size)
+        assert item["target"].shape == item["identity"].shape == (3, size, size)
         assert item["same_identity"] and item["identity_id"] == item["contour_identity_id"] == 1
         assert not torch.equal(item["identity"], item["target"])  # another photo of the person
         if cond == "lr":
-            assert torch.allclose(item["contour"], lr_contour(item["target"], 8, 32))
+            assert torch.allclose(item["contour"], lr_contour(item["target"], SIZES["lr_size"], size))
         if cond == "mask":
-            assert torch.equal(item["contour"].sum(0), torch.ones(32, 32))
+            assert torch.equal(item["contour"].sum(0), torch.ones(size, size))
 
 
 def test_test_manifest_protocol(tmp_path):
