@@ -25,7 +25,8 @@ by default ``random``, the paper's cross-identity pairs, and ``same_identity``) 
 disabled, to a ``wandb.Table`` in a run of its own (job_type ``reproduce``, group = the suite).
 
 By default everything runs in this one process. ``jobs=N`` runs the runs first in N worker processes
-(spawned, one per task, each with 1/N of the cores as ``train.cpu_threads`` unless given): a trained run
+(spawned, one per task, each with 1/N of the cores as ``train.cpu_threads`` unless given, each running its
+config as resolved when the command started, so editing a config file meanwhile cannot reach it): a trained run
 is one task (train, then evaluate each protocol), an evaluation-only row a task per protocol; a line is
 printed as each task ends, and the first one that fails stops the others (they resume from their last
 checkpoint). On a CPU, small networks use two cores better as two 1-thread processes than as one

@@ -143,34 +143,36 @@ def reproduce_suite(suite: Suite, overrides: list[str], log: list[str]) -> list[
     return rows
 
 
-def plan_tasks(suites: list[Suite], protocols: list[str], overrides: list[str]) -> list[list[list[str]]]:
-    """The suites' work as independent tasks, each a list of :func:`run_row_seed` token lists.
+def plan_tasks(suites: list[Suite], protocols: list[str], overrides: list[str]) -> list[list[DictConfig]]:
+    """The suites' work as independent tasks, each a list of :func:`run_row_seed` configs, resolved here: a
+    worker that starts an hour later runs what was planned, not the config files as they are by then (an
+    edited file then stops the tabulation with the run folder's "another config" error instead of killing a
+    worker mid-schedule).
 
     A trained run is one task: it trains once (a row shared by two suites, once), then evaluates each
     protocol. An evaluation-only row (``EVAL_ONLY``: PULSE, the trivial answers) is a task per protocol,
     each with a folder of its own. Evaluation-only tasks come first (PULSE's take about half a trained
     row), then the trained runs, the most refinement steps first, so the shortest end the schedule."""
-    tasks: dict[str, tuple[float, dict[str, list[str]]]] = {}
+    tasks: dict[str, tuple[float, dict[str, DictConfig]]] = {}
     for suite in suites:
         for protocol in protocols:
             for row in suite.rows:
                 for seed in suite.seeds:
-                    tokens = row_tokens(suite, row, seed, [*overrides, f"data.test_pairing={protocol}"])
-                    cfg = load_config(tokens)
+                    cfg = row_config(suite, row, seed, [*overrides, f"data.test_pairing={protocol}"])
                     eval_only = cfg.model.kind in EVAL_ONLY
                     key = f"{run_name(cfg)} {protocol}" if eval_only else run_name(cfg)
                     cost = float("inf") if eval_only else cfg.train.max_steps * cfg.model.n_iters
-                    tasks.setdefault(key, (cost, {}))[1].setdefault(protocol, tokens)  # the first suite's
+                    tasks.setdefault(key, (cost, {}))[1].setdefault(protocol, cfg)  # the first suite's
     return [list(work.values()) for _, work in sorted(tasks.values(), key=lambda t: -t[0])]
 
 
-def _run_task(token_lists: list[list[str]], conn) -> None:
+def _run_task(configs: list[DictConfig], conn) -> None:
     """A worker process (:func:`run_tasks`): run one task's runs, send ``(log lines, None, None)`` or, when
     it fails, ``(None, the error, its traceback)``."""
     try:
         log: list[str] = []
-        for tokens in token_lists:
-            run_row_seed(load_config(tokens), log)
+        for cfg in configs:
+            run_row_seed(cfg, log)
         outcome = (log, None, None)
     except BaseException as err:  # whatever ends the task is the parent's to report
         outcome = (None, err, traceback.format_exc())
@@ -181,7 +183,7 @@ def _run_task(token_lists: list[list[str]], conn) -> None:
     conn.close()
 
 
-def run_tasks(tasks: list[list[list[str]]], jobs: int, log: list[str], work=_run_task) -> None:
+def run_tasks(tasks: list[list[DictConfig]], jobs: int, log: list[str], work=_run_task) -> None:
     """Run ``tasks`` (:func:`plan_tasks`) in order on ``jobs`` worker processes at a time, each task in a fresh
     spawned process (not a daemon: a run may start data-loader workers), appending their log lines; prints
     a line as each task ends. The first task that fails, or whose process dies, stops the others (their runs

@@ -5,6 +5,7 @@ and a second invocation trains and evaluates nothing."""
 import csv
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -120,10 +121,10 @@ def test_row_config_layers_world_row_overrides_and_seed():
 def test_the_tasks_of_both_tables_train_each_run_once_and_put_the_longest_first():
     """jobs=N's plan for Tables 1 and 2, 2 seeds, both protocols: the runs shared by the tables (ReStyle =
     baseline, Ours) are one task each, a trained run's task evaluates both protocols after training,
-    PULSE's evaluations are a task per protocol and seed, and the one-step pSp runs end the schedule."""
+    PULSE's evaluations are a task per protocol and seed, and the one-step pSp runs end the schedule. The tasks
+    hold resolved configs, which reach a spawned worker whole (pickled, typed by the schema)."""
     suites = [load_suite(p, [0, 1]) for p in suite_paths("all")]
-    tasks = plan_tasks(suites, ["random", "same_identity"], ["train.cpu_threads=1"])
-    runs = [[load_config(t) for t in task] for task in tasks]
+    runs = plan_tasks(suites, ["random", "same_identity"], ["train.cpu_threads=1"])
     names = [{run_name(c) for c in task} for task in runs]
     assert all(len(n) == 1 for n in names)  # a task is one run folder
     names = [n.pop() for n in names]
@@ -135,6 +136,8 @@ def test_the_tasks_of_both_tables_train_each_run_once_and_put_the_longest_first(
         ["random", "same_identity"]
     ] * 10
     assert {c.train.cpu_threads for task in runs for c in task} == {1}
+    sent = pickle.loads(pickle.dumps(runs[4][0]))
+    assert sent == runs[4][0] and OmegaConf.get_type(sent) is OmegaConf.get_type(load_config([]))
 
 
 @pytest.mark.slow
