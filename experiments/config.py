@@ -10,9 +10,7 @@ A run's config is built from, in this order:
    ``method=`` and other groups read ``experiments/configs/<group>/<name>.yaml``);
    a preset builds on others by naming them in its ``presets:`` list (``presets: [method=restyle]``),
    which are merged before it, so no preset repeats another;
-4. dotted overrides such as ``train.lr=3e-4``;
-5. then ``train.random_id_max_steps``, where a recipe sets it, becomes ``train.max_steps`` of an IDE encoder
-   whose identity encoder starts from random init, unless the command line gives ``train.max_steps=``.
+4. dotted overrides such as ``train.lr=3e-4``.
 
 Every source is validated against the schema (``experiments.config_schema``); a bad key, a bad type, an
 unknown preset or a malformed token raises :class:`~experiments.config_schema.ConfigError`, whose message is one line
@@ -187,18 +185,7 @@ def load_config(argv: list[str] | tuple[str, ...] = ()) -> DictConfig:
     for key, value in overrides:
         cfg = _merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]), f"the command line '{key}={value}'")
     validate(cfg)
-    if not any(key == "train.max_steps" for key, _ in overrides):
-        cfg.train.max_steps = _training_steps(cfg)
     return cfg
-
-
-def _training_steps(cfg: DictConfig) -> int:
-    """The steps ``cfg``'s encoder trains: ``train.random_id_max_steps`` for an IDE encoder whose identity
-    encoder starts from random init, when set; ``train.max_steps`` otherwise."""
-    longer = cfg.train.random_id_max_steps
-    if longer is not None and cfg.model.kind == "ide" and cfg.model.identity_init == "random":
-        return longer
-    return cfg.train.max_steps
 
 
 def run_name(cfg: DictConfig) -> str:

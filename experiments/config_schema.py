@@ -67,10 +67,6 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 110_000
-    # train.max_steps of an IDE encoder whose identity encoder starts from random init (model.identity_init=random:
-    # Table 2's +IFBlock and +Input Latent rows), which learns identity from the ID loss alone and so needs
-    # longer; None = train.max_steps. A train.max_steps= on the command line sets every row's and wins.
-    random_id_max_steps: int | None = None
     batch_size: int = 8  # global: per-process batch x processes x grad_accum
     grad_accum: int = 1
     lr: float = 1e-4
@@ -282,7 +278,6 @@ RANGES = [
     ("model.n_ifm_per_block", _optional(_positive), "null or >= 1"),
     ("model.stage_channels", _four_positive, "null or 4 positive channel counts"),
     ("model.stage_units", _four_positive, "null or 4 positive unit counts"),
-    ("train.random_id_max_steps", _optional(_positive), "null or >= 1"),
     ("train.cpu_threads", _optional(_non_negative), "null or >= 0"),
     ("eval.max_pairs", _optional(_positive), "null or >= 1"),
     ("eval.n_iters", _optional(_positive), "null or >= 1"),

@@ -105,7 +105,6 @@ NOT_TRAINING = (
     "weights_root",
     "train.cpu_threads",
     "train.max_steps",
-    "train.random_id_max_steps",
     "train.val_every",
     "train.log_every",
     "train.ckpt_every",

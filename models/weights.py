@@ -132,7 +132,7 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec(
             "toy_ide",
             "toy_ide/encoder.safetensors",
-            "57feb3abf7d71a781a74e332bff1900ae2690494dae74a068ca2619a1b41dd0c",
+            "dfc3ffe388bffa72a2f0938a0c12ef86f9853f06e5633a9716304adc2faa8344",
             "run `ideface-pretrain-toy encoder` (trains the toy run, writes models/pretrained/toy_ide/)",
             "toy IDE encoder (Ours = pretrained-ID row, fp16; config.yaml beside it): load_pipeline('toy')",
             location="repo",
