@@ -58,9 +58,10 @@ def ship_encoder(out_dir: Path, run: Path | None = None, seed: int = 0) -> dict:
     with atomic_path(out / "encoder.safetensors") as tmp:
         # one metadata key: byte-reproducible (methods.export)
         save_file(state, str(tmp), metadata={"generator": generator})
-    # the run's output folder is a path on the machine that trained it, meaningless where the file ships
+    # the run's output folder is a path on the machine that trained it, and how it was launched (reproduce.py
+    # launches with resume=auto) is that run's: neither means anything where the file ships
     config = OmegaConf.load(final / "config.yaml")
-    config.output_dir = Config.output_dir
+    config.output_dir, config.resume = Config.output_dir, Config.resume
     (out / "config.yaml").write_text(OmegaConf.to_yaml(config))
     hashes = print_hashes({"encoder": out / "encoder.safetensors"})
     return {"name": "toy_ide", "run": str(final.parent), "sha256": hashes}

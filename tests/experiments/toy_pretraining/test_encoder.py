@@ -25,12 +25,17 @@ def test_encoder_ships_a_run_fp16_with_its_generator_fingerprint(tmp_path, recor
     source = run / "final" / "encoder.safetensors"
     if not recorded:
         save_file(load_file(str(source)), str(source))
+    launched = OmegaConf.load(run / "final" / "config.yaml")
+    launched.resume = "auto"  # as reproduce.py launches its runs
+    OmegaConf.save(launched, run / "final" / "config.yaml")
     main(["encoder", "--run", str(run), "--out-dir", str(tmp_path / "out")])
     shipped = tmp_path / "out" / "toy_ide"
-    # the run's config, but for its output folder (a path on the training machine): the schema's default
+    # the run's config, but for its output folder (a path on the training machine) and its launch mode: the
+    # schema's defaults
     config, trained = (OmegaConf.load(p / "config.yaml") for p in (shipped, run / "final"))
     assert trained.output_dir != "runs" and config.output_dir == "runs"
-    config.output_dir = trained.output_dir
+    assert trained.resume == "auto" and config.resume is None
+    config.output_dir, config.resume = trained.output_dir, trained.resume
     assert config == trained
     with safe_open(str(shipped / "encoder.safetensors"), framework="pt") as f:
         assert f.metadata()["generator"] == state_fingerprint(model.decoder)
