@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config_schema import Config, ConfigError, DataConfig, validate
+from experiments.config_schema import RETIRED_KEYS, Config, ConfigError, DataConfig, validate
 from experiments.world import DATASETS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -147,8 +147,14 @@ def schema() -> DictConfig:
 
 def read_saved_config(path: Path) -> DictConfig:
     """A run's saved ``config.yaml`` over :func:`schema`, unvalidated; data keys of earlier versions
-    (the dataset class's ``RENAMED_KEYS``) are read as their ``data.options`` names."""
+    (the dataset class's ``RENAMED_KEYS``) are read as their ``data.options`` names, and the schema's
+    ``RETIRED_KEYS`` are dropped."""
     node = _load_yaml(Path(path))
+    for dotted in RETIRED_KEYS:
+        parent, _, leaf = dotted.rpartition(".")
+        section = OmegaConf.select(node, parent)
+        if OmegaConf.is_dict(section) and leaf in section:
+            section.pop(leaf)
     data = node.get("data")
     dataset = data.get("dataset", DataConfig.dataset) if OmegaConf.is_dict(data) else None
     if dataset in DATASETS:

@@ -197,3 +197,24 @@ def test_a_saved_config_of_an_earlier_version_reads_its_renamed_keys(tmp_path):
     validate(cfg)
     assert dict(cfg.data.options) == {"test_identities": 7, "photos_per_identity": 4}
     assert "toy_test_identities" not in cfg.data
+
+
+def test_a_saved_config_of_an_earlier_version_drops_its_retired_keys(tmp_path):
+    """Run folders of sessions 27-28 saved ``train.random_id_max_steps`` beside the steps it had set; they load
+    with the steps they trained (and an unknown key still fails)."""
+    from experiments.config import read_saved_config, to_yaml
+    from experiments.config_schema import validate
+
+    text = to_yaml(load_config(["train.max_steps=2400"]))
+    assert "  max_steps: 2400\n" in text
+    (tmp_path / "config.yaml").write_text(
+        text.replace("  max_steps: 2400\n", "  max_steps: 2400\n  random_id_max_steps: 2400\n")
+    )
+    cfg = read_saved_config(tmp_path / "config.yaml")
+    validate(cfg)
+    assert cfg.train.max_steps == 2400 and "random_id_max_steps" not in cfg.train
+    (tmp_path / "config.yaml").write_text(
+        text.replace("  max_steps: 2400\n", "  max_steps: 2400\n  other_max_steps: 1\n")
+    )
+    with pytest.raises(ConfigError, match="other_max_steps"):
+        read_saved_config(tmp_path / "config.yaml")
