@@ -149,13 +149,12 @@ class Config:
 
 
 # Keys of earlier versions that a saved run config may still hold, dropped when it is read
-# (``experiments.config.read_saved_config``), each with why that loses nothing: the effect they had is written
-# in the keys the run saved beside them.
-RETIRED_KEYS = {
+# (``experiments.config.read_saved_config``); each comment says why that loses nothing.
+RETIRED_KEYS = (
     # until session 28: the steps of an IDE encoder whose identity encoder starts from random init; load_config
     # wrote it into train.max_steps before the run saved its config, so max_steps holds the steps it trained
-    "train.random_id_max_steps": "train.max_steps holds the steps the run trained",
-}
+    "train.random_id_max_steps",
+)
 
 
 CHOICES = {
